@@ -1,0 +1,52 @@
+# bhxh-integrity — set-up, run, test, bench. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# Debian packages the test-suite drives as independent checkers and renderers.
+TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core
+RUN_DEBS  := fonts-dejavu-core
+
+.PHONY: run test bench soak install install-test system-deps system-deps-run postgres clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP) requirements-test.lock
+	$(BIN)/pip install --quiet -r requirements-test.lock
+	touch $@
+
+install: $(STAMP)
+install-test: $(TEST_STAMP)
+
+system-deps-run:
+	@scripts/apt-ensure $(RUN_DEBS)
+
+system-deps:
+	@scripts/apt-ensure $(TEST_DEBS)
+
+postgres:
+	@scripts/postgres-ensure
+
+run: install system-deps-run
+	$(BIN)/bhxh-integrity init --demo
+	$(BIN)/bhxh-integrity serve --demo
+
+test: install-test system-deps postgres
+	$(BIN)/python -m pytest
+
+bench: install-test postgres
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+soak: install-test system-deps postgres
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,45 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.routes import admin_clients, health
+from integrity.app_state import AppState, build_state
+from integrity.clock import Clock, system_clock
+from integrity.settings import Settings
+
+ROUTERS = (health.router, admin_clients.router)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, state: AppState | None = None
+) -> FastAPI:
+    """Build the app. Settings and keys are checked here, so a bad key stops start-up at once."""
+    owned = state is None
+    app_state = state or build_state(settings or Settings(), clock=clock or system_clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            app_state.close()
+
+    app = FastAPI(
+        title="bhxh-integrity",
+        version="1.0",
+        summary="Security and integrity layer between the BHXH portal and the one-stop system",
+        lifespan=lifespan,
+    )
+    app.state.bhxh = app_state
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app_state.settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,191 @@
+"""The ``bhxh-integrity`` command line (typer + rich). Commands are thin: parse, call
+``integrity``, render. Exit codes: 0 done or verified, 1 verification failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from api.cli_output import EXIT_USAGE, console, emit_json, err_console, fail
+from auth.errors import AuthError
+from integrity.app_state import AppState, build_state
+from integrity.devpki import generate
+from integrity.errors import IntegrityError
+from integrity.logs import configure_logging
+from integrity.settings import Settings
+
+DEMO_KEYS_DIR = Path("keys.example")
+
+app = typer.Typer(
+    name="bhxh-integrity",
+    help="Security and integrity layer between the BHXH portal and the one-stop system.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Keys and certificates.", no_args_is_help=True)
+clients_app = typer.Typer(help="API clients (other BHXH systems).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(clients_app, name="clients")
+
+DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def load_settings(demo: bool = False) -> Settings:
+    """Settings from the environment; --demo switches to keys.example/ unless BHXH_KEYS_DIR is set."""
+    overrides: dict[str, object] = {}
+    if demo:
+        overrides["demo"] = True
+        if "BHXH_KEYS_DIR" not in os.environ:
+            overrides["keys_dir"] = DEMO_KEYS_DIR
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+def open_state(demo: bool = False) -> AppState:
+    settings = load_settings(demo)
+    configure_logging(settings.log_level)
+    return build_state(settings)
+
+
+@app.command()
+def init(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """Migrate the database, create the audit log and load the keys (idempotent)."""
+    from integrity.setup import initialise
+
+    settings = load_settings(demo)
+    configure_logging(settings.log_level)
+    report = initialise(settings)
+    if as_json:
+        emit_json({"changed": report.changed, "changes": list(report.changes)})
+    elif report.changed:
+        for change in report.changes:
+            console.print(f"[green]✓[/] {change}")
+    else:
+        console.print("already initialised: nothing changed")
+
+
+@app.command()
+def migrate(as_json: JsonOption = False) -> None:
+    """Apply pending database migrations."""
+    from integrity.db import make_engine
+    from integrity.migrate import upgrade
+
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        applied = upgrade(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json({"applied": applied})
+    else:
+        console.print(f"applied: {', '.join(applied)}" if applied else "schema is current: nothing to apply")
+
+
+@app.command()
+def serve(
+    demo: DemoOption = False,
+    host: Annotated[Optional[str], typer.Option(help="bind address (BHXH_HOST)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (BHXH_PORT)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    if demo:
+        os.environ["BHXH_DEMO"] = "1"
+        os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
+    settings = load_settings(demo)
+    configure_logging(settings.log_level)
+    # Check keys and settings before forking workers: a bad key stops here with exit 2.
+    build_state(settings).close()
+    uvicorn.run(
+        "api.asgi:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@keys_app.command("dev-pki")
+def dev_pki(
+    out: Annotated[Path, typer.Option(help="directory to write the demo PKI into")] = DEMO_KEYS_DIR,
+    force: Annotated[bool, typer.Option(help="overwrite an existing demo PKI")] = False,
+) -> None:
+    """Write a demonstration PKI (NOT FOR PRODUCTION) for tests and demos."""
+    if (out / "ca.crt.pem").exists() and not force:
+        fail(f"{out} already holds a PKI; pass --force to overwrite it")
+    written = generate(out, now=datetime.now(UTC))
+    console.print(f"wrote {len(written)} files to {out} [bold red](NOT FOR PRODUCTION)[/]")
+
+
+@clients_app.command("create")
+def clients_create(
+    name: str,
+    scopes: Annotated[str, typer.Option(help="comma-separated scopes, e.g. sign,verify")],
+    demo: DemoOption = False,
+) -> None:
+    """Create an API client; prints {"client_id", "api_key"} once (only a hash is stored)."""
+    state = open_state(demo)
+    try:
+        issued = state.clients.create(name, scopes, actor="system")
+    finally:
+        state.close()
+    emit_json({"client_id": issued.client.client_id, "api_key": issued.api_key, "scopes": sorted(issued.client.scopes)})
+
+
+@clients_app.command("list")
+def clients_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """List API clients (never their keys)."""
+    state = open_state(demo)
+    try:
+        clients = state.clients.list()
+    finally:
+        state.close()
+    rows = [
+        {"client_id": c.client_id, "name": c.name, "scopes": sorted(c.scopes),
+         "created_at": c.created_at.isoformat(), "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None}
+        for c in clients
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("client id", "name", "scopes", "state")
+    for r in rows:
+        table.add_row(r["client_id"], r["name"], ",".join(r["scopes"]), "revoked" if r["revoked_at"] else "active")
+    console.print(table)
+
+
+@clients_app.command("revoke")
+def clients_revoke(client_id: str, demo: DemoOption = False) -> None:
+    """Revoke an API client's key; takes effect at once."""
+    state = open_state(demo)
+    try:
+        client = state.clients.revoke(client_id, actor="system")
+    finally:
+        state.close()
+    console.print(f"revoked {client.client_id} ({client.name})")
+
+
+def main() -> None:
+    """Console entry point: domain errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except (IntegrityError, AuthError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(EXIT_USAGE) from None

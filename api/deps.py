@@ -1,0 +1,67 @@
+"""FastAPI dependencies: the application state and the caller's identity and scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from fastapi import Depends, Request
+
+from auth import InvalidApiKey, MissingScope
+from auth.apikeys import KEY_PREFIX
+from integrity.app_state import AppState
+from integrity.metrics import API_KEY_EVENTS
+
+BEARER = "bearer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["client", "user"]
+    id: str
+    name: str
+    scopes: frozenset[str]
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id if self.kind == 'client' else self.name}"
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.bhxh
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != BEARER or not credentials.strip():
+        API_KEY_EVENTS.labels("refused").inc()
+        raise InvalidApiKey("missing bearer credentials")
+    return credentials.strip()
+
+
+def get_principal(request: Request, state: AppState = Depends(get_state)) -> Principal:
+    """The authenticated caller: an API client, or a fully logged-in user session."""
+    token = _bearer(request)
+    if token.startswith(KEY_PREFIX + "_"):
+        client = state.clients.authenticate(token)
+        return Principal("client", client.client_id, client.name, client.scopes)
+    resolve_session = state.services.get("session_resolver")
+    if resolve_session is not None:
+        principal = resolve_session(token)
+        if principal is not None:
+            return principal
+    API_KEY_EVENTS.labels("refused").inc()
+    raise InvalidApiKey("unknown bearer token")
+
+
+def require_scope(scope: str) -> Callable[..., Principal]:
+    """A dependency that lets the call through only for a caller holding ``scope``."""
+
+    def _check(principal: Principal = Depends(get_principal)) -> Principal:
+        if scope not in principal.scopes:
+            raise MissingScope(scope)
+        return principal
+
+    _check.__name__ = f"require_scope_{scope.replace(':', '_')}"
+    return _check

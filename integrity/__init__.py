@@ -1,0 +1,1 @@
+"""The application core: settings, storage, wiring and the use cases that cross domains."""

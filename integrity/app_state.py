@@ -1,0 +1,87 @@
+"""The wiring: one object holding the engine, the keys and every service (built once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from integrity.audit_service import AuditService
+from integrity.clients import ClientService
+from integrity.clock import Clock, system_clock
+from integrity.db import make_engine
+from integrity.keys import ServiceKeys, load_service_keys
+from integrity.logs import get_logger
+from integrity.migrate import pending
+from integrity.settings import Settings
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, str]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    keys: ServiceKeys
+    audit: AuditService
+    clients: ClientService
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def readiness(self) -> Readiness:
+        checks: dict[str, str] = {}
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            todo = pending(self.engine)
+            checks["schema"] = "ok" if not todo else "migrations pending: run `bhxh-integrity migrate`"
+        except (SQLAlchemyError, OSError) as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["keys"] = "ok" if self.keys.one_stop_signing and self.keys.audit_key else "not loaded"
+        return Readiness(all(v == "ok" for v in checks.values()), checks)
+
+    def init_steps(self) -> list[Callable[[], str | None]]:
+        """Idempotent set-up steps run by ``init``; each returns what it changed, or None."""
+        return [self.audit.ensure_genesis, *self.services.get("init_steps", [])]
+
+    def close(self) -> None:
+        self.audit.close()
+        self.engine.dispose()
+
+
+def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engine | None = None) -> AppState:
+    """Parse keys and settings once; a bad key or passphrase raises ConfigurationError here."""
+    keys = load_service_keys(settings)
+    if keys.demo:
+        get_logger().warning(
+            "demo_keys_in_use",
+            message="INSECURE DEMO MODE: running with the public demonstration PKI of keys.example/; "
+            "nothing signed by this instance has any legal value",
+            keys_dir=str(keys.keys_dir),
+        )
+    eng = engine or make_engine(settings.database_url)
+    audit = AuditService(
+        eng,
+        clock=clock,
+        log_id=settings.log_id,
+        checkpoint_key=keys.audit_key,
+        checkpoint_key_name=keys.audit_key_name,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_seconds=settings.checkpoint_seconds,
+        publish_dir=settings.checkpoint_publish_dir,
+    )
+    return AppState(
+        settings=settings,
+        engine=eng,
+        clock=clock,
+        keys=keys,
+        audit=audit,
+        clients=ClientService(eng, clock, audit),
+    )

@@ -1,0 +1,128 @@
+"""The service's own key material, parsed once at start-up (STYLE.md rule 5).
+
+A bad file or passphrase stops ``serve`` and ``init`` with a ``ConfigurationError`` naming the
+file; the demonstration PKI is refused unless demo mode is on, and logged loudly when it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from integrity.devpki import DEMO_MARKER, AUDIT_KEY_NAME, CA_NAME
+from integrity.errors import ConfigurationError, DemoKeysRefused
+from integrity.settings import Settings
+
+SECRETS_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class CertifiedKey:
+    private_key: PrivateKeyTypes
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class ServiceKeys:
+    keys_dir: Path
+    passphrase: bytes | None
+    ca_certificates: tuple[x509.Certificate, ...]
+    audit_key: ed25519.Ed25519PrivateKey
+    audit_key_name: str
+    secrets_key: bytes
+    one_stop_signing: CertifiedKey
+    exchange: dict[str, CertifiedKey]  # RFC 9421 keyid -> key
+    demo: bool
+
+
+def is_demo_dir(keys_dir: Path) -> bool:
+    if (keys_dir / DEMO_MARKER).exists():
+        return True
+    ca = keys_dir / "ca.crt.pem"
+    if ca.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(ca.read_bytes())
+        except ValueError:
+            return False
+        return any(a.value == CA_NAME for a in cert.subject)
+    return False
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read key file {path}: {exc.strerror}") from exc
+
+
+def _private(path: Path, passphrase: bytes | None) -> PrivateKeyTypes:
+    try:
+        return serialization.load_pem_private_key(_read(path), passphrase)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot load private key {path}: wrong passphrase or not an encrypted PKCS#8 PEM"
+        ) from exc
+
+
+def _cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(_read(path))
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot load certificate {path}: not a PEM X.509 certificate") from exc
+
+
+def _certified(keys_dir: Path, stem: str, passphrase: bytes | None) -> CertifiedKey:
+    return CertifiedKey(_private(keys_dir / f"{stem}.key.pem", passphrase), _cert(keys_dir / f"{stem}.crt.pem"))
+
+
+def resolve_passphrase(settings: Settings, keys_dir: Path, demo: bool) -> bytes | None:
+    explicit = settings.passphrase()
+    if explicit is not None:
+        return explicit
+    if demo and (keys_dir / "passphrase.txt").exists():
+        return (keys_dir / "passphrase.txt").read_bytes().strip()
+    return None
+
+
+def load_service_keys(settings: Settings) -> ServiceKeys:
+    keys_dir = settings.keys_dir
+    if not keys_dir.is_dir():
+        raise ConfigurationError(f"keys directory {keys_dir} does not exist (run `bhxh-integrity init`)")
+    demo_dir = is_demo_dir(keys_dir)
+    if demo_dir and not settings.demo:
+        raise DemoKeysRefused(
+            f"{keys_dir} holds the demonstration PKI, which must never be used in production; "
+            "pass --demo or set BHXH_DEMO=1 to run the demo"
+        )
+    passphrase = resolve_passphrase(settings, keys_dir, demo_dir)
+    audit_key = _private(keys_dir / "audit-log.key.pem", passphrase)
+    if not isinstance(audit_key, ed25519.Ed25519PrivateKey):
+        raise ConfigurationError("audit-log.key.pem must be an Ed25519 key (C2SP signed-note)")
+    try:
+        secrets_key = base64.b64decode(_read(keys_dir / "secrets.key").strip(), validate=True)
+    except binascii.Error as exc:
+        raise ConfigurationError("secrets.key must be one line of base64") from exc
+    if len(secrets_key) != SECRETS_KEY_BYTES:
+        raise ConfigurationError("secrets.key must hold a 256-bit key")
+    exchange = {}
+    for stem, keyid in (("portal-exchange", "portal"), ("one-stop-exchange", "one-stop"), ("gateway-exchange", "gateway")):
+        if (keys_dir / f"{stem}.key.pem").exists():
+            exchange[keyid] = _certified(keys_dir, stem, passphrase)
+    return ServiceKeys(
+        keys_dir=keys_dir,
+        passphrase=passphrase,
+        ca_certificates=(_cert(keys_dir / "ca.crt.pem"),),
+        audit_key=audit_key,
+        audit_key_name=AUDIT_KEY_NAME if demo_dir else f"bhxh-integrity/audit/{settings.log_id}",
+        secrets_key=secrets_key,
+        one_stop_signing=_certified(keys_dir, "one-stop-signing", passphrase),
+        exchange=exchange,
+        demo=demo_dir,
+    )

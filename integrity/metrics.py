@@ -1,0 +1,18 @@
+"""Prometheus metrics of the service (prometheus-client, default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "bhxh_http_requests_total", "HTTP requests by route template, method and status", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "bhxh_http_request_seconds",
+    "HTTP request latency by route template and method",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+API_KEY_EVENTS = Counter(
+    "bhxh_api_key_events_total", "API key creations, revocations and refusals", ["event"]
+)

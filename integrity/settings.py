@@ -1,0 +1,55 @@
+"""Service settings, read once from ``BHXH_*`` environment variables (pydantic-settings).
+
+Every variable is listed in README.md's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///var/integrity.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BHXH_", extra="ignore", frozen=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///… or postgresql+psycopg://…")
+    keys_dir: Path = Field(Path("var/keys"), description="directory holding the service's keys and certificates")
+    keys_passphrase: str | None = Field(None, description="passphrase of the encrypted PKCS#8 private keys (prefer the _FILE variant)")
+    keys_passphrase_file: Path | None = Field(None, description="file holding that passphrase")
+    demo: bool = Field(False, description="allow the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+    host: str = Field("127.0.0.1", description="address serve binds to")
+    port: int = Field(8000, ge=1, le=65535, description="port serve binds to")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    public_base_url: str = Field("http://127.0.0.1:8000", description="external base URL (receipt QR codes, links)")
+    log_id: str = Field("bhxh-vss-main", description="audit log identifier, part of the checkpoint origin line")
+    checkpoint_every: int = Field(1000, ge=1, description="sign a checkpoint at least every N entries")
+    checkpoint_seconds: int = Field(60, ge=1, description="and at least every N seconds")
+    checkpoint_publish_dir: Path | None = Field(None, description="directory outside the database where each checkpoint is also written")
+    clock_skew_seconds: int = Field(300, ge=0, le=3600, description="allowed skew of RFC 9421 `created`")
+    tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority; when set, receipts are PAdES B-T")
+    units_file: Path | None = Field(None, description="JSON list of receiving units [{code, name}]; the demo list when unset")
+    session_idle_seconds: int = Field(1800, ge=60, le=3600, description="session idle timeout (≤ 1 h)")
+    session_absolute_seconds: int = Field(8 * 3600, ge=300, le=12 * 3600, description="session absolute lifetime (≤ 12 h)")
+    secure_cookies: bool = Field(True, description="mark cookies Secure (turn off only for plain-HTTP local demos)")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("BHXH_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    def passphrase(self) -> bytes | None:
+        """The private-key passphrase, from the file if given (never from the command line)."""
+        if self.keys_passphrase_file is not None:
+            return self.keys_passphrase_file.read_bytes().strip()
+        if self.keys_passphrase is not None:
+            return self.keys_passphrase.encode()
+        return None
