@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.routes import admin_clients, health
 from integrity.app_state import AppState, build_state
 from integrity.clock import Clock, system_clock
@@ -41,5 +41,6 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_state.settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -84,25 +84,34 @@ class BodyLimitMiddleware:
                 await self._reject_too_large(scope, send)
                 return
         seen = 0
+        exceeded = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge(f"the body exceeds the limit of {self.max_bytes} bytes")
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            # Whatever the app made of the interrupted body (frameworks may call it a parse
+            # error), the caller is told the truth: 413.
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject_too_large(scope, send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
                 await self._reject_too_large(scope, send)
@@ -121,3 +130,49 @@ class BodyLimitMiddleware:
 
 async def _no_body() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+# The API answers JSON and never needs to be framed or to run script; the server-rendered pages
+# load only their own static files (no inline script, DESIGN.md: no external assets).
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_NO_STORE_PREFIXES = ("/v1/auth", "/v1/admin", "/account", "/login", "/mfa")
+
+
+class SecurityHeadersMiddleware:
+    """Adds CSP, framing, sniffing and referrer headers; no-store on sensitive answers.
+
+    A response that sets its own Content-Security-Policy keeps it (a page may need a stricter
+    or a hash-based one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                ctype = dict(headers).get(b"content-type", b"")
+                if b"content-security-policy" not in names:
+                    csp = PAGE_CSP if ctype.startswith(b"text/html") else API_CSP
+                    headers.append((b"content-security-policy", csp.encode()))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
+                if path.startswith(_NO_STORE_PREFIXES) and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)

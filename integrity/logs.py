@@ -30,9 +30,19 @@ def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str,
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """JSON lines on ``stream`` (stderr by default); stdlib logging is routed through too."""
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     numeric = logging.getLevelName(level.upper())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -58,6 +68,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root.setLevel(numeric)
     # uvicorn's own access log would print raw paths and query strings; ours is structured.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every URL it fetches, query string included; the gateway logs its own lines.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(name: str = "bhxh") -> structlog.stdlib.BoundLogger:
