@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Debian packages the test-suite drives as independent checkers and renderers.
-TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core
+TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver
 RUN_DEBS  := fonts-dejavu-core
 
 .PHONY: run test bench soak install install-test system-deps system-deps-run postgres clean

@@ -9,12 +9,25 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from api.routes import admin_clients, health
+from api import gateway, web
+from api.routes import admin_clients, admin_users, audit, auth, exchange, health, keys, receipts, signatures
 from integrity.app_state import AppState, build_state
 from integrity.clock import Clock, system_clock
 from integrity.settings import Settings
 
-ROUTERS = (health.router, admin_clients.router)
+ROUTERS = (
+    health.router,
+    keys.router,
+    signatures.router,
+    receipts.router,
+    audit.router,
+    exchange.router,
+    gateway.router,
+    auth.router,
+    admin_users.router,
+    admin_clients.router,
+    web.router,
+)
 
 
 def create_app(

@@ -12,12 +12,14 @@ import typer
 from pydantic import ValidationError
 
 from api.cli_output import EXIT_USAGE, console, emit_json, err_console, fail
+from audit.errors import AuditError
 from auth.errors import AuthError
 from integrity.app_state import AppState, build_state
 from integrity.devpki import generate
 from integrity.errors import IntegrityError
 from integrity.logs import configure_logging
 from integrity.settings import Settings
+from signing.errors import SigningError
 
 DEMO_KEYS_DIR = Path("keys.example")
 
@@ -182,10 +184,25 @@ def clients_revoke(client_id: str, demo: DemoOption = False) -> None:
     console.print(f"revoked {client.client_id} ({client.name})")
 
 
+def _mount_domain_commands() -> None:
+    """The domain modules own their commands; they are mounted here, at import time of the CLI."""
+    from api import cli_audit, cli_exchange, cli_receipts, cli_signing, cli_users
+
+    app.registered_commands.extend(cli_signing.app.registered_commands)  # sign, verify
+    keys_app.registered_commands.extend(cli_signing.keys_app.registered_commands)
+    app.add_typer(cli_audit.app, name="audit")
+    app.add_typer(cli_receipts.app, name="receipts")
+    app.add_typer(cli_users.app, name="users")
+    app.add_typer(cli_exchange.app, name="exchange")
+
+
+_mount_domain_commands()
+
+
 def main() -> None:
     """Console entry point: domain errors become one line on stderr and exit code 2."""
     try:
         app()
-    except (IntegrityError, AuthError) as exc:
+    except (IntegrityError, AuthError, AuditError, SigningError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(EXIT_USAGE) from None

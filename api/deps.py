@@ -46,11 +46,10 @@ def get_principal(request: Request, state: AppState = Depends(get_state)) -> Pri
     if token.startswith(KEY_PREFIX + "_"):
         client = state.clients.authenticate(token)
         return Principal("client", client.client_id, client.name, client.scopes)
-    resolve_session = state.services.get("session_resolver")
-    if resolve_session is not None:
-        principal = resolve_session(token)
-        if principal is not None:
-            return principal
+    # A full session only: MFA tokens and enrolment-only sessions resolve to None here.
+    user = state.accounts.authenticate_session(token)
+    if user is not None:
+        return Principal("user", user.id, user.name, user.scopes)
     API_KEY_EVENTS.labels("refused").inc()
     raise InvalidApiKey("unknown bearer token")
 

@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import audit.errors as audit_errors
 import auth.errors as auth_errors
-import integrity.errors as integrity_errors
+import integrity.errors as ie
+import signing.errors as se
 from integrity.logs import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -38,18 +40,78 @@ class BodyTooLarge(Exception):
 
 
 # Exception class -> problem. Add a row per domain error family; order does not matter.
+_BEARER = (("WWW-Authenticate", 'Bearer realm="bhxh-integrity"'),)
+
 PROBLEMS: dict[type[BaseException], Problem] = {
     BodyTooLarge: Problem(413, "body-too-large", "Request body too large"),
-    auth_errors.InvalidApiKey: Problem(
-        401, "unauthenticated", "Authentication required", expose_detail=False,
-        headers=(("WWW-Authenticate", 'Bearer realm="bhxh-integrity"'),),
+    # auth: API keys, scopes, accounts. Credential failures say nothing more than the title.
+    auth_errors.InvalidApiKey: Problem(401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER),
+    auth_errors.SessionInvalid: Problem(401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER),
+    auth_errors.InvalidCredentials: Problem(401, "invalid-credentials", "Invalid credentials", expose_detail=False),
+    auth_errors.LoginThrottled: Problem(429, "too-many-attempts", "Too many failed attempts", expose_detail=False),
+    auth_errors.StepUpRequired: Problem(
+        401, "step-up-required", "A recent second factor is required",
+        headers=(("WWW-Authenticate", 'Bearer error="insufficient_user_authentication"'),),
     ),
     auth_errors.MissingScope: Problem(403, "forbidden", "The credentials lack the required scope"),
     auth_errors.UnknownScope: Problem(422, "unknown-scope", "Unknown scope"),
     auth_errors.UnknownClient: Problem(404, "unknown-client", "Unknown API client"),
     auth_errors.InvalidClientName: Problem(422, "invalid-client-name", "Invalid client name"),
+    auth_errors.MfaNotEnrolled: Problem(409, "mfa-not-enrolled", "No second factor enrolled"),
+    auth_errors.EnrolmentNotStarted: Problem(409, "enrolment-not-started", "No TOTP enrolment pending"),
+    auth_errors.PasswordRejected: Problem(422, "password-rejected", "Password rejected by policy"),
+    auth_errors.InvalidUsername: Problem(422, "invalid-username", "Invalid username"),
+    auth_errors.UsernameTaken: Problem(409, "username-taken", "Username taken"),
+    auth_errors.UnknownUser: Problem(404, "unknown-user", "Unknown user"),
+    auth_errors.InvalidRole: Problem(422, "invalid-role", "Unknown role"),
+    auth_errors.SecretUnreadable: Problem(500, "secret-unreadable", "Internal server error", expose_detail=False),
     auth_errors.AuthError: Problem(400, "auth-error", "Authentication request refused"),
-    integrity_errors.IntegrityError: Problem(400, "bad-request", "Request refused"),
+    # audit
+    audit_errors.InvalidEntry: Problem(422, "invalid-audit-event", "Invalid audit event"),
+    audit_errors.EntryNotFound: Problem(404, "audit-entry-not-found", "No such audit entry"),
+    audit_errors.InvalidTreeSize: Problem(422, "invalid-tree-size", "Tree size or index outside the log"),
+    audit_errors.NoCheckpoint: Problem(404, "no-checkpoint", "No signed checkpoint yet"),
+    audit_errors.PiiAlreadyErased: Problem(409, "personal-data-already-erased", "Personal data already erased"),
+    audit_errors.PiiNotFound: Problem(404, "no-personal-data", "The entry has no personal data"),
+    audit_errors.AuditUnavailable: Problem(503, "audit-unavailable", "The audit log cannot take entries now"),
+    audit_errors.AuditError: Problem(400, "audit-error", "Audit request refused"),
+    # signing
+    se.UnknownKey: Problem(404, "unknown-key", "Unknown signing key"),
+    se.KeyNotUsable: Problem(409, "key-not-usable", "The key cannot be used for this"),
+    se.ActiveKeyExists: Problem(409, "active-key-exists", "An active key of that algorithm exists"),
+    se.DuplicateKey: Problem(409, "duplicate-key", "The key is already in the keystore"),
+    se.InvalidKeyState: Problem(409, "invalid-key-state", "The key's state does not allow this"),
+    se.KeystoreError: Problem(422, "key-refused", "The key material was refused"),
+    se.UnknownFormat: Problem(422, "unknown-signature-format", "Unknown signature format"),
+    se.InvalidEncoding: Problem(400, "invalid-base64", "A field is not valid base64"),
+    se.PayloadTooLarge: Problem(413, "payload-too-large", "Payload too large"),
+    se.BatchTooLarge: Problem(413, "batch-too-large", "Too many items in one batch"),
+    se.InvalidXml: Problem(422, "invalid-xml", "The XML is malformed or unsafe"),
+    se.MalformedSignature: Problem(422, "malformed-signature", "The signature is malformed"),
+    se.InvalidRequest: Problem(400, "invalid-signature-request", "The signature request is invalid"),
+    se.PersonalSigningRefused: Problem(403, "step-up-required", "Personal signing needs a recent second factor"),
+    se.MalformedPdf: Problem(422, "unreadable-pdf", "Not a readable PDF"),
+    se.SigningError: Problem(400, "signing-error", "Signing request refused"),
+    # integrity: receipts
+    ie.UnknownReceivingUnit: Problem(422, "unknown-receiving-unit", "Unknown receiving unit"),
+    ie.InvalidReceiptRequest: Problem(422, "invalid-receipt-request", "Invalid receipt request"),
+    ie.InvalidDossierCode: Problem(422, "invalid-dossier-code", "Invalid dossier code"),
+    ie.DailySequenceExhausted: Problem(409, "daily-sequence-exhausted", "Daily dossier sequence exhausted"),
+    ie.IdempotencyKeyReused: Problem(422, "idempotency-key-reused", "Idempotency-Key reused with a different request"),
+    ie.ReceiptNotFound: Problem(404, "receipt-not-found", "Receipt not found"),
+    ie.UnreadableReceipt: Problem(422, "unreadable-pdf", "Not a readable PDF"),
+    ie.ReceiptSigningFailed: Problem(503, "receipt-signing-unavailable", "Receipt signing unavailable"),
+    # integrity: exchange (who is refused learns the kind, never the check that failed)
+    ie.ExchangeRouteForbidden: Problem(403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False),
+    ie.ExchangeRejected: Problem(401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False),
+    ie.UpstreamRejected: Problem(502, "exchange-bad-upstream-response", "The destination's response failed verification", expose_detail=False),
+    ie.PeerUnreachable: Problem(502, "exchange-peer-unreachable", "The destination peer is unreachable"),
+    ie.PeerTimeout: Problem(504, "exchange-peer-timeout", "The destination peer did not answer in time"),
+    ie.GatewayNotConfigured: Problem(503, "exchange-gateway-not-configured", "The gateway cannot forward this message"),
+    ie.PeerNotFound: Problem(404, "exchange-unknown-peer", "Unknown peer"),
+    ie.PeerAlreadyExists: Problem(409, "exchange-peer-exists", "The peer or its keyid is already registered"),
+    ie.InvalidPeer: Problem(422, "exchange-invalid-peer", "Invalid peer definition"),
+    ie.IntegrityError: Problem(400, "bad-request", "Request refused"),
 }
 
 
@@ -101,7 +163,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         problem.title,
         str(exc) if problem.expose_detail else None,
         instance=request.url.path,
-        headers=dict(problem.headers) or None,
+        headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
         extra=getattr(exc, "problem_extra", None),
     )
 

@@ -8,8 +8,12 @@ from typing import Any, Callable
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from integrity.accounts import AccountService, build_account_service
 from integrity.audit_service import AuditService
 from integrity.clients import ClientService
+from integrity.exchange import ExchangeService, build_exchange_service
+from integrity.receipts import ReceiptService, build_receipt_service
+from integrity.signatures import SignatureService, build_signature_service
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
 from integrity.keys import ServiceKeys, load_service_keys
@@ -32,6 +36,10 @@ class AppState:
     keys: ServiceKeys
     audit: AuditService
     clients: ClientService
+    accounts: AccountService
+    signatures: SignatureService
+    receipts: ReceiptService
+    exchange: ExchangeService
     services: dict[str, Any] = field(default_factory=dict)
 
     def readiness(self) -> Readiness:
@@ -49,9 +57,15 @@ class AppState:
 
     def init_steps(self) -> list[Callable[[], str | None]]:
         """Idempotent set-up steps run by ``init``; each returns what it changed, or None."""
-        return [self.audit.ensure_genesis, *self.services.get("init_steps", [])]
+        steps: list[Callable[[], str | None]] = [self.audit.ensure_genesis]
+        if self.keys.demo:
+            steps.append(lambda: self.exchange.seed_demo_peers(self.keys.keys_dir))
+        return steps
 
     def close(self) -> None:
+        gateway = self.services.get("gateway")
+        if gateway is not None:
+            gateway.close()
         self.audit.close()
         self.engine.dispose()
 
@@ -84,4 +98,24 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
         keys=keys,
         audit=audit,
         clients=ClientService(eng, clock, audit),
+        accounts=build_account_service(settings, eng, clock, audit, keys.secrets_key),
+        signatures=build_signature_service(
+            keys,
+            eng,
+            clock,
+            audit,
+            anchor_files=settings.trust_anchor_files,
+            crl_files=settings.crl_files,
+            fetch_revocation=settings.revocation_fetch,
+        ),
+        receipts=build_receipt_service(settings, eng, clock, audit, keys),
+        exchange=build_exchange_service(
+            engine=eng,
+            clock=clock,
+            audit=audit,
+            keys=keys,
+            skew_seconds=settings.clock_skew_seconds,
+            archive=settings.exchange_archive,
+            peer_cache_seconds=settings.exchange_peer_cache_seconds,
+        ),
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from auth import ApiClient, InvalidApiKey, IssuedKey, authenticate, create_client, list_clients, revoke_client
 from integrity.audit_service import AuditService
 from integrity.clock import Clock
+from integrity.db import READ_ONLY
 from integrity.metrics import API_KEY_EVENTS
 
 
@@ -36,7 +37,7 @@ class ClientService:
         return issued
 
     def list(self) -> list[ApiClient]:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
             return list_clients(conn)
 
     def revoke(self, client_id: str, *, actor: str = "system") -> ApiClient:
@@ -48,7 +49,8 @@ class ClientService:
 
     def authenticate(self, api_key: str) -> ApiClient:
         try:
-            with self.engine.connect() as conn:
+            # A read: on SQLite a deferred transaction, so it never queues behind appends.
+            with self.engine.connect().execution_options(**READ_ONLY) as conn:
                 return authenticate(conn, api_key)
         except InvalidApiKey as exc:
             API_KEY_EVENTS.labels("refused").inc()

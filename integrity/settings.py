@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     units_file: Path | None = Field(None, description="JSON list of receiving units [{code, name}]; the demo list when unset")
     session_idle_seconds: int = Field(1800, ge=60, le=3600, description="session idle timeout (≤ 1 h)")
     session_absolute_seconds: int = Field(8 * 3600, ge=300, le=12 * 3600, description="session absolute lifetime (≤ 12 h)")
+    exchange_archive: bool = Field(False, description="keep the body of every exchanged message in the message archive")
+    exchange_timeout_seconds: float = Field(10.0, gt=0, le=120, description="gateway timeout towards a peer (504 past it)")
+    exchange_peer_cache_seconds: float = Field(2.0, ge=0, le=60, description="how long an instance caches the peer registry")
+    trust_anchor_files: list[Path] = Field(default_factory=list, description="extra trusted root certificates (PEM) for verifying signatures, JSON list")
+    crl_files: list[Path] = Field(default_factory=list, description="local CRL files consulted when verifying signatures, JSON list")
+    revocation_fetch: bool = Field(False, description="fetch OCSP/CRL over the network when verifying (needs outbound access)")
     secure_cookies: bool = Field(True, description="mark cookies Secure (turn off only for plain-HTTP local demos)")
 
     @field_validator("log_level")

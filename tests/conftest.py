@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from integrity.db import make_engine
 from integrity.migrate import upgrade
+from integrity.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("BHXH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -149,9 +150,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_KEYS = REPO_ROOT / "keys.example"
 
 
-def demo_settings(db_url: str, **overrides: object) -> "Settings":
-    from integrity.settings import Settings
-
+def demo_settings(db_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": db_url,
         "keys_dir": DEMO_KEYS,

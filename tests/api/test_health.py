@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from api.app import create_app
+import psycopg
+import pytest
 from fastapi.testclient import TestClient
+
+from api.app import create_app
 from integrity.app_state import build_state
-from tests.conftest import Service, demo_settings
+from tests.conftest import PG_ADMIN_DSN, Service, demo_settings
 
 
 def test_readyz_is_ready_with_database_schema_and_keys(service: Service) -> None:
@@ -14,20 +17,19 @@ def test_readyz_is_ready_with_database_schema_and_keys(service: Service) -> None
     assert response.json()["checks"] == {"database": "ok", "schema": "ok", "keys": "ok"}
 
 
-def test_readyz_is_503_with_reason_when_database_unreachable() -> None:
-    # Port 1 on loopback: nothing listens, the connection is refused at once.
-    settings = demo_settings("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
-    state = build_state(settings)
-    try:
-        client = TestClient(create_app(state=state))
-        response = client.get("/readyz")
-        assert response.status_code == 503
-        body = response.json()
-        assert body["checks"]["database"].startswith("unreachable")
-        assert "database" in body["detail"]
-        assert client.get("/healthz").status_code == 200
-    finally:
-        state.close()
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_readyz_is_503_with_reason_when_database_goes_away(service: Service, db_url: str) -> None:
+    assert service.client.get("/readyz").status_code == 200
+    # The database disappears under the running service (dropped, connections terminated).
+    dbname = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    response = service.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"].startswith("unreachable")
+    assert "database" in body["detail"]
+    assert service.client.get("/healthz").status_code == 200
 
 
 def test_readyz_is_503_when_migrations_are_pending(tmp_path) -> None:  # type: ignore[no-untyped-def]

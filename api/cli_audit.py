@@ -1,0 +1,259 @@
+"""``bhxh-integrity audit verify|export|checkpoint|erase-pii``.
+
+``verify`` checks the live database, or an export with no database at all
+(``--export FILE --public-key FILE [--trusted-checkpoint FILE]``). Exit codes: 0 verified /
+done, 1 a fault was found, 2 bad usage or input. A progress bar shows on a terminal only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from api.cli_output import EXIT_FAILED, console, emit_json, err_console, fail
+from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.checkpoint import SignedCheckpoint
+    from audit.verify import VerificationReport
+    from integrity.app_state import AppState
+    from integrity.reports import ReportContext
+
+app = typer.Typer(help="The tamper-evident audit log: verify, export, checkpoint, erase personal data.", no_args_is_help=True)
+
+DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+CLI_ACTOR = "system"
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _open(demo: bool) -> AppState:
+    from api.cli import open_state  # imported here: api.cli mounts this module
+
+    return open_state(demo)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror}")
+    if len(data) > MAX_KEY_FILE_BYTES:
+        fail(f"{what} {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        fail(f"{what} {path} is not UTF-8 text")
+
+
+def _trusted(path: Path | None) -> SignedCheckpoint | None:
+    if path is None:
+        return None
+    from audit.checkpoint import SignedCheckpoint
+
+    try:
+        return SignedCheckpoint.from_text(_read_text(path, "trusted checkpoint"))
+    except AuditError as exc:
+        fail(f"trusted checkpoint {path}: {exc}")
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing in a pipe."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self.total = total
+        self.label = label
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=err_console, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        return self
+
+    def __call__(self, count: int) -> None:
+        if self._bar is not None and count % 1000 == 0:
+            self._bar.update(self._task, completed=count)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return None
+
+
+def _render(report: VerificationReport, context: ReportContext, report_file: Path | None, as_json: bool) -> None:
+    from integrity.reports import FAULT_LABELS, render_html, report_json, verdict_line
+
+    data = report_json(report, context)
+    if report_file is not None:
+        suffix = report_file.suffix.lower()
+        if suffix not in (".html", ".htm", ".json"):
+            fail("--report must name a .html or .json file")
+        body = render_html(report, context) if suffix != ".json" else json.dumps(data, ensure_ascii=False, indent=2)
+        try:
+            report_file.write_text(body, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {report_file}: {exc.strerror}")
+    if as_json:
+        emit_json(data)
+    else:
+        style = "bold green" if report.ok else "bold red"
+        console.print(f"[{style}]{verdict_line(report)}[/]", highlight=False)
+        console.print(
+            f"  {context.origin}  entries {report.entries_checked}  root {report.root_hash}\n"
+            f"  covered by signed checkpoints: {report.verified_tree_size}  not yet covered: {report.uncovered_entries}\n"
+            f"  personal data checked {report.pii_checked}, erased {report.pii_erased}, not in source {report.pii_unavailable}",
+            highlight=False,
+        )
+        for fault in report.faults[:20]:
+            where = f"seq {fault.seq}" if fault.seq is not None else "checkpoint"
+            console.print(f"  [red]✗[/] {FAULT_LABELS[fault.kind]} — {where}: {fault.detail}", highlight=False)
+        if report_file is not None:
+            console.print(f"  report written to {report_file}")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("verify")
+def verify(
+    export: Annotated[Optional[Path], typer.Option("--export", help="verify this NDJSON export offline (no database)")] = None,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="the log's verifier key(s) (.vkey lines or PEM); needed with --export")] = None,
+    trusted_checkpoint: Annotated[Optional[Path], typer.Option("--trusted-checkpoint", help="a signed checkpoint you kept earlier")] = None,
+    report_file: Annotated[Optional[Path], typer.Option("--report", help="also write the report to FILE.html or FILE.json")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the chain, the Merkle tree, the checkpoints and the personal data: exit 0 clean, 1 on any fault."""
+    trusted = _trusted(trusted_checkpoint)
+    if export is not None:
+        if public_key is None:
+            fail("--export needs --public-key (the log's verifier key)")
+        _verify_export(export, public_key, trusted, report_file, as_json)
+        return
+    if public_key is not None:
+        fail("--public-key goes with --export; the live check uses the configured keys")
+    state = _open(demo)
+    try:
+        with _Progress(state.audit.size(), "verifying") as progress:
+            report = state.audit.verify(trusted_checkpoint=trusted, progress=progress)
+        context = state.audit.report_context(trusted_checkpoint=trusted)
+    finally:
+        state.close()
+    _render(report, context, report_file, as_json)
+
+
+def _verify_export(
+    export: Path, public_key: Path, trusted: SignedCheckpoint | None, report_file: Path | None, as_json: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from audit.checkpoint import SignedNote
+    from audit.export import load_verifier_keys, scan_export, verify_export
+    from integrity.reports import ReportContext
+
+    key_text = _read_text(public_key, "public key")
+    try:
+        with _Progress(_count_lines(export), "verifying") as progress:
+            report = verify_export(export, key_text, trusted_checkpoint=trusted, progress=progress)
+        notes, _ = scan_export(export)
+        names = [sig.name for note in notes for sig in _signatures(SignedNote, note)]
+        keys = tuple(dict.fromkeys(k.to_text() for k in load_verifier_keys(key_text, names)))
+    except AuditError as exc:
+        fail(str(exc))
+    origin = next((_origin(note) for note in notes if _origin(note)), "unknown")
+    context = ReportContext(origin, export.name, datetime.now(UTC), keys, trusted.size if trusted else None)
+    _render(report, context, report_file, as_json)
+
+
+def _signatures(note_type: Any, note: str) -> Any:
+    try:
+        return note_type.from_text(note).signatures
+    except AuditError:
+        return ()
+
+
+def _origin(note: str) -> str | None:
+    first = note.split("\n", 1)[0]
+    return first or None
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Optional[Path], typer.Option("--out", help="write to this file (default: standard output)")] = None,
+    include_pii: Annotated[bool, typer.Option("--include-pii", help="add personal data (pii_salt, pii_data); logged")] = False,
+    demo: DemoOption = False,
+) -> None:
+    """Write the whole log as NDJSON (entries and checkpoints), streamed."""
+    state = _open(demo)
+    try:
+        if include_pii:
+            state.audit.record(CLI_ACTOR, "audit.exported", state.audit.origin, {"include_pii": True})
+        target = nullcontext(sys.stdout.buffer) if out is None else _open_out(out)
+        with target as handle:
+            count = state.audit.export(handle, include_pii=include_pii)
+    finally:
+        state.close()
+    if out is not None:
+        err_console.print(f"wrote {count} lines to {out}")
+
+
+def _open_out(path: Path) -> Any:
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+
+
+@app.command("checkpoint")
+def checkpoint(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """Sign a checkpoint over every committed entry now (and publish it when configured)."""
+    state = _open(demo)
+    try:
+        signed = state.audit.checkpoint_now()
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"tree_size": signed.tree_size, "root_hash": signed.root_hash, "note": signed.note})
+    else:
+        sys.stdout.write(signed.note)
+
+
+@app.command("erase-pii")
+def erase_pii(
+    seq: Annotated[int, typer.Argument(help="the entry whose personal data is erased")],
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit.pii.erased entry)")],
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete an entry's personal data (salt and data) and log audit.pii.erased; the chain stays verifiable."""
+    state = _open(demo)
+    try:
+        try:
+            erasure = state.audit.erase_pii(seq, reason, actor=CLI_ACTOR)
+        except AuditError as exc:
+            fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"seq": seq, "erasure_seq": erasure})
+    else:
+        console.print(f"[green]✓[/] personal data of entry {seq} erased; logged as entry {erasure}")

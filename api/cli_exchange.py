@@ -1,0 +1,215 @@
+"""``bhxh-integrity exchange``: the peer registry (``peers add|list|update|remove``), the replay
+guard's housekeeping (``nonces purge``) and a standalone verifying gateway (``gateway``).
+
+Every registry change is logged in the audit log by ``integrity.exchange`` (actor ``system``).
+Exit codes: 0 done, 2 bad usage or input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from api.cli_output import console, emit_json, fail
+from integrity.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from integrity.app_state import AppState
+    from integrity.exchange import ExchangeService, Peer
+
+app = typer.Typer(help="Portal ↔ one-stop exchange: peers, replay guard, gateway.", no_args_is_help=True)
+peers_app = typer.Typer(help="The registry of peers (keys, routes, base URLs).", no_args_is_help=True)
+nonces_app = typer.Typer(help="The replay guard.", no_args_is_help=True)
+app.add_typer(peers_app, name="peers")
+app.add_typer(nonces_app, name="nonces")
+
+DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+CLI_ACTOR = "system"
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _open(demo: bool) -> AppState:
+    from api.cli import open_state  # imported here: api.cli mounts this module
+
+    return open_state(demo)
+
+
+def _service(state: AppState) -> ExchangeService:
+    from api.routes.exchange import get_exchange
+
+    return get_exchange(state)
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if len(data) > MAX_KEY_FILE_BYTES:
+        fail(f"{path} is too large for a key or certificate")
+    return data
+
+
+def _show(peer: Peer) -> None:
+    console.print(f"[bold]{peer.name}[/]  keyid={peer.keyid}  {peer.key.algorithm.value}  sha256:{peer.fingerprint()[:16]}…")
+    console.print(f"  base URL: {peer.base_url or '—'}")
+    for route in peer.routes or ():
+        console.print(f"  route: {route}")
+    if not peer.routes:
+        console.print("  routes: none (the peer may send nothing)")
+
+
+@peers_app.command("add")
+def peers_add(
+    name: Annotated[str, typer.Argument(help="peer name, e.g. portal, one-stop, vssid")],
+    keyid: Annotated[str, typer.Option("--keyid", help="the RFC 9421 keyid the peer signs with")],
+    key: Annotated[Path, typer.Option("--key", help="PEM certificate or PEM public key of the peer")],
+    route: Annotated[Optional[list[str]], typer.Option("--route", help="'METHOD /path' the peer may use; repeat")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="where the gateway forwards to this peer")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a peer (logged as exchange.peer.added)."""
+    pem = _read_key(key)
+    state = _open(demo)
+    try:
+        peer = _service(state).add_peer(name, keyid=keyid, key_pem=pem, routes=route or [], base_url=base_url, actor=CLI_ACTOR)
+    except IntegrityError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json(peer.as_dict())
+    else:
+        _show(peer)
+
+
+@peers_app.command("list")
+def peers_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """List the registered peers."""
+    state = _open(demo)
+    try:
+        peers = _service(state).list_peers()
+    finally:
+        state.close()
+    if as_json:
+        emit_json([p.as_dict() for p in peers])
+        return
+    if not peers:
+        console.print("no peers registered")
+    for peer in peers:
+        _show(peer)
+
+
+@peers_app.command("update")
+def peers_update(
+    name: str,
+    keyid: Annotated[Optional[str], typer.Option("--keyid", help="new keyid")] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="new PEM certificate or public key")] = None,
+    route: Annotated[Optional[list[str]], typer.Option("--route", help="replaces ALL routes; repeat")] = None,
+    no_routes: Annotated[bool, typer.Option("--no-routes", help="remove every route")] = False,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="new base URL")] = None,
+    no_base_url: Annotated[bool, typer.Option("--no-base-url", help="remove the base URL")] = False,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a peer's key, routes or base URL (logged as exchange.peer.updated)."""
+    if (route and no_routes) or (base_url and no_base_url):
+        fail("--route and --no-routes (or --base-url and --no-base-url) exclude each other")
+    pem = _read_key(key) if key is not None else None
+    routes = [] if no_routes else route
+    state = _open(demo)
+    try:
+        peer = _service(state).update_peer(
+            name, keyid=keyid, key_pem=pem, routes=routes, base_url=base_url, clear_base_url=no_base_url, actor=CLI_ACTOR
+        )
+    except IntegrityError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json(peer.as_dict())
+    else:
+        _show(peer)
+
+
+@peers_app.command("remove")
+def peers_remove(name: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """Unregister a peer: its messages are refused from now on (logged as exchange.peer.removed)."""
+    state = _open(demo)
+    try:
+        peer = _service(state).remove_peer(name, actor=CLI_ACTOR)
+    except IntegrityError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"removed": peer.name})
+    else:
+        console.print(f"removed peer {peer.name}")
+
+
+@nonces_app.command("purge")
+def nonces_purge(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """Delete replay-guard entries whose signatures have expired (the service also does this)."""
+    state = _open(demo)
+    try:
+        purged = _service(state).purge_expired_nonces()
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"purged": purged})
+    else:
+        console.print(f"purged {purged} expired nonce(s)")
+
+
+@app.command("gateway")
+def gateway(
+    demo: DemoOption = False,
+    host: Annotated[Optional[str], typer.Option(help="bind address (BHXH_HOST)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (BHXH_PORT)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
+) -> None:
+    """Serve only the verifying gateway (/gateway/{peer}/{path}, /healthz, /readyz)."""
+    import uvicorn
+
+    from api.cli import DEMO_KEYS_DIR, load_settings
+
+    if demo:
+        os.environ["BHXH_DEMO"] = "1"
+        os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
+    settings = load_settings(demo)
+    # Check keys and settings before forking workers: a bad key stops here with exit 2.
+    state = _open(demo)
+    try:
+        if _service(state).gateway_key is None:
+            fail("the keys directory has no gateway-exchange.key.pem: the gateway cannot sign what it forwards")
+    finally:
+        state.close()
+    uvicorn.run(
+        "api.cli_exchange:gateway_app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def gateway_app_factory() -> object:
+    """uvicorn factory of the standalone gateway (one state per worker process)."""
+    from api.gateway import create_gateway_app
+    from integrity.app_state import build_state
+    from integrity.logs import configure_logging
+    from integrity.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_gateway_app(build_state(settings))

@@ -1,0 +1,149 @@
+"""``bhxh-integrity receipts issue|verify``: the receipt use cases from the command line.
+
+Exit codes: 0 issued / issued by the system, 1 the file is NOT a receipt issued by the system,
+2 bad usage or input (unreadable request or PDF, refused request).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from api.cli_output import EXIT_FAILED, console, emit_json, fail
+from integrity.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from integrity.app_state import AppState
+    from integrity.receipts import ReceiptService, ReceiptVerdict
+
+app = typer.Typer(help="Receipts (phiếu tiếp nhận và hẹn trả kết quả): issue and verify.", no_args_is_help=True)
+
+DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+CLI_ACTOR = "system"
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def _service(state: AppState) -> ReceiptService:
+    return state.receipts
+
+
+def _open(demo: bool) -> AppState:
+    from api.cli import open_state  # imported here: api.cli mounts this module
+
+    return open_state(demo)
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if len(data) > limit:
+        fail(f"{path} is larger than {limit} bytes")
+    return data
+
+
+@app.command("issue")
+def issue(
+    request_file: Annotated[Path, typer.Argument(help="JSON receipt request (DESIGN.md \"Receipt request\"); - for stdin")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the signed PDF to this file")] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="retrying with the same key returns the same receipt")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a receipt: next dossier code, Vietnamese PDF, PAdES signature, registry, audit log."""
+    from api.routes.receipts import ReceiptIn
+
+    raw = typer.get_binary_stream("stdin").read(MAX_REQUEST_BYTES + 1) if str(request_file) == "-" else _read(request_file, MAX_REQUEST_BYTES)
+    try:
+        body = ReceiptIn.model_validate_json(raw)
+    except ValidationError as exc:
+        fail("invalid receipt request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]))
+    state = _open(demo)
+    try:
+        receipts = _service(state)
+        try:
+            issued = receipts.issue(body.to_domain(), issued_by=CLI_ACTOR, idempotency_key=idempotency_key)
+            pdf = receipts.pdf(issued.code) if out is not None else None
+        except IntegrityError as exc:
+            fail(str(exc))
+    finally:
+        state.close()
+    if out is not None and pdf is not None:
+        try:
+            out.write_bytes(pdf)
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror}")
+    record = issued.record
+    if as_json:
+        emit_json(
+            {
+                "code": record.code,
+                "sha256": record.sha256,
+                "audit_seq": record.audit_seq,
+                "issued_at": record.issued_at.isoformat(),
+                "replayed": issued.replayed,
+                "pdf": None if out is None else str(out),
+            }
+        )
+        return
+    console.print(f"[green]✓[/] issued [bold]{record.code}[/] (audit seq {record.audit_seq}, sha256 {record.sha256})")
+    if issued.replayed:
+        console.print("  (an earlier request with this Idempotency-Key made it; no new code was taken)")
+    if out is not None:
+        console.print(f"  signed PDF written to {out}")
+
+
+def _mark(value: bool | None, good: bool = True) -> str:
+    if value is None:
+        return "[yellow]?[/]"
+    return "[green]✓[/]" if value is good else "[red]✗[/]"
+
+
+def _print_verdict(path: Path, verdict: ReceiptVerdict) -> None:
+    sig = verdict.signature
+    console.print(f"[bold]{path}[/]  sha256 {verdict.sha256}")
+    console.print(f"  dossier code (signed)          {verdict.code or '-'}")
+    console.print(f"  {_mark(verdict.intact)} signature intact")
+    console.print(f"  {_mark(verdict.trusted_signer)} signer is a trusted one-stop key  {sig.signer or ''}")
+    console.print(f"  {_mark(verdict.modified_after_signing, good=False)} not modified after signing  ({sig.modification_level.value if sig.modification_level else 'unknown'})")
+    console.print(f"  {_mark(verdict.registered)} code registered")
+    console.print(f"  {_mark(verdict.hash_matches)} registered hash equals the file's")
+    if verdict.issued_by_system:
+        console.print("[bold green]ISSUED BY THE SYSTEM[/] — phiếu do hệ thống cấp")
+        return
+    console.print("[bold red]NOT ISSUED BY THE SYSTEM[/] — phiếu không do hệ thống cấp")
+    for reason in verdict.reasons:
+        console.print(f"  - {reason.vi}\n    {reason.en}", highlight=False)
+
+
+@app.command("verify")
+def verify(
+    file: Annotated[Path, typer.Argument(help="the PDF presented as a receipt")],
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that a PDF is a receipt issued by the system: exit 0 yes, 1 no, 2 unreadable."""
+    from integrity.receipts import MAX_VERIFY_BYTES
+
+    data = _read(file, MAX_VERIFY_BYTES)
+    state = _open(demo)
+    try:
+        try:
+            verdict = _service(state).verify(data)
+        except IntegrityError as exc:
+            fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json({"file": str(file), **verdict.to_dict()})
+    else:
+        _print_verdict(file, verdict)
+    if not verdict.issued_by_system:
+        raise typer.Exit(EXIT_FAILED)
+

@@ -1,0 +1,344 @@
+"""``bhxh-integrity sign|verify`` and ``bhxh-integrity keys list|generate|import|rotate|retire|revoke``.
+
+``app`` holds ``sign`` and ``verify`` (mounted at the top level); ``keys_app`` holds the key
+commands (merged into the ``keys`` group beside ``dev-pki``). Exit codes: 0 done / signature
+valid, 1 the signature is not valid, 2 bad usage or input. Passphrases never come from the
+command line: they are read from a file or an environment variable named on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from api.cli_output import EXIT_FAILED, console, emit_json, fail
+from signing.algorithms import DEFAULT_RSA_BITS, Algorithm
+from signing.errors import SigningError
+
+if TYPE_CHECKING:
+    from integrity.app_state import AppState
+    from integrity.signatures import SignatureService
+
+app = typer.Typer(help="Sign and verify data messages (JWS, CMS/CAdES, XMLDSig/XAdES).", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys: list, generate, import, rotate, retire, revoke.", no_args_is_help=True)
+
+DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="jws, cms or xml")]
+CLI_ACTOR = "system"
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+
+def _open(demo: bool) -> AppState:
+    from api.cli import open_state  # imported here: api.cli mounts this module
+
+    return open_state(demo)
+
+
+def _service(state: AppState) -> SignatureService:
+    return state.signatures
+
+
+def _read(path: Path) -> bytes:
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if len(data) > MAX_INPUT_BYTES:
+        fail(f"{path} is larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _secret(file: Path | None, env: str | None, what: str) -> bytes | None:
+    """A passphrase from a file or an environment variable, never from argv."""
+    if file is not None and env is not None:
+        fail(f"give the {what} either as a file or as an environment variable, not both")
+    if file is not None:
+        return _read(file).strip()
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            fail(f"environment variable {env} is not set")
+        return value.encode()
+    return None
+
+
+def _algorithm(name: str) -> Algorithm:
+    try:
+        return Algorithm(name)
+    except ValueError:
+        fail(f"unknown algorithm {name!r}: use {', '.join(a.value for a in Algorithm)}")
+
+
+# --- sign / verify -------------------------------------------------------------------------------
+
+
+@app.command("sign")
+def sign(
+    file: Annotated[Path, typer.Argument(help="the data to sign (XML: the document to envelop); - for stdin")],
+    fmt: FormatOption = "jws",
+    detached: Annotated[bool, typer.Option("--detached", help="JWS: RFC 7797 detached, unencoded payload")] = False,
+    key_id: Annotated[Optional[str], typer.Option("--key-id", help="an active key; default: the one-stop PS256 key")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the signature here (CMS: DER; XML: the signed document)")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign FILE; the signature is logged in the audit log before it is written out."""
+    from integrity.signatures import SignRequest
+
+    payload = _read(file)
+    state = _open(demo)
+    try:
+        signed = _service(state).sign(SignRequest(fmt, payload, detached, key_id), actor=CLI_ACTOR)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    raw = signed.signature.encode() if fmt == "jws" else base64.b64decode(signed.signature)
+    if out is not None:
+        try:
+            out.write_bytes(raw)
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror}")
+    if as_json:
+        emit_json(signed.to_dict())
+    elif out is None:
+        sys.stdout.write(signed.signature + "\n")
+    else:
+        console.print(f"signed with {signed.key_id} ({signed.alg}), audit entry {signed.audit_seq}: {out}")
+
+
+def _signature_text(fmt: str, raw: bytes) -> str:
+    """What the service takes: JWS text, or base64 of CMS DER / the XML document. A CMS file
+    may be DER, PEM or base64; an XML file is the signed document itself."""
+    if fmt == "jws":
+        return raw.decode("ascii", errors="replace").strip()
+    if fmt == "cms":
+        text = raw.strip()
+        if text.startswith(b"-----BEGIN"):
+            body = b"".join(line for line in text.splitlines() if not line.startswith(b"-----"))
+            return body.decode("ascii", errors="replace")
+        if raw[:1] == b"\x30":
+            return base64.b64encode(raw).decode("ascii")
+        return b"".join(text.split()).decode("ascii", errors="replace")
+    return base64.b64encode(raw).decode("ascii")
+
+
+@app.command("verify")
+def verify(
+    signature: Annotated[Path, typer.Argument(help="JWS token file, CMS signature (DER/PEM/base64) or signed XML document")],
+    fmt: FormatOption = "jws",
+    payload: Annotated[Optional[Path], typer.Option("--payload", help="the signed data (detached JWS, CMS)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="XML: write the element the signature covers here")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify a signature; the verdict is logged. Exit 0 valid, 1 not valid, 2 bad input."""
+    text = _signature_text(fmt, _read(signature))
+    data = _read(payload) if payload is not None else None
+    state = _open(demo)
+    try:
+        outcome = _service(state).verify(fmt, text, data, actor=CLI_ACTOR)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    result = outcome.result
+    if out is not None and outcome.signed_xml is not None:
+        out.write_bytes(outcome.signed_xml)
+    if as_json:
+        emit_json({**result.to_dict(), "audit_seq": outcome.audit_seq})
+    else:
+        colour = "green" if result.valid else "red"
+        console.print(f"[bold {colour}]{result.indication.value}[/] {result.sub_indication or ''}".rstrip())
+        if result.signer is not None:
+            console.print(f"signer: {result.signer.subject or result.signer.kid}")
+        if result.signed_at is not None:
+            console.print(f"signed at (claimed): {result.signed_at.isoformat()}")
+        for reason in result.reasons:
+            console.print(f"reason: {reason}", highlight=False)
+        console.print(result.message_vi)
+        console.print(result.message_en)
+    if not result.valid:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+def _key_row(record: object) -> dict[str, object]:
+    from signing.keystore import KeyRecord
+
+    assert isinstance(record, KeyRecord)
+    cert = record.certificate
+    return {
+        "kid": record.kid,
+        "algorithm": record.algorithm.value,
+        "state": record.state.value,
+        "owner": record.owner or None,
+        "created_at": record.created_at.isoformat(),
+        "retired_at": record.retired_at.isoformat() if record.retired_at else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "certificate": None if cert is None else {
+            "subject": cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "serial": format(cert.serial_number, "x"),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        },
+    }
+
+
+def _report(record: object, what: str, as_json: bool) -> None:
+    row = _key_row(record)
+    if as_json:
+        emit_json(row)
+    else:
+        console.print(f"{what} {row['kid']} ({row['algorithm']}, {row['state']})")
+
+
+@keys_app.command("list")
+def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """List the keystore's keys (never private material)."""
+    state = _open(demo)
+    try:
+        rows = [_key_row(r) for r in _service(state).list_keys()]
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("kid", "alg", "state", "owner", "certificate", "created")
+    for r in rows:
+        cert = r["certificate"]
+        table.add_row(
+            str(r["kid"]), str(r["algorithm"]), str(r["state"]), str(r["owner"] or "service"),
+            cert["subject"] if isinstance(cert, dict) else "-", str(r["created_at"]),
+        )
+    console.print(table)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
+    rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a new active key (refused if one of that algorithm is active: use rotate)."""
+    algorithm = _algorithm(alg)
+    state = _open(demo)
+    try:
+        record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, "generated", as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
+    rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a new active key and retire the current one (its signatures keep verifying).
+    To rotate to a key certified by a CA, use ``keys import --rotate``."""
+    algorithm = _algorithm(alg)
+    state = _open(demo)
+    try:
+        record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, "rotated to", as_json)
+
+
+@keys_app.command("import")
+def keys_import(
+    file: Annotated[Path, typer.Argument(help="PKCS#12 (.p12/.pfx) or encrypted PKCS#8 PEM private key")],
+    cert: Annotated[Optional[Path], typer.Option("--cert", help="PEM certificate chain, leaf first (PKCS#8 only)")] = None,
+    passphrase_file: Annotated[Optional[Path], typer.Option("--passphrase-file", help="file holding the key file's passphrase")] = None,
+    passphrase_env: Annotated[Optional[str], typer.Option("--passphrase-env", help="environment variable holding it")] = None,
+    rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a key (and its certificate chain) into the keystore, re-encrypted at rest."""
+    from signing.keystore import parse_certificates, parse_pkcs8, parse_pkcs12
+
+    secret = _secret(passphrase_file, passphrase_env, "key passphrase")
+    data = _read(file)
+    try:
+        if file.suffix.lower() in (".p12", ".pfx"):
+            if cert is not None:
+                fail("a PKCS#12 file carries its own certificates; --cert applies to PKCS#8 only")
+            private_key, chain = parse_pkcs12(data, secret)
+        else:
+            private_key = parse_pkcs8(data, secret)
+            chain = parse_certificates(_read(cert)) if cert is not None else ()
+    except SigningError as exc:
+        fail(str(exc))
+    state = _open(demo)
+    try:
+        record = _service(state).import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, "imported", as_json)
+
+
+@keys_app.command("retire")
+def keys_retire(kid: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """Stop signing with KID; its signatures keep verifying."""
+    state = _open(demo)
+    try:
+        record = _service(state).retire_key(kid, actor=CLI_ACTOR)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, "retired", as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    kid: str,
+    at: Annotated[Optional[str], typer.Option("--at", help="RFC 3339 revocation time (e.g. the suspected compromise); default now")] = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke KID: signatures claiming a time at or after the revocation fail verification."""
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--at {at!r} is not an RFC 3339 time")
+        if when.tzinfo is None:
+            fail("--at must carry a time zone (e.g. Z or +07:00)")
+    state = _open(demo)
+    try:
+        record = _service(state).revoke_key(kid, actor=CLI_ACTOR, at=when)
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, "revoked", as_json)

@@ -1,0 +1,173 @@
+"""Exchange: ``POST /v1/exchange/verify`` (scope ``verify``) and the peer registry under
+``/v1/admin/peers`` (scope ``admin``; every change is audited by ``integrity.exchange``).
+
+Thin: pydantic models in, ``integrity.exchange`` does the checks and the logging, JSON out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from api.deps import Principal, get_state, require_scope
+from integrity.app_state import AppState
+from integrity.exchange import ExchangeService, Peer
+from signing.httpsig import HttpRequest
+
+router = APIRouter(tags=["exchange"])
+
+MAX_HEADERS = 200
+MAX_URL_CHARS = 8192
+SERVICE_KEY = "exchange"
+
+
+def get_exchange(state: AppState = Depends(get_state)) -> ExchangeService:
+    return state.exchange
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VerifyIn(_Strict):
+    method: str = Field(min_length=1, max_length=16, examples=["POST"])
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, description="the absolute target URI as the receiver saw it")
+    headers: dict[str, str] | list[tuple[str, str]] = Field(
+        description="the received header fields, as an object or as [name, value] pairs (repeated fields)"
+    )
+    body_b64: str = Field("", description="the received body, base64")
+
+    @field_validator("headers")
+    @classmethod
+    def _not_too_many(cls, value: dict[str, str] | list[tuple[str, str]]) -> dict[str, str] | list[tuple[str, str]]:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} header fields")
+        return value
+
+    def body(self) -> bytes:
+        try:
+            return base64.b64decode(self.body_b64, validate=True)
+        except binascii.Error as exc:
+            raise ValueError("body_b64 is not base64") from exc
+
+    @model_validator(mode="after")
+    def _decodable(self) -> VerifyIn:
+        self.body()
+        return self
+
+
+class VerifyOut(BaseModel):
+    valid: bool
+    peer: str | None
+    reasons: list[str]
+    reason: str | None = Field(description="stable slug of the refusal, e.g. replayed-nonce")
+    message_id: str
+    keyid: str | None
+    route: str | None
+    digest: str = Field(description="RFC 9530 sha-256 Content-Digest of the body as received")
+    audit_seq: int
+
+
+@router.post("/v1/exchange/verify", response_model=VerifyOut)
+def verify_message(
+    body: VerifyIn,
+    exchange: ExchangeService = Depends(get_exchange),
+    caller: Principal = Depends(require_scope("verify")),
+) -> dict[str, Any]:
+    """Check a message another system received: signature, digest, time, replay, peer, route.
+    A refused message is a 200 answer with ``valid: false`` and the reason (it is also logged)."""
+    request = HttpRequest(body.method.upper(), body.url, _pairs(body.headers), body.body())
+    return exchange.verify_request(request, via="verify-api", caller=caller.actor).as_dict()
+
+
+def _pairs(headers: dict[str, str] | list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+# --- admin: the peer registry -------------------------------------------------------------------
+
+
+class PeerIn(_Strict):
+    name: str = Field(min_length=1, max_length=64, examples=["portal"])
+    keyid: str = Field(min_length=1, max_length=128, examples=["portal"])
+    key_pem: str = Field(min_length=1, max_length=20_000, description="PEM certificate or PEM public key")
+    routes: list[str] = Field(default_factory=list, max_length=200, examples=[["POST /gateway/one-stop/v1/dossiers"]])
+    base_url: str | None = Field(None, max_length=2048, description="where the gateway forwards to this peer")
+
+
+class PeerPatch(_Strict):
+    keyid: str | None = Field(None, min_length=1, max_length=128)
+    key_pem: str | None = Field(None, min_length=1, max_length=20_000)
+    routes: list[str] | None = Field(None, max_length=200)
+    base_url: str | None = Field(None, max_length=2048, description="null removes the base URL")
+
+
+class PeerOut(BaseModel):
+    name: str
+    keyid: str
+    algorithm: str
+    key_sha256: str
+    certificate_subject: str | None
+    base_url: str | None
+    routes: list[str]
+    created_at: str
+    updated_at: str
+
+
+def _out(peer: Peer) -> dict[str, Any]:
+    return peer.as_dict()
+
+
+@router.get("/v1/admin/peers", response_model=list[PeerOut], tags=["admin"])
+def list_peers(
+    exchange: ExchangeService = Depends(get_exchange), _admin: Principal = Depends(require_scope("admin"))
+) -> list[dict[str, Any]]:
+    return [_out(p) for p in exchange.list_peers()]
+
+
+@router.get("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+def get_peer(
+    name: str, exchange: ExchangeService = Depends(get_exchange), _admin: Principal = Depends(require_scope("admin"))
+) -> dict[str, Any]:
+    return _out(exchange.get_peer(name))
+
+
+@router.post("/v1/admin/peers", response_model=PeerOut, status_code=201, tags=["admin"])
+def add_peer(
+    body: PeerIn, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
+) -> dict[str, Any]:
+    peer = exchange.add_peer(
+        body.name, keyid=body.keyid, key_pem=body.key_pem, routes=body.routes, base_url=body.base_url, actor=admin.actor
+    )
+    return _out(peer)
+
+
+@router.patch("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+def update_peer(
+    name: str,
+    body: PeerPatch,
+    exchange: ExchangeService = Depends(get_exchange),
+    admin: Principal = Depends(require_scope("admin")),
+) -> dict[str, Any]:
+    clear = "base_url" in body.model_fields_set and body.base_url is None
+    peer = exchange.update_peer(
+        name,
+        keyid=body.keyid,
+        key_pem=body.key_pem,
+        routes=body.routes,
+        base_url=body.base_url,
+        clear_base_url=clear,
+        actor=admin.actor,
+    )
+    return _out(peer)
+
+
+@router.delete("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+def remove_peer(
+    name: str, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
+) -> dict[str, Any]:
+    return _out(exchange.remove_peer(name, actor=admin.actor))

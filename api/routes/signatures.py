@@ -1,0 +1,131 @@
+"""Signatures for data messages: sign (one or a batch) and verify (DESIGN.md "HTTP interface").
+
+Thin: parse the body, call ``integrity.signatures``, render. Routes are plain ``def`` so they
+run in the worker pool (signing is CPU work and the CMS/trust code drives its own event loop).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Principal, get_state, require_scope
+from integrity.app_state import AppState
+from integrity.signatures import (
+    MAX_BATCH_ITEMS,
+    SignatureService,
+    SignRequest,
+    decode_base64,
+)
+from signing.errors import MalformedSignature
+from signing.results import SubIndication
+
+router = APIRouter(tags=["signatures"])
+
+
+async def get_signatures(state: AppState = Depends(get_state)) -> SignatureService:
+    # ``async`` on purpose: a sync dependency would cost a worker-thread hop on every request.
+    return state.signatures
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignIn(_Strict):
+    format: str = Field(max_length=16, examples=["jws"], description="jws, cms or xml")
+    payload_b64: str = Field(description="the data to sign, standard base64")
+    detached: bool = Field(False, description="JWS only: RFC 7797 detached, unencoded payload")
+    key_id: str | None = Field(None, max_length=64, description="an active key; default: the one-stop PS256 key")
+
+
+class SignOut(BaseModel):
+    format: str
+    signature: str = Field(description="JWS compact; base64 DER for cms; base64 signed document for xml")
+    key_id: str
+    alg: str
+    signed_at: str
+    audit_seq: int
+
+
+class BatchIn(_Strict):
+    items: list[SignIn] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchOut(BaseModel):
+    items: list[SignOut]
+
+
+class VerifyIn(_Strict):
+    format: str = Field(max_length=16, examples=["cms"])
+    signature: str = Field(description="JWS compact; base64 DER for cms; base64 signed document for xml")
+    payload_b64: str | None = Field(None, description="the signed data (detached JWS, CMS)")
+
+
+class SignerOut(BaseModel):
+    subject: str | None
+    issuer: str | None
+    serial: str | None
+    kid: str | None
+
+
+class MessageOut(BaseModel):
+    vi: str
+    en: str
+
+
+class VerifyOut(BaseModel):
+    valid: bool
+    indication: str
+    sub_indication: str | None
+    key_id: str | None
+    signer: SignerOut | None
+    signed_at: str | None
+    algorithm: str | None
+    reasons: list[str]
+    message: MessageOut
+    audit_seq: int
+    signed_xml_b64: str | None = Field(None, description="xml: the element the signature covers; read the data from here")
+
+
+def _request(body: SignIn, field: str) -> SignRequest:
+    return SignRequest(body.format, decode_base64(body.payload_b64, field), body.detached, body.key_id)
+
+
+@router.post("/v1/signatures", response_model=SignOut)
+def sign(
+    body: SignIn,
+    service: SignatureService = Depends(get_signatures),
+    caller: Principal = Depends(require_scope("sign")),
+) -> dict[str, Any]:
+    return service.sign(_request(body, "payload_b64"), actor=caller.actor).to_dict()
+
+
+@router.post("/v1/signatures/batch", response_model=BatchOut)
+def sign_batch(
+    body: BatchIn,
+    service: SignatureService = Depends(get_signatures),
+    caller: Principal = Depends(require_scope("sign")),
+) -> dict[str, Any]:
+    requests = [_request(item, f"items.{i}.payload_b64") for i, item in enumerate(body.items)]
+    return {"items": [s.to_dict() for s in service.sign_batch(requests, actor=caller.actor)]}
+
+
+@router.post("/v1/signatures/verify", response_model=VerifyOut)
+def verify(
+    body: VerifyIn,
+    service: SignatureService = Depends(get_signatures),
+    caller: Principal = Depends(require_scope("verify")),
+) -> dict[str, Any]:
+    payload = None if body.payload_b64 is None else decode_base64(body.payload_b64, "payload_b64")
+    outcome = service.verify(body.format, body.signature, payload, actor=caller.actor)
+    rendered = {**outcome.result.to_dict(), "audit_seq": outcome.audit_seq}
+    if outcome.result.sub_indication is SubIndication.FORMAT_FAILURE:
+        # Not a signature at all: a client error, answered as such, with the logged verdict.
+        raise MalformedSignature("the signature is malformed", rendered)
+    if outcome.signed_xml is not None:
+        rendered["signed_xml_b64"] = base64.b64encode(outcome.signed_xml).decode("ascii")
+    return rendered

@@ -1,0 +1,97 @@
+"""People's accounts: one row per NFKC-normalised, case-folded username."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from auth.errors import UsernameTaken
+from auth.passwords import normalise_username
+from auth.roles import parse_role
+from auth.tables import users
+
+_USER_ID_BYTES = 16
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    username: str
+    role: str
+    password_hash: str
+    mfa_required: bool
+    created_at: datetime
+    password_changed_at: datetime
+    recovery_used_at: datetime | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _row_to_user(row: object) -> User:
+    m = row._mapping  # type: ignore[attr-defined]
+    return User(
+        user_id=m["user_id"],
+        username=m["username"],
+        role=m["role"],
+        password_hash=m["password_hash"],
+        mfa_required=bool(m["mfa_required"]),
+        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
+        password_changed_at=_utc(m["password_changed_at"]),  # type: ignore[arg-type]
+        recovery_used_at=_utc(m["recovery_used_at"]),
+    )
+
+
+def create(
+    conn: Connection, username: str, role: str, password_hash: str, *, mfa_required: bool, now: datetime
+) -> User:
+    """Insert an account; ``UsernameTaken`` if the normalised name exists (the unique index
+    decides, so two concurrent creations cannot both succeed)."""
+    name = normalise_username(username)
+    user = User(secrets.token_hex(_USER_ID_BYTES), name, parse_role(role), password_hash, mfa_required, now, now, None)
+    if by_name(conn, name) is not None:
+        raise UsernameTaken(f"the username {name!r} is taken")
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(users).values(
+                    user_id=user.user_id, username=name, role=user.role, password_hash=password_hash,
+                    mfa_required=mfa_required, created_at=now, password_changed_at=now, recovery_used_at=None,
+                )
+            )
+    except DbIntegrityError as exc:
+        raise UsernameTaken(f"the username {name!r} is taken") from exc
+    return user
+
+
+def by_name(conn: Connection, normalised: str) -> User | None:
+    row = conn.execute(select(users).where(users.c.username == normalised)).first()
+    return _row_to_user(row) if row is not None else None
+
+
+def by_id(conn: Connection, user_id: str) -> User | None:
+    row = conn.execute(select(users).where(users.c.user_id == user_id)).first()
+    return _row_to_user(row) if row is not None else None
+
+
+def set_password_hash(conn: Connection, user_id: str, password_hash: str, now: datetime | None = None) -> None:
+    """Store a new hash; ``now`` marks a password change (None: a rehash of the same password)."""
+    values: dict[str, object] = {"password_hash": password_hash}
+    if now is not None:
+        values["password_changed_at"] = now
+    conn.execute(update(users).where(users.c.user_id == user_id).values(**values))
+
+
+def set_mfa_required(conn: Connection, user_id: str, required: bool) -> None:
+    conn.execute(update(users).where(users.c.user_id == user_id).values(mfa_required=required))
+
+
+def set_recovery_used(conn: Connection, user_id: str, when: datetime | None) -> None:
+    conn.execute(update(users).where(users.c.user_id == user_id).values(recovery_used_at=when))

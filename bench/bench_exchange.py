@@ -1,0 +1,465 @@
+"""Exchange: verified messages per second through ``POST /v1/exchange/verify`` and through the
+gateway (verify → forward → verify the answer → sign) with 32 concurrent clients, each beside
+a raw baseline measured in the same run:
+
+* bare ``http-message-signatures`` sign + verify of the same kind of message, one core;
+* the gateway's plain forwarding WITHOUT checks (same server stack, same pooled httpx client,
+  an upstream that neither verifies nor signs);
+
+plus p50/p99 latency and the latency the checks add. Loopback only; the service, the upstream
+stand-ins and the plain proxy run as separate uvicorn processes, the load comes from this one
+(asyncio + httpx, messages signed before the clock starts).
+
+Run: .venv/bin/python bench/bench_exchange.py [--backend sqlite|postgresql] [--messages 2000]
+     [--clients 32] [--workers 1]
+Target (issue 7): the checks cost <= 30% of plain forwarding throughput; plan for ~2,000
+messages/s across the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from fastapi import Request as FastAPIRequest
+from fastapi import Response as FastAPIResponse
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PG_ADMIN_DSN = os.environ.get("BHXH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DEMO_KEYS = REPO / "keys.example"
+VERIFY_TARGET = "https://one-stop.bhxh.internal/v1/dossiers"
+DESIGN_LOAD = 2_000  # messages/s across the cluster (issue 7)
+BODY = json.dumps(
+    {"thu_tuc": "1.000.001", "ho_ten": "Nguyễn Thị Ánh Tuyết", "so_dinh_danh": "079190001234",
+     "giay_to": ["Tờ khai TK1-TS", "Giấy ra viện"], "ghi_chu": "x" * 600},
+    ensure_ascii=False,
+).encode()
+
+
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _demo_key(stem: str, keyid: str) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    from signing.httpsig import ExchangeSigningKey
+
+    passphrase = (DEMO_KEYS / "passphrase.txt").read_bytes().strip()
+    private = serialization.load_pem_private_key((DEMO_KEYS / f"{stem}.key.pem").read_bytes(), passphrase)
+    return ExchangeSigningKey.from_private_key(keyid, private)
+
+
+# --- ASGI factories (each runs in its own uvicorn process) ----------------------------------------
+
+
+def service_app() -> Any:
+    """The full service with the exchange router and the gateway (settings from BHXH_*)."""
+    from api.app import create_app
+    from api.gateway import router as gateway_router
+    from api.routes.exchange import router as exchange_router
+    from integrity.app_state import build_state
+    from integrity.logs import configure_logging
+    from integrity.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    app = create_app(state=build_state(settings))
+    paths = {getattr(r, "path", None) for r in app.routes}
+    if "/v1/exchange/verify" not in paths:
+        app.include_router(exchange_router)
+    if "/gateway/{peer}/{path:path}" not in paths:
+        app.include_router(gateway_router)
+    return app
+
+
+def plain_proxy_app() -> Any:
+    """Forwarding without checks: the gateway's structure (body read, thread pool, one pooled
+    httpx client, whole answer read) minus verification, signing, replay guard and audit."""
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.concurrency import run_in_threadpool
+
+    upstream = os.environ["BENCH_UPSTREAM_URL"]
+    client = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
+    app = FastAPI()
+
+    def _forward(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> httpx.Response:
+        return client.request(method, f"{upstream}/{path}", headers=headers, content=body)
+
+    @app.api_route("/plain/{peer}/{path:path}", methods=["GET", "POST"])
+    async def plain(request: FastAPIRequest, peer: str, path: str) -> FastAPIResponse:
+        body = await request.body()
+        keep = [(k, v) for k, v in request.headers.items() if k.lower() in ("content-type", "accept")]
+        answer = await run_in_threadpool(_forward, request.method, path, keep, body)
+        return FastAPIResponse(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+    return app
+
+
+def upstream_app() -> Any:
+    """The one-stop stand-in. BENCH_UPSTREAM_CHECKS=1: verifies the gateway's signature and
+    signs its answer (what a real peer does); 0: a plain echo for the plain-forwarding run."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from signing.httpsig import HttpRequest, HttpResponse, PeerKey, sign_response, verify_request
+
+    checks = os.environ.get("BENCH_UPSTREAM_CHECKS") == "1"
+    own = _demo_key("one-stop-exchange", "one-stop")
+    gateway = PeerKey.from_pem("gateway", (DEMO_KEYS / "gateway-exchange.crt.pem").read_bytes())
+    answer_body = b'{"ma_ho_so": "000.00.31.H29-251123-0001", "trang_thai": "da_tiep_nhan"}'
+
+    async def handle(request: Request) -> Response:
+        body = await request.body()
+        if not checks:
+            return Response(answer_body, status_code=201, media_type="application/json")
+        host = request.headers["host"]
+        incoming = HttpRequest(request.method, f"http://{host}{request.url.path}", list(request.headers.items()), body)
+        verify_request(incoming, gateway, clock=_utc, skew_seconds=300)
+        answer = HttpResponse(201, {"Content-Type": "application/json"}, answer_body, incoming)
+        answer = answer.with_headers(sign_response(answer, own, clock=_utc).as_dict())
+        response = Response(answer_body, status_code=201)
+        for name, value in answer.headers:
+            response.headers.append(name, value)
+        return response
+
+    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, factory: str, env: dict[str, str], workers: int = 1) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"bench.bench_exchange:{factory}", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+             "--log-level", "warning", "--no-access-log"],
+            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def wait(self, probe: str = "/healthz") -> None:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.url} died: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                httpx.get(self.url + probe, timeout=1)
+                return  # any HTTP answer: the server is up
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.url} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _cpu_seconds(root: int) -> float:
+    """user+system CPU seconds of ``root`` and its descendants (uvicorn workers), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == current and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+# --- database -------------------------------------------------------------------------------------
+
+
+def _database(backend: str) -> tuple[str, Callable[[], None]]:
+    if backend == "sqlite":
+        directory = tempfile.mkdtemp(prefix="bench-exchange-")
+        return f"sqlite:///{directory}/integrity.db", lambda: None
+    import psycopg
+
+    name = f"bench_exchange_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    url = f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', '5432')}/{name}"
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
+def _prepare(url: str, upstream_url: str) -> str:
+    """Migrate, create the log, register the peers; returns an API key with scope verify."""
+    from integrity.app_state import build_state
+    from integrity.db import make_engine
+    from integrity.exchange import build_exchange_service
+    from integrity.migrate import upgrade
+    from integrity.settings import Settings
+
+    settings = Settings(database_url=url, keys_dir=DEMO_KEYS, demo=True, log_level="ERROR")
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    state = build_state(settings)
+    try:
+        for step in state.init_steps():
+            step()
+        exchange = build_exchange_service(engine=state.engine, clock=state.clock, audit=state.audit,
+                                          keys=state.keys, skew_seconds=300)
+        exchange.add_peer("portal", keyid="portal", key_pem=(DEMO_KEYS / "portal-exchange.crt.pem").read_bytes(),
+                          routes=["POST /gateway/one-stop/v1/**", "POST /v1/dossiers"])
+        exchange.add_peer("one-stop", keyid="one-stop", key_pem=(DEMO_KEYS / "one-stop-exchange.crt.pem").read_bytes(),
+                          base_url=upstream_url)
+        return state.clients.create("bench", ["verify"]).api_key
+    finally:
+        state.close()
+
+
+# --- load -------------------------------------------------------------------------------------------
+
+
+Item = tuple[str, str, list[tuple[str, str]], bytes]
+
+
+async def _drive(items: list[Item], clients: int) -> tuple[float, list[float], Counter[int]]:
+    import httpx
+
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    method, url, headers, body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                response = await client.request(method, url, headers=headers, content=body)
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status_code] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies, statuses
+
+
+def _run(items: list[Item], clients: int, warmup: int, watch: tuple[_Server, ...] = ()) -> SimpleNamespace:
+    asyncio.run(_drive(items[:warmup], clients))
+    before = [_cpu_seconds(server.proc.pid) for server in watch]
+    elapsed, latencies, statuses = asyncio.run(_drive(items[warmup:], clients))
+    cpu_ms = [(_cpu_seconds(server.proc.pid) - b) * 1000 / len(latencies) for server, b in zip(watch, before)]
+    ordered = sorted(latencies)
+    return SimpleNamespace(
+        cpu_ms=cpu_ms,
+        rate=len(latencies) / elapsed,
+        p50=statistics.median(ordered) * 1000,
+        p99=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        statuses=dict(statuses),
+        n=len(latencies),
+    )
+
+
+def _signed_gateway_items(base: str, count: int) -> list[Item]:
+    from signing.httpsig import HttpRequest, sign_request
+
+    portal = _demo_key("portal-exchange", "portal")
+    items: list[Item] = []
+    for i in range(count):
+        url = f"{base}/gateway/one-stop/v1/dossiers/{i}"
+        request = HttpRequest("POST", url, {"Content-Type": "application/json"}, BODY)
+        headers = [("Content-Type", "application/json"), *sign_request(request, portal, clock=_utc).as_dict().items()]
+        items.append(("POST", url, headers, BODY))
+    return items
+
+
+def _verify_items(base: str, api_key: str, count: int) -> list[Item]:
+    from signing.httpsig import HttpRequest, sign_request
+
+    portal = _demo_key("portal-exchange", "portal")
+    items: list[Item] = []
+    for _ in range(count):
+        request = HttpRequest("POST", VERIFY_TARGET, {"Content-Type": "application/json"}, BODY)
+        headers = {"Content-Type": "application/json", **sign_request(request, portal, clock=_utc).as_dict()}
+        payload = json.dumps({"method": "POST", "url": VERIFY_TARGET, "headers": headers,
+                              "body_b64": base64.b64encode(BODY).decode()}).encode()
+        items.append(("POST", f"{base}/v1/exchange/verify", [("Content-Type", "application/json"),
+                                                             ("Authorization", f"Bearer {api_key}")], payload))
+    return items
+
+
+# --- raw baselines ------------------------------------------------------------------------------------
+
+
+def _bare_library(seconds: float) -> float:
+    """Round trips/s of bare http-message-signatures: sign (with Content-Digest) + verify."""
+    from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
+
+    portal = _demo_key("portal-exchange", "portal")
+
+    class _Keys(HTTPSignatureKeyResolver):
+        def resolve_private_key(self, key_id: str) -> Any:
+            return portal.private_key
+
+        def resolve_public_key(self, key_id: str) -> Any:
+            return portal.private_key.public_key()
+
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_Keys())
+    verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519, key_resolver=_Keys())
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        message = SimpleNamespace(method="POST", url=VERIFY_TARGET, headers={"Content-Type": "application/json"})
+        signer.sign(message, key_id="portal", created=_utc(), nonce=uuid.uuid4().hex, tag="bhxh-exchange-v1",
+                    covered_component_ids=("@method", "@target-uri", "content-type"), body=BODY)
+        verifier.verify(message, body=BODY, expect_tag="bhxh-exchange-v1")
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def _profile_pure(seconds: float) -> float:
+    """Round trips/s of this project's profile (signing.httpsig): sign + full profile verify."""
+    from signing.httpsig import HttpRequest, sign_request, verify_request
+
+    portal = _demo_key("portal-exchange", "portal")
+    peer = portal.peer_key()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        request = HttpRequest("POST", VERIFY_TARGET, {"Content-Type": "application/json"}, BODY)
+        signed = request.with_headers(sign_request(request, portal, clock=_utc).as_dict())
+        verify_request(signed, peer, clock=_utc, skew_seconds=300)
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--messages", type=int, default=2000, help="timed messages per run")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the service")
+    args = parser.parse_args()
+    warmup = max(50, args.messages // 10)
+    total = args.messages + warmup
+
+    print(f"bench_exchange: backend={args.backend} clients={args.clients} messages={args.messages} "
+          f"service workers={args.workers} cores={os.cpu_count()}")
+    bare = _bare_library(3.0)
+    profile = _profile_pure(3.0)
+    print(f"raw   bare http-message-signatures sign+verify (1 core) : {bare:8.0f} round trips/s")
+    print(f"      signing.httpsig profile sign+verify (1 core)       : {profile:8.0f} round trips/s  "
+          f"({profile / bare:.2f}× bare)")
+
+    url, drop = _database(args.backend)
+    servers: list[_Server] = []
+    try:
+        upstream_checked = _Server("upstream_app", {"BENCH_UPSTREAM_CHECKS": "1"})
+        upstream_plain = _Server("upstream_app", {"BENCH_UPSTREAM_CHECKS": "0"})
+        servers += [upstream_checked, upstream_plain]
+        api_key = _prepare(url, upstream_checked.url)
+        env = {"BHXH_DATABASE_URL": url, "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_DEMO": "1", "BHXH_LOG_LEVEL": "ERROR"}
+        service = _Server("service_app", env, workers=args.workers)
+        plain = _Server("plain_proxy_app", {"BENCH_UPSTREAM_URL": upstream_plain.url}, workers=args.workers)
+        servers += [service, plain]
+        for server in servers:
+            server.wait("/healthz" if server in (service,) else "/")
+
+        health = _run([("GET", f"{service.url}/healthz", [], b"")] * total, args.clients, warmup, (service,))
+        verify = _run(_verify_items(service.url, api_key, total), args.clients, warmup, (service,))
+        plain_fw = _run([("POST", f"{plain.url}/plain/one-stop/v1/dossiers/{i}", [("Content-Type", "application/json")], BODY)
+                         for i in range(total)], args.clients, warmup, (plain, upstream_plain))
+        gateway = _run(_signed_gateway_items(service.url, total), args.clients, warmup, (service, upstream_checked))
+    finally:
+        for server in servers:
+            server.stop()
+        drop()
+
+    def line(name: str, r: SimpleNamespace) -> str:
+        return (f"{name:<47}: {r.rate:6.0f} msg/s  p50 {r.p50:6.1f} ms  p99 {r.p99:7.1f} ms  "
+                f"server CPU {r.cpu_ms[0]:5.2f} ms/msg  {r.statuses}")
+
+    cores = os.cpu_count() or 1
+    print(line(f"base  GET /healthz, {args.clients} clients", health))
+    print(line(f"      POST /v1/exchange/verify, {args.clients} clients", verify))
+    print(f"      → {verify.rate / bare:.2f}× bare library round trips (1 core); adds p50 {verify.p50 - health.p50:+.1f} ms, "
+          f"p99 {verify.p99 - health.p99:+.1f} ms and {verify.cpu_ms[0] - health.cpu_ms[0]:.2f} CPU ms/msg over /healthz")
+    print(line(f"raw   plain forwarding (no checks), {args.clients} clients", plain_fw)
+          + f"  (+ upstream {plain_fw.cpu_ms[1]:.2f} ms)")
+    print(line(f"      gateway verify→fwd→verify→sign, {args.clients} cl.", gateway)
+          + f"  (+ upstream {gateway.cpu_ms[1]:.2f} ms)")
+    ratio = gateway.rate / plain_fw.rate
+    cpu_ratio = plain_fw.cpu_ms[0] / gateway.cpu_ms[0]
+    print(f"      → gateway/plain throughput {ratio:.2f} measured (checks cost {1 - ratio:.0%}); by the proxies' CPU per "
+          f"message {cpu_ratio:.2f} (checks cost {1 - cpu_ratio:.0%}); target: cost ≤ 30%")
+    print(f"      → added latency p50 {gateway.p50 - plain_fw.p50:+.1f} ms, p99 {gateway.p99 - plain_fw.p99:+.1f} ms")
+    # Sizing from CPU per message (robust on a shared machine): an instance of `cores` cores
+    # kept at 70% busy, on PostgreSQL (SQLite is one writer on one host: no scale-out).
+    budget = cores * 0.7 * 1000
+    gw_instances = math.ceil(DESIGN_LOAD * gateway.cpu_ms[0] / budget)
+    verify_instances = math.ceil(DESIGN_LOAD * verify.cpu_ms[0] / budget)
+    print(f"sizing for {DESIGN_LOAD} msg/s (instances of {cores} cores at 70% CPU, PostgreSQL): "
+          f"gateway {gw_instances} (by CPU) / {math.ceil(DESIGN_LOAD / gateway.rate)} (by measured rate); "
+          f"verify API {verify_instances} (by CPU) / {math.ceil(DESIGN_LOAD / verify.rate)} (by measured rate)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""The audit log as the rest of the service sees it: one ``record`` function, checkpoints,
+reads, proofs, export, verification and erasure of personal data.
+
+Appends without a caller's connection go through a group committer: one writer thread drains
+a queue of waiting callers into ONE transaction and ONE fsync, and each caller returns only
+after that commit (an acknowledged entry survives kill -9). Appends with ``conn`` ride in the
+caller's transaction, so "do X, then log" commits or rolls back as one unit. Either way the
+order of the chain is decided in the database under its lock (audit.store), never here.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit import export as audit_export
+from audit import merkle, pii, store
+from audit.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint, VerifierKey, origin_for
+from audit.entry import Entry, validate_event
+from audit.errors import AuditError, AuditUnavailable, EntryNotFound, InvalidEntry, InvalidTreeSize, NoCheckpoint
+from audit.store import ERASED_ACTION, PendingEvent, StoredCheckpoint
+from audit.verify import ChainVerifier, VerificationReport
+from integrity.clock import Clock
+from integrity.db import READ_ONLY
+from integrity.errors import ConfigurationError
+from integrity.reports import ReportContext
+
+MAX_BATCH = 1_000
+# How often the writer wakes, with nothing to write, to sign a time-due checkpoint.
+TICK_SECONDS = 1.0
+# Longest a batch waits for callers that are about to enqueue (bounded added latency).
+GATHER_SECONDS = 0.002
+MAX_ENTRIES_PER_READ = 1_000
+# How often a waiting caller checks that the writer thread is still alive.
+WATCH_SECONDS = 1.0
+_STOP = object()
+
+
+class _Request:
+    """One waiting caller. ``done`` is a plain lock held until the writer releases it: cheaper
+    than an Event when 16 callers wait on each commit."""
+
+    __slots__ = ("event", "done", "seq", "error")
+
+    def __init__(self, event: PendingEvent) -> None:
+        self.event = event
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.seq = -1
+        self.error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    seq: int
+    tree_size: int
+    leaf_hash: bytes
+    root_hash: bytes
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    first: int
+    second: int
+    first_root: bytes
+    second_root: bytes
+    path: tuple[bytes, ...]
+
+
+class AuditService:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock,
+        log_id: str,
+        checkpoint_key: Ed25519PrivateKey,
+        checkpoint_key_name: str,
+        checkpoint_every: int,
+        checkpoint_seconds: int,
+        publish_dir: Path | None = None,
+        cosigners: Sequence[NoteSigner] = (),
+        retired_keys: Sequence[VerifierKey] = (),
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if checkpoint_every < 1 or checkpoint_seconds < 1 or max_batch < 1:
+            raise ConfigurationError("checkpoint_every, checkpoint_seconds and max_batch must be at least 1")
+        self.engine = engine
+        self.clock = clock
+        self.log_id = log_id
+        self.origin = origin_for(log_id)
+        self.signer = NoteSigner(checkpoint_key_name, checkpoint_key)
+        self.cosigners = tuple(cosigners)
+        # Keys that signed earlier checkpoints (before a rotation): they verify, never sign.
+        self.retired_keys = tuple(retired_keys)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.publish_dir = publish_dir
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._start_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._closed = False
+        # Hints only (another process may have signed since): the database decides.
+        self._hint_checkpoint_size = -1
+        self._hint_checkpoint_at: datetime | None = None
+        self._frontier = store.FrontierCache()
+        self._waiters = 0  # callers inside _submit: the writer gathers up to this many per batch
+        self._waiters_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ append
+
+    def record(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        data: dict | None = None,
+        pii: dict | None = None,
+        *,
+        conn: Connection | None = None,
+    ) -> int:
+        """Append one entry; returns its ``seq``. Raises InvalidEntry (nothing written) on a bad
+        actor, action, subject, data or personal data.
+
+        Inside an open transaction always pass it as ``conn``: on SQLite that transaction holds
+        the write lock, so an append in another transaction would wait for it.
+        """
+        event = self._prepare(actor, action, subject, data, pii)
+        if conn is not None:
+            self._ensure_writer()
+            return store.append(conn, [event], self.clock)[0].seq
+        return self._submit(event)
+
+    def _prepare(
+        self, actor: str, action: str, subject: str, data: Mapping[str, Any] | None, personal: Mapping[str, Any] | None
+    ) -> PendingEvent:
+        plain, encoded = validate_event(actor, action, subject, data)
+        sealed = pii.seal(personal) if personal is not None else None
+        return PendingEvent(actor, action, subject, plain, encoded, sealed)
+
+    def _submit(self, event: PendingEvent) -> int:
+        request = _Request(event)
+        self._ensure_writer()
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            self._queue.put(request)
+            while not request.done.acquire(timeout=WATCH_SECONDS):
+                # Still waiting: make sure a writer is there to serve the queue (restart one
+                # that died; a closed service that has stopped its writer never will).
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    if self._closed:
+                        raise AuditUnavailable("the audit service was closed before the entry was written")
+                    self._ensure_writer()
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
+        if request.error is not None:
+            raise request.error
+        return request.seq
+
+    def _ensure_writer(self) -> None:
+        if self._closed:
+            raise AuditUnavailable("the audit service is closed")
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive() and self._thread_pid == os.getpid():
+                return
+            if self._thread_pid != os.getpid():
+                self._queue = queue.SimpleQueue()  # a forked child must not share the parent's queue
+            self._thread = threading.Thread(target=self._writer_loop, name="audit-group-commit", daemon=True)
+            self._thread_pid = os.getpid()
+            self._thread.start()
+
+    def _writer_loop(self) -> None:
+        tick = min(TICK_SECONDS, float(self.checkpoint_seconds))
+        while True:
+            try:
+                first = self._queue.get(timeout=tick)
+            except queue.Empty:
+                self._checkpoint_if_due()
+                continue
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            deadline = time.monotonic() + GATHER_SECONDS
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    # Callers just released by the last commit are still waking up: wait for
+                    # them (briefly) so that they share this fsync instead of the next one.
+                    remaining = deadline - time.monotonic()
+                    if len(batch) >= self._waiters or remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            size = self._commit_batch(batch)
+            if size:
+                self._checkpoint_if_due(size)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Request]) -> int:
+        """Append and commit one batch; returns the tree size after it (0 on failure)."""
+        try:
+            with self.engine.begin() as conn:
+                entries = store.append(conn, [r.event for r in batch], self.clock, cache=self._frontier)
+            self._frontier.committed()
+            for request, entry in zip(batch, entries, strict=True):
+                request.seq = entry.seq
+            return entries[-1].seq + 1
+        except (SQLAlchemyError, AuditError, OSError) as exc:
+            self._frontier.discard()
+            for request in batch:
+                request.error = exc
+            return 0
+        finally:
+            # Never leave a caller waiting, whatever happened above.
+            for request in batch:
+                if request.seq < 0 and request.error is None:
+                    request.error = AuditUnavailable("the audit writer failed")
+                request.done.release()
+
+    def close(self) -> None:
+        """Finish queued appends and stop the writer thread (idempotent)."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+            self._queue.put(_STOP)
+            thread.join()
+        self._thread = None
+
+    # ------------------------------------------------------------- checkpoints
+
+    def ensure_genesis(self) -> str | None:
+        """``init`` step: create the log (first entry and checkpoint) if it is empty."""
+        with self.engine.connect() as conn:
+            size = store.tree_size(conn)
+        if size:
+            return None
+        with self.engine.begin() as conn:
+            if store.tree_size(conn):
+                return None
+            store.append(
+                conn,
+                [
+                    PendingEvent.of(
+                        "system",
+                        "audit.log.created",
+                        self.origin,
+                        {"log_id": self.log_id, "key": self.signer.verifier.to_text()},
+                    )
+                ],
+                self.clock,
+            )
+        self.checkpoint_now()
+        return f"created the audit log {self.origin}"
+
+    def checkpoint_now(self) -> StoredCheckpoint:
+        """Sign a checkpoint over every committed entry now (``audit checkpoint``); returns the
+        latest one unchanged when it already covers the whole log with the current key."""
+        with self._checkpoint_lock, self.engine.begin() as conn:
+            store.lock_appends(conn)
+            size = store.tree_size(conn)
+            latest = store.latest_checkpoint(conn)
+            if latest is not None and latest.tree_size == size and self._signed_by_current_key(latest):
+                return latest
+            signed = self._sign(conn, size)
+        self._publish([signed])
+        return signed
+
+    def maybe_checkpoint(self) -> list[StoredCheckpoint]:
+        """Sign what is due: one checkpoint at every multiple of ``checkpoint_every`` entries
+        past the last one, and one at the current size when ``checkpoint_seconds`` have passed
+        since the last. Only committed entries are covered (this runs in its own transaction)."""
+        with self._checkpoint_lock:
+            with self.engine.begin() as conn:
+                store.lock_appends(conn)
+                size = store.tree_size(conn)
+                latest = store.latest_checkpoint(conn)
+                last_size = latest.tree_size if latest else 0
+                now = self.clock()
+                targets = list(range(last_size + self.checkpoint_every, size + 1, self.checkpoint_every))
+                # A log without checkpoints counts its age from its first entry.
+                since = latest.signed_at if latest else store.first_entry_time(conn)
+                overdue = since is not None and now - since >= timedelta(seconds=self.checkpoint_seconds)
+                if size > last_size and overdue and size not in targets:
+                    targets.append(size)
+                signed = [self._sign(conn, target) for target in targets]
+                final = signed[-1] if signed else latest
+                self._hint_checkpoint_size = final.tree_size if final else 0
+                self._hint_checkpoint_at = final.signed_at if final else since
+        self._publish(signed)
+        return signed
+
+    def _checkpoint_if_due(self, size: int | None = None) -> None:
+        """The writer's cheap pre-check, so an idle tick or a batch rarely opens a transaction."""
+        try:
+            if self._hint_checkpoint_size >= 0:
+                if size is None:
+                    with self.engine.connect() as conn:
+                        size = store.tree_size(conn)
+                grown = size - self._hint_checkpoint_size
+                at = self._hint_checkpoint_at
+                elapsed = at is None or self.clock() - at >= timedelta(seconds=self.checkpoint_seconds)
+                if grown <= 0 or (grown < self.checkpoint_every and not elapsed):
+                    return
+            self.maybe_checkpoint()
+        except (SQLAlchemyError, AuditError, OSError):
+            # A checkpoint that cannot be signed now is signed at the next tick; appends go on.
+            return
+
+    def _signed_by_current_key(self, stored: StoredCheckpoint) -> bool:
+        kid = self.signer.verifier.key_id
+        return any(sig.key_id == kid and sig.name == self.signer.name for sig in stored.parsed().note.signatures)
+
+    def _sign(self, conn: Connection, size: int) -> StoredCheckpoint:
+        now = self.clock()
+        for signer in (self.signer, *self.cosigners):
+            store.register_key(conn, signer.verifier.to_text(), now)
+        body = Checkpoint(self.origin, size, store.root_at(conn, size))
+        signed = SignedCheckpoint.sign(body, [self.signer, *self.cosigners])
+        return store.insert_checkpoint(conn, signed, now)
+
+    def _publish(self, checkpoints: Sequence[StoredCheckpoint]) -> None:
+        """Write each checkpoint outside the database: the anchor against a rewritten log."""
+        if self.publish_dir is None or not checkpoints:
+            return
+        self.publish_dir.mkdir(parents=True, exist_ok=True)
+        for cp in checkpoints:
+            _atomic_write(self.publish_dir / f"checkpoint-{cp.tree_size:012d}-{cp.id}.txt", cp.note)
+        _atomic_write(self.publish_dir / "checkpoint", checkpoints[-1].note)
+
+    def published_notes(self) -> list[str]:
+        """The checkpoints written to the publish directory (empty when none is configured)."""
+        if self.publish_dir is None or not self.publish_dir.is_dir():
+            return []
+        notes = []
+        for path in sorted(self.publish_dir.glob("checkpoint-*.txt")):
+            try:
+                notes.append(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                notes.append("")  # unreadable: the verifier reports it as a forged checkpoint
+        return notes
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            return store.latest_checkpoint(conn)
+
+    def current_checkpoint(self) -> StoredCheckpoint:
+        """The latest signed checkpoint; NoCheckpoint when none was signed yet."""
+        latest = self.latest_checkpoint()
+        if latest is None:
+            raise NoCheckpoint("the log has no signed checkpoint yet")
+        return latest
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self.engine.connect() as conn:
+            return list(store.iter_checkpoints(conn))
+
+    def verifier_keys(self) -> list[str]:
+        """The keys an auditor should trust: the signing key, cosigners, then retired keys.
+        Only configuration decides this list, never the database an insider could write to."""
+        keys = [s.verifier.to_text() for s in (self.signer, *self.cosigners)]
+        return keys + [k.to_text() for k in self.retired_keys if k.to_text() not in keys]
+
+    def signing_history(self) -> list[str]:
+        """Every key recorded as having signed a checkpoint (informational)."""
+        with self.engine.connect() as conn:
+            return store.known_keys(conn)
+
+    # ------------------------------------------------------------------- reads
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return store.tree_size(conn)
+
+    def entry(self, seq: int) -> Entry:
+        with self.engine.connect() as conn:
+            return store.get_entry(conn, seq)
+
+    def entries(self, start: int = 0, end: int | None = None) -> list[Entry]:
+        if start < 0 or (end is not None and end < start):
+            raise EntryNotFound("entry range must satisfy 0 <= start <= end")
+        stop = start + MAX_ENTRIES_PER_READ if end is None else min(end, start + MAX_ENTRIES_PER_READ)
+        with self.engine.connect() as conn:
+            return [entry for entry, _ in store.iter_entries(conn, start, stop)]
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> InclusionProof:
+        with self.engine.connect() as conn:
+            current = store.tree_size(conn)
+            tree_size = current if size is None else size
+            if not 0 <= seq < tree_size or tree_size > current:
+                raise InvalidTreeSize(f"entry {seq} is not in a tree of size {tree_size} of this log")
+            resolve = store.resolver(conn)
+            ranges = [(seq, seq + 1), (0, tree_size), *merkle.inclusion_ranges(seq, tree_size)]
+            leaf, root, *path = merkle.materialise(ranges, resolve)
+        return InclusionProof(seq, tree_size, leaf, root, tuple(path))
+
+    def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
+        with self.engine.connect() as conn:
+            current = store.tree_size(conn)
+            second = current if second is None else second
+            if not 0 <= first <= second <= current:
+                raise InvalidTreeSize(f"no consistency proof from {first} to {second} (log size {current})")
+            resolve = store.resolver(conn)
+            path = merkle.consistency_proof(first, second, resolve)
+            roots = merkle.materialise([r for r in ((0, first), (0, second)) if r[1] > 0], resolve)
+        first_root = roots[0] if first else merkle.EMPTY_ROOT
+        second_root = roots[-1] if second else merkle.EMPTY_ROOT
+        return ConsistencyProof(first, second, first_root, second_root, tuple(path))
+
+    # ----------------------------------------------------------- export/verify
+
+    def export_lines(self, *, include_pii: bool = False) -> Iterator[bytes]:
+        """NDJSON lines of the whole log (DESIGN.md), streamed from one snapshot."""
+        with self._snapshot() as conn:
+            checkpoints = list(store.iter_checkpoints(conn))
+            entries = store.iter_entries(conn, with_pii=include_pii)
+            yield from audit_export.export_lines(entries, (c.note for c in checkpoints), include_pii=include_pii)
+
+    def export(self, out: BinaryIO, *, include_pii: bool = False) -> int:
+        """Write the export to ``out``; returns the number of lines."""
+        count = 0
+        for line in self.export_lines(include_pii=include_pii):
+            out.write(line)
+            count += 1
+        return count
+
+    def verify(
+        self,
+        *,
+        trusted_keys: Sequence[VerifierKey] | None = None,
+        trusted_checkpoint: SignedCheckpoint | None = None,
+        published: Sequence[SignedCheckpoint] = (),
+        use_publish_dir: bool = True,
+        progress: Any = None,
+    ) -> VerificationReport:
+        """Verify the live log: chain, tree, checkpoints (stored, ``published`` and, by default,
+        those written to the publish directory outside the database), personal data."""
+        keys = list(trusted_keys) if trusted_keys is not None else [VerifierKey.from_text(k) for k in self.verifier_keys()]
+        with self._snapshot() as conn:
+            verifier = ChainVerifier(
+                keys,
+                origin=self.origin,
+                trusted_checkpoint=trusted_checkpoint,
+                erased=store.erased_seqs(conn),
+                pii_expected=True,
+            )
+            for cp in store.iter_checkpoints(conn):
+                verifier.add_checkpoint_text(cp.note)
+            for cp in published:
+                verifier.add_checkpoint_text(cp.to_text())
+            if use_publish_dir:
+                for note in self.published_notes():
+                    verifier.add_checkpoint_text(note, source="published")
+            for row, stored_pii in store.iter_rows(conn, with_pii=True):
+                personal = (stored_pii.salt, stored_pii.personal()) if stored_pii else None
+                verifier.add_stored(row, personal)  # type: ignore[arg-type]
+                if progress is not None:
+                    progress(row[0] + 1)
+            return verifier.finish()
+
+    def report_context(self, source: str = "live database", trusted_checkpoint: SignedCheckpoint | None = None) -> ReportContext:
+        return ReportContext(
+            origin=self.origin,
+            source=source,
+            generated_at=self.clock(),
+            trusted_keys=tuple(self.verifier_keys()),
+            trusted_checkpoint_size=trusted_checkpoint.size if trusted_checkpoint else None,
+        )
+
+    def _snapshot(self) -> Any:
+        conn = self.engine.connect()
+        if conn.dialect.name == "postgresql":
+            return conn.execution_options(isolation_level="REPEATABLE READ", **READ_ONLY)
+        return conn.execution_options(**READ_ONLY)
+
+    # ----------------------------------------------------------------- erasure
+
+    def erase_pii(self, seq: int, reason: str, *, actor: str = "system") -> int:
+        """Delete the salt and personal data of entry ``seq`` and log ``audit.pii.erased`` in
+        the same transaction; returns the erasure entry's seq. The chain stays verifiable."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidEntry("an erasure needs a reason")
+        with self.engine.begin() as conn:
+            store.lock_appends(conn)
+            store.delete_pii(conn, seq)
+            return self.record(actor, ERASED_ACTION, f"audit:{seq}", {"seq": seq, "reason": reason}, conn=conn)
+
+
+def _atomic_write(path: Path, content: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,792 @@
+"""Use case: every message between the portal and the one-stop system is checked and leaves
+evidence (Decision 352/QĐ-BHXH Art. 5.2–5.3; DESIGN.md "Portal ↔ one-stop exchange").
+
+A message is accepted only if, in this order: its ``keyid`` names a registered peer; that
+peer may use the route (method and path); the RFC 9421 signature verifies with the peer's key
+under the exchange profile; the Content-Digest equals the body; ``created`` lies within
+±``skew_seconds`` and ``expires`` has not passed; and the (keyid, nonce) pair was never seen
+before. The pair is inserted only after the signature verified (an attacker cannot burn a
+peer's nonces) with one atomic insert on the primary key, and kept until the signature
+expires. Then the ``exchange.accepted`` entry is appended through the audit log's group
+committer (concurrent messages share one transaction: the log's lock is not held per message);
+a message is acted on only once both are durable. Every refusal is logged as
+``exchange.rejected`` with its reason.
+
+The audit entry carries the message id, peer, keyid, route pattern, body digest and reason,
+never the body or the raw URL (either may hold personal data): the URL appears as its SHA-256.
+Bodies go only to the optional message archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from integrity.audit_service import AuditService
+from integrity.db import READ_ONLY
+from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
+from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
+from integrity.keys import ServiceKeys
+from signing.errors import MessageSignatureError, UnsupportedExchangeKey
+from signing.httpsig import (
+    ExchangeSigningKey,
+    HttpRequest,
+    HttpResponse,
+    PeerKey,
+    SignatureParams,
+    VerifiedSignature,
+    body_digest,
+    read_signature_params,
+    sign_request,
+    sign_response,
+    verify_request,
+    verify_response,
+)
+
+__all__ = [
+    "Direction",
+    "ExchangeService",
+    "ExchangeVerdict",
+    "Peer",
+    "Route",
+    "build_exchange_service",
+]
+
+Clock = Callable[[], datetime]
+
+GATEWAY_KEYID = "gateway"
+PEER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
+MAX_ROUTES = 200
+MAX_ROUTE_CHARS = 500
+MAX_BASE_URL_CHARS = 2048
+MESSAGE_ID_HEX = 32
+# Expired nonces are deleted at most this often per instance; correctness never depends on
+# it (an expired message is refused as expired), only the table's size does.
+NONCE_PURGE_INTERVAL_SECONDS = 60
+_AMBIGUOUS_PATH = re.compile(r"%2e|%2f|%5c|\\", re.IGNORECASE)
+# A registry change made on another instance is seen within this many seconds.
+DEFAULT_PEER_CACHE_SECONDS = 2.0
+MAX_CACHED_PEERS = 1_000
+# What a refusal may echo of attacker-chosen text into the audit log.
+MAX_LOGGED_TEXT = 128
+
+# Reasons decided here, beside the signature reasons of signing.errors (``exc.reason``).
+UNKNOWN_KEY = "unknown-key"
+ROUTE_NOT_ALLOWED = "route-not-allowed"
+REPLAYED_NONCE = "replayed-nonce"
+UNEXPECTED_SIGNER = "unexpected-signer"
+
+ACCEPTED_ACTION = "exchange.accepted"
+REJECTED_ACTION = "exchange.rejected"
+FORWARD_FAILED_ACTION = "exchange.forward.failed"
+
+
+class Direction(str, Enum):
+    REQUEST = "request"
+    RESPONSE = "response"
+
+
+def _route_regex(pattern: str) -> re.Pattern[str]:
+    # A route pattern is the project's own tiny glob: "*" matches within one path segment,
+    # a "**" segment matches any number of segments. fnmatch lets "*" cross "/" and would
+    # make "/gateway/one-stop/*" also allow "/gateway/one-stop/a/../../portal".
+    parts: list[str] = []
+    for segment in pattern.strip("/").split("/"):
+        if segment == "**":
+            parts.append("(?:/[^/]+)*")
+        else:
+            parts.append("/" + "[^/]*".join(re.escape(piece) for piece in segment.split("*")))
+    body = "".join(parts) if pattern != "/" else "/"
+    return re.compile(f"^{body}/?$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route a peer may use: a method (or ``*``) and a path pattern, e.g.
+    ``POST /gateway/one-stop/v1/dossiers`` or ``GET /gateway/one-stop/v1/dossiers/*``."""
+
+    method: str
+    pattern: str
+    _regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Route:
+        method, _, pattern = text.strip().partition(" ")
+        method, pattern = method.upper(), pattern.strip()
+        if (
+            method not in ROUTE_METHODS
+            or not pattern.startswith("/")
+            or len(text) > MAX_ROUTE_CHARS
+            or any(c.isspace() or not c.isprintable() for c in pattern)
+            or "?" in pattern
+            or any(seg in {".", ".."} for seg in pattern.split("/"))
+            or any("**" in seg and seg != "**" for seg in pattern.split("/"))
+        ):
+            raise InvalidPeer(f"route {text[:MAX_LOGGED_TEXT]!r} is not 'METHOD /path' (globs: * within a segment, ** for segments)")
+        return cls(method, pattern, _route_regex(pattern))
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method not in ("*", method.upper()):
+            return False
+        # A path is matched as sent, never normalised, so anything a server behind the gateway
+        # might normalise into another path is refused outright: dot segments, and encoded
+        # dots, slashes and backslashes (RFC 3986 §6.2.2 is the receiver's to apply, not ours).
+        if any(seg in {".", ".."} for seg in path.split("/")) or _AMBIGUOUS_PATH.search(path):
+            return False
+        return self._regex.match(path) is not None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.pattern}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A registered system: its exchange key (the algorithm comes with it), the routes it may
+    use, and where the gateway reaches it."""
+
+    name: str
+    key: PeerKey
+    base_url: str | None
+    routes: tuple[Route, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def keyid(self) -> str:
+        return self.key.keyid
+
+    def route_for(self, method: str, path: str) -> Route | None:
+        return next((r for r in self.routes if r.matches(method, path)), None)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the public key's SubjectPublicKeyInfo (hex), for logs and listings."""
+        return hashlib.sha256(self.key.public_pem().encode()).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "keyid": self.keyid,
+            "algorithm": self.key.algorithm.value,
+            "key_sha256": self.fingerprint(),
+            "certificate_subject": self.key.certificate.subject.rfc4514_string() if self.key.certificate else None,
+            "base_url": self.base_url,
+            "routes": [str(r) for r in self.routes],
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class ExchangeVerdict:
+    """The outcome of checking one message, as logged (``audit_seq``)."""
+
+    message_id: str
+    direction: Direction
+    accepted: bool
+    reason: str | None
+    detail: str | None
+    peer: str | None
+    keyid: str | None
+    route: str | None
+    digest: str
+    audit_seq: int
+    signature: VerifiedSignature | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [] if self.accepted else [f"{self.reason}: {self.detail}" if self.detail else str(self.reason)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.accepted,
+            "message_id": self.message_id,
+            "direction": self.direction.value,
+            "peer": self.peer,
+            "keyid": self.keyid,
+            "route": self.route,
+            "digest": self.digest,
+            "reason": self.reason,
+            "reasons": self.reasons,
+            "audit_seq": self.audit_seq,
+        }
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What is known of a message before any check: computed from the bytes as received."""
+
+    message_id: str
+    direction: Direction
+    digest: str
+    method: str
+    target_sha256: str
+    target_uri: str
+    status: int | None
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _short(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return "".join(c for c in text if c.isprintable())[:MAX_LOGGED_TEXT]
+
+
+def _seen(message: HttpRequest | HttpResponse) -> _Seen:
+    request = message.request if isinstance(message, HttpResponse) else message
+    status = message.status if isinstance(message, HttpResponse) else None
+    digest = body_digest(message.body)
+    # Deterministic, so a replay carries the same id as the original it copies.
+    h = hashlib.sha256()
+    for part in (request.method, request.url, str(status or ""), message.header("Signature") or "", digest):
+        h.update(part.encode("utf-8", "replace") + b"\n")
+    return _Seen(
+        message_id=h.hexdigest()[:MESSAGE_ID_HEX],
+        direction=Direction.RESPONSE if status is not None else Direction.REQUEST,
+        digest=digest,
+        method=request.method,
+        target_sha256=hashlib.sha256(request.url.encode("utf-8", "replace")).hexdigest(),
+        target_uri=request.url,
+        status=status,
+        headers=message.headers,
+        body=message.body,
+    )
+
+
+def _check_name(name: str) -> str:
+    if not PEER_NAME.match(name):
+        raise InvalidPeer("a peer name is 1–64 characters of a-z, 0-9 and '-', starting with a letter or digit")
+    return name
+
+
+def _check_base_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+        or len(url) > MAX_BASE_URL_CHARS
+        or not url.isascii()
+    ):
+        raise InvalidPeer("a base URL is an absolute http(s) URL without credentials, query or fragment")
+    return url.rstrip("/")
+
+
+def _parse_routes(routes: Sequence[str]) -> tuple[Route, ...]:
+    if isinstance(routes, str):
+        raise InvalidPeer("routes must be a list of 'METHOD /path' strings")
+    if len(routes) > MAX_ROUTES:
+        raise InvalidPeer(f"at most {MAX_ROUTES} routes per peer")
+    return tuple(Route.parse(r) for r in routes)
+
+
+def _peer_key(keyid: str, key_pem: bytes | str) -> PeerKey:
+    pem = key_pem.encode() if isinstance(key_pem, str) else key_pem
+    try:
+        return PeerKey.from_pem(keyid, pem)
+    except UnsupportedExchangeKey as exc:
+        raise InvalidPeer(f"peer key refused: {exc}") from exc
+
+
+class ExchangeService:
+    """The registry of peers and the checks of exchanged messages (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock,
+        audit: AuditService,
+        skew_seconds: int = 300,
+        archive: bool = False,
+        gateway_key: ExchangeSigningKey | None = None,
+        peer_cache_seconds: float = DEFAULT_PEER_CACHE_SECONDS,
+    ) -> None:
+        if skew_seconds < 0 or peer_cache_seconds < 0:
+            raise ValueError("skew_seconds and peer_cache_seconds must not be negative")
+        self.engine = engine
+        self.clock = clock
+        self.audit = audit
+        self.skew_seconds = skew_seconds
+        self.archive = archive
+        self.gateway_key = gateway_key
+        self._purge_lock = threading.Lock()
+        self._last_purge: datetime | None = None
+        self.peer_cache_seconds = peer_cache_seconds
+        self._key_cache: dict[tuple[str, str], PeerKey] = {}
+        self._peer_cache: dict[tuple[str, str], tuple[float, Peer | None]] = {}
+
+    # ----------------------------------------------------------------- registry
+
+    def _row_to_peer(self, row: Any) -> Peer:
+        pem = row.certificate_pem or row.public_key_pem
+        cache_key = (row.keyid, pem)
+        key = self._key_cache.get(cache_key)
+        if key is None:
+            # Parsing is memoised (by keyid and PEM); which peer holds which key is always read
+            # from the database, so a removal takes effect at once on every instance.
+            key = _peer_key(row.keyid, pem)
+            self._key_cache[cache_key] = key
+        return Peer(
+            name=row.name,
+            key=key,
+            base_url=row.base_url,
+            routes=tuple(Route.parse(r) for r in json.loads(row.routes)),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def _reader(self) -> Connection:
+        # A deferred (snapshot) transaction on SQLite: a lookup must not take the write lock.
+        return self.engine.connect().execution_options(**READ_ONLY)
+
+    def list_peers(self) -> list[Peer]:
+        with self._reader() as conn:
+            rows = conn.execute(select(exchange_peers).order_by(exchange_peers.c.name)).all()
+        return [self._row_to_peer(r) for r in rows]
+
+    def get_peer(self, name: str) -> Peer:
+        with self._reader() as conn:
+            row = conn.execute(select(exchange_peers).where(exchange_peers.c.name == name)).first()
+        if row is None:
+            raise PeerNotFound(f"no peer named {_short(name)!r}")
+        return self._row_to_peer(row)
+
+    def peer_by_keyid(self, keyid: str) -> Peer | None:
+        """The peer holding ``keyid`` (read through the peer cache, see ``_cached``)."""
+        return self._cached(("keyid", keyid), exchange_peers.c.keyid == keyid)
+
+    def destination(self, name: str) -> Peer:
+        """The peer named ``name``, for forwarding (read through the peer cache)."""
+        peer = self._cached(("name", name), exchange_peers.c.name == name)
+        if peer is None:
+            raise PeerNotFound(f"no peer named {_short(name)!r}")
+        return peer
+
+    def _cached(self, key: tuple[str, str], condition: Any) -> Peer | None:
+        """A registry read through a cache of at most ``peer_cache_seconds``: a change made
+        here clears it at once; one made by another instance is seen within that time (0
+        reads the database for every message). Monotonic time: this is not domain time."""
+        now = time.monotonic()
+        cached = self._peer_cache.get(key)
+        if cached is not None and now - cached[0] < self.peer_cache_seconds:
+            return cached[1]
+        with self._reader() as conn:
+            row = conn.execute(select(exchange_peers).where(condition)).first()
+        peer = None if row is None else self._row_to_peer(row)
+        if self.peer_cache_seconds > 0:
+            if len(self._peer_cache) >= MAX_CACHED_PEERS:
+                self._peer_cache.clear()
+            self._peer_cache[key] = (now, peer)
+        return peer
+
+    def add_peer(
+        self,
+        name: str,
+        *,
+        keyid: str,
+        key_pem: bytes | str,
+        routes: Sequence[str] = (),
+        base_url: str | None = None,
+        actor: str = "system",
+    ) -> Peer:
+        """Register a peer (``exchange.peer.added``). The key may be a PEM certificate or a PEM
+        public key; its algorithm is fixed here, from the key."""
+        name = _check_name(name)
+        key = _peer_key(keyid, key_pem)
+        parsed_routes = _parse_routes(routes)
+        url = _check_base_url(base_url)
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                taken = conn.execute(
+                    select(exchange_peers.c.name).where(
+                        (exchange_peers.c.name == name) | (exchange_peers.c.keyid == key.keyid)
+                    )
+                ).first()
+                if taken is not None:
+                    raise PeerAlreadyExists(f"a peer named {name!r} or holding keyid {key.keyid!r} exists")
+                conn.execute(
+                    insert(exchange_peers).values(
+                        name=name,
+                        keyid=key.keyid,
+                        algorithm=key.algorithm.value,
+                        public_key_pem=key.public_pem(),
+                        certificate_pem=key.certificate_pem(),
+                        base_url=url,
+                        routes=json.dumps([str(r) for r in parsed_routes]),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                peer = Peer(name, key, url, parsed_routes, now, now)
+                self.audit.record(actor, "exchange.peer.added", f"peer:{name}", _peer_log(peer), conn=conn)
+        except DbIntegrityError as exc:  # a concurrent add won the race for the name or keyid
+            raise PeerAlreadyExists(f"a peer named {name!r} or holding keyid {key.keyid!r} exists") from exc
+        finally:
+            self._peer_cache.clear()
+        return peer
+
+    def update_peer(
+        self,
+        name: str,
+        *,
+        keyid: str | None = None,
+        key_pem: bytes | str | None = None,
+        routes: Sequence[str] | None = None,
+        base_url: str | None = None,
+        clear_base_url: bool = False,
+        actor: str = "system",
+    ) -> Peer:
+        """Change a peer's key, routes or base URL (``exchange.peer.updated``, with what changed)."""
+        current = self.get_peer(name)
+        if key_pem is not None:
+            key = _peer_key(keyid or current.keyid, key_pem)
+        elif keyid is not None and keyid != current.keyid:
+            key = _peer_key(keyid, current.key.certificate_pem() or current.key.public_pem())
+        else:
+            key = current.key
+        new_routes = current.routes if routes is None else _parse_routes(routes)
+        url = None if clear_base_url else (current.base_url if base_url is None else _check_base_url(base_url))
+        now = self.clock()
+        peer = Peer(name, key, url, new_routes, current.created_at, now)
+        changed = sorted(
+            k for k, v in _peer_log(peer).items() if _peer_log(current).get(k) != v
+        )
+        try:
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    update(exchange_peers)
+                    .where(exchange_peers.c.name == name)
+                    .values(
+                        keyid=key.keyid,
+                        algorithm=key.algorithm.value,
+                        public_key_pem=key.public_pem(),
+                        certificate_pem=key.certificate_pem(),
+                        base_url=url,
+                        routes=json.dumps([str(r) for r in new_routes]),
+                        updated_at=now,
+                    )
+                )
+                if done.rowcount != 1:
+                    raise PeerNotFound(f"no peer named {name!r}")
+                self.audit.record(
+                    actor, "exchange.peer.updated", f"peer:{name}", {**_peer_log(peer), "changed": changed}, conn=conn
+                )
+        except DbIntegrityError as exc:
+            raise PeerAlreadyExists(f"keyid {key.keyid!r} is held by another peer") from exc
+        finally:
+            self._peer_cache.clear()
+        return peer
+
+    def remove_peer(self, name: str, *, actor: str = "system") -> Peer:
+        """Unregister a peer (``exchange.peer.removed``): its messages are refused from now on."""
+        peer = self.get_peer(name)
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(exchange_peers).where(exchange_peers.c.name == name))
+            if done.rowcount != 1:
+                raise PeerNotFound(f"no peer named {name!r}")
+            self.audit.record(actor, "exchange.peer.removed", f"peer:{name}", _peer_log(peer), conn=conn)
+        self._peer_cache.clear()
+        return peer
+
+    def seed_demo_peers(self, keys_dir: Path) -> str | None:
+        """``init --demo`` step: register the demo portal, one-stop system and gateway from
+        their certificates in ``keys_dir`` (keys.example/) when no peer is registered yet.
+        The portal may use every gateway route to the one-stop system and back; base URLs
+        are left for the operator (``exchange peers update NAME --base-url …``)."""
+        if self.list_peers():
+            return None
+        demo = (
+            ("portal", "portal-exchange", ["* /gateway/one-stop/**"]),
+            ("one-stop", "one-stop-exchange", ["* /gateway/portal/**"]),
+            ("gateway", "gateway-exchange", []),
+        )
+        added = []
+        for name, stem, routes in demo:
+            cert = keys_dir / f"{stem}.crt.pem"
+            if cert.exists():
+                self.add_peer(name, keyid=name, key_pem=cert.read_bytes(), routes=routes)
+                added.append(name)
+        return f"registered the demo exchange peers {', '.join(added)}" if added else None
+
+    # ------------------------------------------------------------- verification
+
+    def verify_request(self, request: HttpRequest, *, via: str, caller: str | None = None) -> ExchangeVerdict:
+        """Check a request under the profile and the registry; logs and returns the verdict.
+        Never raises for a bad message: a refusal is a verdict with its reason."""
+        self._maybe_purge()
+        seen = _seen(request)
+        context = {"via": via, **({"caller": caller} if caller else {})}
+        try:
+            params = read_signature_params(request)
+        except MessageSignatureError as exc:
+            return self._reject(seen, exc.reason, str(exc), context)
+        peer = self.peer_by_keyid(params.keyid) if params.keyid else None
+        if peer is None:
+            return self._reject(seen, UNKNOWN_KEY, "no registered peer holds this keyid", context, params=params)
+        path = urlsplit(request.url).path or "/"
+        route = peer.route_for(request.method, path)
+        if route is None:
+            return self._reject(
+                seen, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", context, peer=peer
+            )
+        try:
+            verified = verify_request(request, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
+        except MessageSignatureError as exc:
+            return self._reject(seen, exc.reason, str(exc), context, peer=peer, route=route)
+        return self._accept(seen, peer, verified, context, route=route)
+
+    def verify_response(
+        self, response: HttpResponse, *, expected_peer: str, via: str, in_reply_to: str | None = None
+    ) -> ExchangeVerdict:
+        """Check a response that ``expected_peer`` must have signed, bound to ``response.request``."""
+        self._maybe_purge()
+        seen = _seen(response)
+        context = {"via": via, "status": response.status, **({"in_reply_to": in_reply_to} if in_reply_to else {})}
+        try:
+            params = read_signature_params(response)
+        except MessageSignatureError as exc:
+            return self._reject(seen, exc.reason, str(exc), context)
+        peer = self.peer_by_keyid(params.keyid) if params.keyid else None
+        if peer is None:
+            return self._reject(seen, UNKNOWN_KEY, "no registered peer holds this keyid", context, params=params)
+        if peer.name != expected_peer:
+            return self._reject(
+                seen, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", context, peer=peer
+            )
+        try:
+            verified = verify_response(response, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
+        except MessageSignatureError as exc:
+            return self._reject(seen, exc.reason, str(exc), context, peer=peer)
+        return self._accept(seen, peer, verified, context, route=None)
+
+    def _accept(
+        self,
+        seen: _Seen,
+        peer: Peer,
+        verified: VerifiedSignature,
+        context: dict[str, Any],
+        *,
+        route: Route | None,
+    ) -> ExchangeVerdict:
+        assert verified.nonce is not None and verified.expires is not None  # the profile demands both
+        data = self._log_data(seen, context, peer=peer, keyid=verified.keyid, route=route)
+        actor = f"peer:{peer.name}"
+        seq: int | None = None
+        with self.engine.begin() as conn:
+            fresh = _insert_nonce(conn, verified.keyid, verified.nonce, int(verified.expires.timestamp()))
+            if fresh and self._evidence_in_nonce_transaction(conn):
+                seq = self.audit.record(actor, ACCEPTED_ACTION, seen.message_id, data, conn=conn)
+        if not fresh:
+            return self._reject(
+                seen, REPLAYED_NONCE, "this keyid and nonce were already accepted", context, peer=peer, route=route
+            )
+        if seq is None:
+            # The nonce is durable first, the evidence second, through the group committer. The
+            # caller acts on a message only after both: if the append fails, the message is
+            # refused with an error and its nonce stays burnt, so an accepted message is never
+            # acted on without its audit entry.
+            seq = self.audit.record(actor, ACCEPTED_ACTION, seen.message_id, data)
+        self._archive(seen, "accepted", None, peer.name, seq)
+        return ExchangeVerdict(
+            seen.message_id, seen.direction, True, None, None, peer.name, verified.keyid,
+            str(route) if route else None, seen.digest, seq, verified,
+        )
+
+    @staticmethod
+    def _evidence_in_nonce_transaction(conn: Connection) -> bool:
+        """Where to append the ``exchange.accepted`` entry. SQLite serialises every writer
+        anyway, so one transaction per message (nonce and entry together) is the cheapest and
+        atomic. On PostgreSQL, instances write in parallel; appending in the nonce transaction
+        would hold the log's lock through each message's commit and serialise the cluster, so
+        the entry goes through the group committer, which batches concurrent messages."""
+        return conn.dialect.name == "sqlite"
+
+    def _reject(
+        self,
+        seen: _Seen,
+        reason: str,
+        detail: str,
+        context: dict[str, Any],
+        *,
+        peer: Peer | None = None,
+        route: Route | None = None,
+        params: SignatureParams | None = None,
+    ) -> ExchangeVerdict:
+        keyid = peer.keyid if peer else (_short(params.keyid) if params else None)
+        data = {**self._log_data(seen, context, peer=peer, keyid=keyid, route=route), "reason": reason, "detail": _short(detail)}
+        actor = f"peer:{peer.name}" if peer else "system"
+        seq = self.audit.record(actor, REJECTED_ACTION, seen.message_id, data)
+        self._archive(seen, "rejected", reason, peer.name if peer else None, seq)
+        return ExchangeVerdict(
+            seen.message_id, seen.direction, False, reason, detail, peer.name if peer else None, keyid,
+            str(route) if route else None, seen.digest, seq,
+        )
+
+    @staticmethod
+    def _log_data(
+        seen: _Seen, context: dict[str, Any], *, peer: Peer | None, keyid: str | None, route: Route | None
+    ) -> dict[str, Any]:
+        return {
+            "message_id": seen.message_id,
+            "direction": seen.direction.value,
+            "peer": peer.name if peer else None,
+            "keyid": keyid,
+            "method": _short(seen.method),
+            "route": str(route) if route else None,
+            "target_sha256": seen.target_sha256,
+            "digest": seen.digest,
+            **context,
+        }
+
+    def _archive(self, seen: _Seen, verdict: str, reason: str | None, peer: str | None, seq: int) -> None:
+        if not self.archive:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(exchange_archive).values(
+                    message_id=seen.message_id,
+                    direction=seen.direction.value,
+                    verdict=verdict,
+                    reason=reason,
+                    peer=peer,
+                    received_at=self.clock(),
+                    method=seen.method[:16],
+                    target_uri=seen.target_uri,
+                    status=seen.status,
+                    headers=json.dumps([list(h) for h in seen.headers], ensure_ascii=False),
+                    body=seen.body,
+                    audit_seq=seq,
+                )
+            )
+
+    def archived(self, message_id: str) -> list[dict[str, Any]]:
+        """The archived copies of a message (empty when the archive is off)."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                select(exchange_archive).where(exchange_archive.c.message_id == message_id).order_by(exchange_archive.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def record_forward_failure(
+        self, verdict: ExchangeVerdict, *, destination: str, reason: str, detail: str
+    ) -> int:
+        """Log that an accepted request could not be delivered (peer down, timeout)."""
+        return self.audit.record(
+            f"peer:{verdict.peer}",
+            FORWARD_FAILED_ACTION,
+            verdict.message_id,
+            {
+                "message_id": verdict.message_id,
+                "peer": verdict.peer,
+                "destination": destination,
+                "route": verdict.route,
+                "digest": verdict.digest,
+                "reason": reason,
+                "detail": _short(detail),
+            },
+        )
+
+    # ----------------------------------------------------------- gateway signing
+
+    def gateway_sign_request(self, request: HttpRequest) -> HttpRequest:
+        """``request`` re-signed by the gateway (its own keyid, a fresh nonce and digest)."""
+        key = self._require_gateway_key()
+        return request.with_headers(sign_request(request, key, clock=self.clock).as_dict())
+
+    def gateway_sign_response(self, response: HttpResponse) -> HttpResponse:
+        key = self._require_gateway_key()
+        return response.with_headers(sign_response(response, key, clock=self.clock).as_dict())
+
+    def _require_gateway_key(self) -> ExchangeSigningKey:
+        if self.gateway_key is None:
+            raise GatewayNotConfigured("the gateway has no exchange signing key (gateway-exchange.key.pem)")
+        return self.gateway_key
+
+    # ------------------------------------------------------------------ nonces
+
+    def purge_expired_nonces(self) -> int:
+        """Delete the replay-guard entries whose signatures have expired; returns how many."""
+        cutoff = int(self.clock().timestamp())
+        with self.engine.begin() as conn:
+            return conn.execute(delete(exchange_nonces).where(exchange_nonces.c.expires_at < cutoff)).rowcount
+
+    def _maybe_purge(self) -> None:
+        now = self.clock()
+        last = self._last_purge
+        if last is not None and (now - last).total_seconds() < NONCE_PURGE_INTERVAL_SECONDS:
+            return
+        if not self._purge_lock.acquire(blocking=False):
+            return  # another thread is purging
+        try:
+            self._last_purge = now
+            self.purge_expired_nonces()
+        finally:
+            self._purge_lock.release()
+
+
+def _insert_nonce(conn: Connection, keyid: str, nonce: str, expires_at: int) -> bool:
+    """True if (keyid, nonce) was new. One statement on the primary key: atomic on both back
+    ends, also between instances sharing a PostgreSQL database."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        dialect_insert(exchange_nonces)
+        .values(keyid=keyid, nonce=nonce, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["keyid", "nonce"])
+        # RETURNING, not rowcount: a driver may report -1 for an INSERT … ON CONFLICT.
+        .returning(exchange_nonces.c.nonce)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def _peer_log(peer: Peer) -> dict[str, Any]:
+    return {
+        "name": peer.name,
+        "keyid": peer.keyid,
+        "algorithm": peer.key.algorithm.value,
+        "key_sha256": peer.fingerprint(),
+        "base_url": peer.base_url,
+        "routes": [str(r) for r in peer.routes],
+    }
+
+
+def build_exchange_service(
+    *,
+    engine: Engine,
+    clock: Clock,
+    audit: AuditService,
+    keys: ServiceKeys | None,
+    skew_seconds: int,
+    archive: bool = False,
+    peer_cache_seconds: float = DEFAULT_PEER_CACHE_SECONDS,
+) -> ExchangeService:
+    """The wiring's constructor: the gateway signs with ``gateway-exchange.key.pem`` when the
+    keys directory has it (keyid ``gateway``)."""
+    gateway = keys.exchange.get(GATEWAY_KEYID) if keys is not None else None
+    gateway_key = ExchangeSigningKey.from_private_key(GATEWAY_KEYID, gateway.private_key) if gateway else None
+    return ExchangeService(
+        engine, clock=clock, audit=audit, skew_seconds=skew_seconds, archive=archive, gateway_key=gateway_key,
+        peer_cache_seconds=peer_cache_seconds,
+    )

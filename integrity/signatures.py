@@ -1,0 +1,456 @@
+"""Use cases for data-message signatures (Article 4.5): sign → log, verify → log, and key
+management → log.
+
+Every signature handed out has an audit entry (``signature.created``) committed first; every
+verification, passed or failed, has one (``signature.verified``). Bad requests (unknown format,
+unknown key, payload over the limit, not base64) are refused before anything is signed or
+logged. A batch is all-or-nothing: its entries are appended in one transaction, and if that
+fails no signature of the batch is returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from lxml import etree
+from sqlalchemy import Connection, Engine, inspect
+
+from integrity.db import READ_ONLY
+from signing import cms, jws, xml
+from signing.algorithms import Algorithm
+from signing.errors import (
+    ActiveKeyExists,
+    BatchTooLarge,
+    DuplicateKey,
+    InvalidEncoding,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnknownFormat,
+)
+from signing.keystore import (
+    SERVICE_OWNER,
+    KeyRecord,
+    Keystore,
+    SigningKey,
+    add_key,
+    generate_key,
+    key_id_for,
+    list_keys,
+    retire_key,
+    revoke_key,
+)
+from signing.results import VerificationResult
+from signing.tables import signing_keys
+from signing.trust import TrustPolicy
+
+if TYPE_CHECKING:
+    from integrity.keys import ServiceKeys
+
+Clock = Callable[[], datetime]
+
+FORMATS = ("jws", "cms", "xml")
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MAX_BATCH_ITEMS = 1_000
+# Another instance may rotate or revoke; the keystore re-reads states at most this often.
+KEY_REFRESH_SECONDS = 5.0
+
+
+class AuditRecorder(Protocol):
+    def record(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        data: dict | None = None,
+        pii: dict | None = None,
+        *,
+        conn: Connection | None = None,
+    ) -> int: ...
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    format: str
+    payload: bytes
+    detached: bool = False
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A signature as handed out: JWS compact text; base64 DER for CMS; base64 of the signed
+    XML document for XML."""
+
+    format: str
+    signature: str
+    key_id: str
+    alg: str
+    signed_at: datetime
+    detached: bool
+    audit_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "signature": self.signature,
+            "key_id": self.key_id,
+            "alg": self.alg,
+            "signed_at": self.signed_at.isoformat().replace("+00:00", "Z"),
+            "audit_seq": self.audit_seq,
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verdict with its audit entry; for XML also the bytes of the element the signature
+    covers (callers must read the dossier from here, never from the document they sent)."""
+
+    result: VerificationResult
+    audit_seq: int
+    signed_xml: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: SignRequest
+    key: SigningKey
+
+
+@dataclass(frozen=True)
+class _Made:
+    prepared: _Prepared
+    signature: str
+    signed_at: datetime
+
+
+def payload_digest(payload: bytes) -> str:
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def decode_base64(value: str, field: str) -> bytes:
+    """Strict standard base64 (RFC 4648 §4); anything else is the caller's error."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidEncoding(f"{field} is not valid base64") from exc
+
+
+class SignatureService:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        audit: AuditRecorder,
+        keystore: Keystore,
+        trust: TrustPolicy,
+        *,
+        passphrase: bytes | None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        max_batch_items: int = MAX_BATCH_ITEMS,
+        refresh_seconds: float = KEY_REFRESH_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.audit = audit
+        self.keystore = keystore
+        self.trust = trust
+        self.max_payload_bytes = max_payload_bytes
+        self.max_batch_items = max_batch_items
+        self._passphrase = passphrase
+        self._refresh_seconds = refresh_seconds
+        self._refreshed = time.monotonic()
+        self._bootstrap: tuple[tuple[PrivateKeyTypes, Sequence[x509.Certificate]], ...] = ()
+        self._loaded = True
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        engine: Engine,
+        clock: Clock,
+        audit: AuditRecorder,
+        *,
+        passphrase: bytes | None,
+        trust: TrustPolicy,
+        bootstrap: Iterable[tuple[PrivateKeyTypes, Sequence[x509.Certificate]]] = (),
+        **limits: Any,
+    ) -> SignatureService:
+        """A service over the stored keystore. ``bootstrap`` keys (the configured one-stop
+        signing key and its chain) are added on first start if the keystore does not hold them
+        yet; a key that was later retired or revoked is never brought back.
+
+        Keys are loaded here, so a wrong passphrase stops start-up; only when the schema is not
+        migrated yet (``init`` builds the state before migrating) is loading put off to first use.
+        """
+        service = cls(engine, clock, audit, Keystore(passphrase=passphrase), trust, passphrase=passphrase, **limits)
+        service._bootstrap = tuple(bootstrap)
+        service._loaded = False
+        if inspect(engine).has_table(signing_keys.name):
+            service._ensure_loaded()
+        return service
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._load_lock:
+            if self._loaded:
+                return
+            with self.engine.begin() as conn:
+                known = {r.kid for r in list_keys(conn)}
+                for private_key, chain in self._bootstrap:
+                    if key_id_for(private_key.public_key()) in known:
+                        continue
+                    try:
+                        # A savepoint: another instance starting at the same moment may win the insert.
+                        with conn.begin_nested():
+                            record = add_key(conn, private_key, chain, passphrase=self._passphrase, clock=self.clock)
+                    except (DuplicateKey, ActiveKeyExists):
+                        continue
+                    self.audit.record("system", "key.imported", f"key:{record.kid}", _key_data(record), conn=conn)
+                self.keystore.reload(conn)
+            self._refreshed = time.monotonic()
+            self._loaded = True
+
+    # ------------------------------------------------------------------ signing
+
+    def _refresh_if_due(self) -> None:
+        self._ensure_loaded()
+        now = time.monotonic()
+        if now - self._refreshed < self._refresh_seconds:
+            return
+        self._refreshed = now  # first, so that concurrent requests do not all reload
+        self.reload_keys()
+
+    def reload_keys(self) -> None:
+        self._ensure_loaded()
+        # A deferred (snapshot) read: on SQLite it must not queue behind the audit writer.
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
+            self.keystore.reload(conn)
+        self._refreshed = time.monotonic()
+
+    def _prepare(self, request: SignRequest, owner: str) -> _Prepared:
+        if request.format not in FORMATS:
+            raise UnknownFormat(f"unknown signature format {request.format!r}: use jws, cms or xml")
+        if len(request.payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(f"the payload exceeds {self.max_payload_bytes} bytes")
+        if request.format == "xml" and request.detached:
+            raise InvalidRequest("XML signatures are enveloped; detached does not apply")
+        key = self.keystore.signing_key(request.key_id, owner=owner)
+        return _Prepared(request, key)
+
+    def _make(self, prepared: _Prepared) -> _Made:
+        request, key = prepared.request, prepared.key
+        now = self.clock()
+        if request.format == "jws":
+            signature = jws.sign(key, request.payload, signed_at=now, detached=request.detached).token
+        elif request.format == "cms":
+            signature = base64.b64encode(cms.sign(key, request.payload, signed_at=now).der).decode("ascii")
+        else:
+            signature = base64.b64encode(xml.sign(key, request.payload, signed_at=now).document).decode("ascii")
+        return _Made(prepared, signature, now)
+
+    @staticmethod
+    def _event(made: _Made, *, personal: bool = False) -> tuple[str, dict[str, Any]]:
+        request, key = made.prepared.request, made.prepared.key
+        data: dict[str, Any] = {
+            "format": request.format,
+            "key_id": key.kid,
+            "alg": key.algorithm.value,
+            "detached": request.detached or request.format == "cms",
+            "bytes": len(request.payload),
+        }
+        if personal:
+            data["personal"] = True
+        return payload_digest(request.payload), data
+
+    @staticmethod
+    def _message(made: _Made, seq: int) -> SignedMessage:
+        request, key = made.prepared.request, made.prepared.key
+        return SignedMessage(
+            request.format, made.signature, key.kid, key.algorithm.value, made.signed_at,
+            request.detached or request.format == "cms", seq,
+        )
+
+    def _record(self, made: _Made, actor: str, *, personal: bool = False) -> SignedMessage:
+        subject, data = self._event(made, personal=personal)
+        return self._message(made, self.audit.record(actor, "signature.created", subject, data))
+
+    def _record_batch(self, made: Sequence[_Made], actor: str, conn: Connection) -> list[int]:
+        events = [(actor, "signature.created", *self._event(m), None) for m in made]
+        # Proposed addition to the audit function (one append of N entries, one head lookup):
+        # used when the audit service offers it, else one ``record`` per item, same transaction.
+        record_many = getattr(self.audit, "record_many", None)
+        if record_many is not None:
+            return list(record_many(events, conn=conn))
+        return [self.audit.record(a, act, subj, data, pii, conn=conn) for a, act, subj, data, pii in events]
+
+    def sign(self, request: SignRequest, *, actor: str, owner: str = SERVICE_OWNER) -> SignedMessage:
+        """Sign with the service key (or ``owner``'s key, for personal signing after step-up)
+        and log; the signature is returned only once its audit entry is committed."""
+        self._refresh_if_due()
+        made = self._make(self._prepare(request, owner))
+        return self._record(made, actor, personal=owner != SERVICE_OWNER)
+
+    def sign_batch(self, requests: Sequence[SignRequest], *, actor: str) -> list[SignedMessage]:
+        """Sign up to ``max_batch_items`` payloads; one audit entry per item, one transaction.
+        Every item is checked before anything is signed, so one bad item refuses the batch."""
+        if not requests:
+            raise InvalidRequest("the batch is empty")
+        if len(requests) > self.max_batch_items:
+            raise BatchTooLarge(f"at most {self.max_batch_items} items per batch")
+        self._refresh_if_due()
+        prepared = [self._prepare(r, SERVICE_OWNER) for r in requests]
+        made = [self._make(p) for p in prepared]
+        with self.engine.begin() as conn:
+            seqs = self._record_batch(made, actor, conn)
+        return [self._message(m, seq) for m, seq in zip(made, seqs)]
+
+    # -------------------------------------------------------------- verification
+
+    def verify(self, fmt: str, signature: str, payload: bytes | None, *, actor: str) -> Verification:
+        """Verify and log the verdict. A signature that cannot be parsed is a verdict too
+        (FORMAT_FAILURE), logged like any other; only requests that cannot be evaluated at
+        all (unknown format, missing payload, payload too large) are refused."""
+        if fmt not in FORMATS:
+            raise UnknownFormat(f"unknown signature format {fmt!r}: use jws, cms or xml")
+        if payload is not None and len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(f"the payload exceeds {self.max_payload_bytes} bytes")
+        if fmt == "cms" and payload is None:
+            raise InvalidRequest("a CMS signature is detached: the payload is required")
+        if fmt == "xml" and payload is not None:
+            raise InvalidRequest("an XML signature is enveloped: send the signed document as the signature")
+        self._refresh_if_due()
+        now = self.clock()
+        signed_xml: bytes | None = None
+        if fmt == "jws":
+            result = jws.verify(signature, self.keystore, self.trust, now=now, payload=payload)
+            subject_bytes = payload if payload is not None else signature.encode()
+        else:
+            raw = decode_base64(signature, "signature")
+            if fmt == "cms":
+                assert payload is not None
+                result = cms.verify(raw, payload, self.keystore, self.trust, now=now)
+                subject_bytes = payload
+            else:
+                outcome = xml.verify(raw, self.keystore, self.trust, now=now)
+                result = outcome.result
+                subject_bytes = raw
+                if outcome.signed_element is not None:
+                    signed_xml = etree.tostring(outcome.signed_element, encoding="UTF-8")
+        data: dict[str, Any] = {
+            "format": fmt,
+            "valid": result.valid,
+            "indication": result.indication.value,
+            "sub_indication": result.sub_indication.value if result.sub_indication else None,
+            "key_id": result.key_id,
+        }
+        if result.signer is not None and result.signer.serial is not None:
+            data["signer_serial"] = result.signer.serial
+        # A personal certificate names a person: the subject goes to the separate PII store.
+        pii = {"signer": result.signer.subject} if result.signer and result.signer.subject else None
+        seq = self.audit.record(actor, "signature.verified", payload_digest(subject_bytes), data, pii)
+        return Verification(result, seq, signed_xml)
+
+    # -------------------------------------------------------------- key management
+
+    def list_keys(self) -> list[KeyRecord]:
+        self._ensure_loaded()
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
+            return list_keys(conn)
+
+    def jwks(self) -> dict[str, Any]:
+        self._refresh_if_due()
+        return self.keystore.jwks()
+
+    def _change(self, action: str, actor: str, change: Callable[[Connection], KeyRecord]) -> KeyRecord:
+        self._ensure_loaded()
+        with self.engine.begin() as conn:
+            record = change(conn)
+            self.audit.record(actor, action, f"key:{record.kid}", _key_data(record), conn=conn)
+        self.reload_keys()
+        return record
+
+    def generate_key(
+        self, algorithm: Algorithm, *, actor: str, rotate: bool = False, owner: str = SERVICE_OWNER, rsa_bits: int = 3072
+    ) -> KeyRecord:
+        return self._change(
+            "key.rotated" if rotate else "key.generated",
+            actor,
+            lambda conn: generate_key(
+                conn, algorithm, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate,
+                rsa_bits=rsa_bits,
+            ),
+        )
+
+    def import_key(
+        self,
+        private_key: PrivateKeyTypes,
+        chain: Sequence[x509.Certificate],
+        *,
+        actor: str,
+        rotate: bool = False,
+        owner: str = SERVICE_OWNER,
+    ) -> KeyRecord:
+        return self._change(
+            "key.imported",
+            actor,
+            lambda conn: add_key(
+                conn, private_key, chain, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate
+            ),
+        )
+
+    def retire_key(self, kid: str, *, actor: str) -> KeyRecord:
+        return self._change("key.retired", actor, lambda conn: retire_key(conn, kid, clock=self.clock))
+
+    def revoke_key(self, kid: str, *, actor: str, at: datetime | None = None) -> KeyRecord:
+        return self._change("key.revoked", actor, lambda conn: revoke_key(conn, kid, clock=self.clock, at=at))
+
+
+def _key_data(record: KeyRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {"algorithm": record.algorithm.value, "state": record.state.value}
+    if record.owner:
+        data["owner"] = record.owner
+    if record.certificate is not None:
+        data["certificate_serial"] = format(record.certificate.serial_number, "x")
+    if record.revoked_at is not None:
+        data["revoked_at"] = record.revoked_at.isoformat()
+    return data
+
+
+def build_signature_service(
+    keys: ServiceKeys,
+    engine: Engine,
+    clock: Clock,
+    audit: AuditRecorder,
+    *,
+    anchor_files: Sequence[Path] = (),
+    crl_files: Sequence[Path] = (),
+    fetch_revocation: bool = False,
+    **limits: Any,
+) -> SignatureService:
+    """The service as the application wires it: trust anchors are the configured CA
+    certificates (plus ``anchor_files``), revocation from ``crl_files`` (and OCSP/CRL fetching
+    when allowed), and the one-stop signing key with its chain in the keystore."""
+    file_policy = TrustPolicy.from_files(anchor_files, crl_files, fetch_revocation=fetch_revocation)
+    trust = TrustPolicy(
+        [*keys.ca_certificates, *file_policy.anchors],
+        [path.read_bytes() for path in crl_files],
+        fetch_revocation=fetch_revocation,
+    )
+    signing = keys.one_stop_signing
+    chain = (signing.certificate, *(c for c in keys.ca_certificates if c != signing.certificate))
+    return SignatureService.open(
+        engine, clock, audit, passphrase=keys.passphrase, trust=trust,
+        bootstrap=[(signing.private_key, chain)], **limits,
+    )

@@ -1,0 +1,89 @@
+"""The algorithm belongs to the key (STYLE.md rule 5): Ed25519 → Ed25519, P-256 → ES256,
+RSA ≥ 2048 → PS256 (RSASSA-PSS with SHA-256, as Circular 15/2025/TT-BKHCN requires for RSA).
+
+Ed25519 keys use the fully-specified JWS name "Ed25519" of RFC 9864, which deprecates the
+polymorphic "EdDSA"; verification still accepts "EdDSA" from an Ed25519 key, where the two
+names cannot mean different things.
+
+Nothing here reads an algorithm name from a message to decide how to verify; a message's
+declared algorithm is only ever compared with the key's.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+
+from signing.errors import WeakKey
+
+# Circular 15/2025/TT-BKHCN: RSA at least 2048 bits; ECDSA at least 256 bits.
+MIN_RSA_BITS = 2048
+DEFAULT_RSA_BITS = 3072
+# RFC 7518 §3.5: PS256 uses MGF1 with SHA-256 and a salt as long as the hash output.
+PSS_SALT_BYTES = 32
+
+
+class Algorithm(StrEnum):
+    """JWS names (RFC 7518, RFC 9864) of the three algorithms this service signs with."""
+
+    ED25519 = "Ed25519"
+    ES256 = "ES256"
+    PS256 = "PS256"
+
+
+def pss_padding() -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_BYTES)
+
+
+def algorithm_for_key(key: PublicKeyTypes | PrivateKeyTypes) -> Algorithm:
+    """The one algorithm a key signs with; anything else is refused as a weak or unknown key."""
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey)):
+        return Algorithm.ED25519
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        if isinstance(key.curve, ec.SECP256R1):
+            return Algorithm.ES256
+        raise WeakKey(f"EC curve {key.curve.name} is not supported (only P-256)")
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        if key.key_size < MIN_RSA_BITS:
+            raise WeakKey(f"RSA {key.key_size} bits is below the {MIN_RSA_BITS}-bit minimum")
+        return Algorithm.PS256
+    raise WeakKey(f"unsupported key type {type(key).__name__}")
+
+
+# Curves accepted on signatures made elsewhere: P-256 and stronger NIST curves (the Circular
+# asks for ECDSA of at least 256 bits); this service itself signs with P-256 only.
+_VERIFY_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+def check_verification_key(key: PublicKeyTypes) -> None:
+    """Refuse (``WeakKey``) a signer key below the policy: RSA under 2048 bits, curves other
+    than P-256/384/521, DSA and any other key type."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, _VERIFY_CURVES):
+            raise WeakKey(f"EC curve {key.curve.name} is not accepted")
+        return
+    algorithm_for_key(key)
+
+
+def generate_private_key(algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BITS) -> PrivateKeyTypes:
+    if algorithm is Algorithm.ED25519:
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm is Algorithm.ES256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if rsa_bits < MIN_RSA_BITS:
+        raise WeakKey(f"RSA {rsa_bits} bits is below the {MIN_RSA_BITS}-bit minimum")
+    return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+
+
+def sign_raw(private_key: PrivateKeyTypes, data: bytes) -> bytes:
+    """Sign ``data`` with the key's own algorithm (ECDSA output DER-encoded, as CMS wants)."""
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign(data)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        return private_key.sign(data, pss_padding(), hashes.SHA256())
+    raise WeakKey(f"unsupported key type {type(private_key).__name__}")

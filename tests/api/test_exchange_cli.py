@@ -1,0 +1,80 @@
+"""``exchange peers add|list|update|remove`` and ``exchange nonces purge``: exit 0 done, 2 bad
+input with one line on stderr; every registry change lands in the audit log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli_exchange import app
+from integrity.app_state import build_state
+from tests.conftest import DEMO_KEYS, demo_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("BHXH_DATABASE_URL", db_url)
+    monkeypatch.setenv("BHXH_KEYS_DIR", str(DEMO_KEYS))
+    monkeypatch.setenv("BHXH_LOG_LEVEL", "WARNING")
+    return db_url
+
+
+def _run(*args: str) -> object:
+    return runner.invoke(app, [*args, "--demo"])
+
+
+def _actions(db_url: str) -> list[str]:
+    state = build_state(demo_settings(db_url))
+    try:
+        return [e.action for e in state.audit.entries(0, 10_000)]
+    finally:
+        state.close()
+
+
+def test_peer_lifecycle_from_the_command_line(cli_env: str) -> None:
+    added = _run("peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"),
+                 "--route", "POST /gateway/one-stop/v1/dossiers", "--route", "GET /gateway/one-stop/v1/dossiers/*",
+                 "--base-url", "http://127.0.0.1:8081", "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["routes"] == ["POST /gateway/one-stop/v1/dossiers", "GET /gateway/one-stop/v1/dossiers/*"]
+
+    listed = _run("peers", "list", "--json")
+    assert [p["name"] for p in json.loads(listed.stdout)] == ["portal"]
+
+    updated = _run("peers", "update", "portal", "--no-base-url", "--json")
+    assert updated.exit_code == 0 and json.loads(updated.stdout)["base_url"] is None
+
+    removed = _run("peers", "remove", "portal", "--json")
+    assert removed.exit_code == 0 and json.loads(removed.stdout) == {"removed": "portal"}
+    assert json.loads(_run("peers", "list", "--json").stdout) == []
+
+    assert [a for a in _actions(cli_env) if a.startswith("exchange.")] == [
+        "exchange.peer.added", "exchange.peer.updated", "exchange.peer.removed",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["peers", "add", "portal", "--keyid", "portal", "--key", "/nonexistent.pem"],
+        ["peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "passphrase.txt")],
+        ["peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"), "--route", "FETCH /x"],
+        ["peers", "remove", "nobody"],
+        ["peers", "update", "nobody", "--no-routes"],
+    ],
+    ids=["missing-file", "not-a-key", "bad-route", "remove-unknown", "update-unknown"],
+)
+def test_bad_input_exits_2_with_one_line(cli_env: str, args: list[str]) -> None:
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not [a for a in _actions(cli_env) if a.startswith("exchange.")]
+
+
+def test_nonces_purge_reports_a_count(cli_env: str) -> None:
+    result = _run("nonces", "purge", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"purged": 0}

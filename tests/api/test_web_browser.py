@@ -1,0 +1,149 @@
+"""The pages in a real browser: Debian's headless Chromium driven by Selenium through Debian's
+chromedriver (never a downloaded driver). Logs in, enrols TOTP with a code computed from the
+shown secret, logs out, logs in with MFA, and screenshots every page into test-artifacts/web/."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.auth.support import STRONG, rfc6238, step_of, wire_accounts
+from tests.conftest import REPO_ROOT, Service
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTEFACTS = Path(os.environ.get("BHXH_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "web"
+
+
+def _need(path: str) -> None:
+    if shutil.which(path) is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} is missing (Debian packages chromium and chromium-driver)")
+        pytest.skip(f"{path} is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live(db_url: str) -> Iterator[Any]:
+    import uvicorn
+
+    # Plain HTTP on the loopback: the setting meant for local demos turns off Secure cookies.
+    svc = Service(db_url, secure_cookies=False)
+    wire_accounts(svc)
+    svc.state.accounts.create_user("alice", STRONG, "officer", actor="user:root", reason="browser test")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    svc.base = f"http://127.0.0.1:{port}"
+    yield svc
+    server.should_exit = True
+    thread.join(timeout=10)
+    svc.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    _need(CHROMIUM)
+    _need(CHROMEDRIVER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1100",
+                "--disable-gpu", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+
+
+def _shot(driver: Any, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))
+
+
+def _fill(driver: Any, **fields: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    for name, value in fields.items():
+        box = driver.find_element(By.ID, name)
+        box.clear()
+        box.send_keys(value)
+
+
+def _click(driver: Any, element_id: str, lands_on: str) -> None:
+    """Click, then wait until the next page has replaced this one and its URL is ``lands_on``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    wait = WebDriverWait(driver, 15)
+    wait.until(ec.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    path = driver.current_url.split("?", 1)[0]
+    assert path.endswith(lands_on), f"expected {lands_on}, got {driver.current_url}"
+
+
+def test_browser_logs_in_enrols_totp_logs_out_and_logs_in_with_mfa(live: Any, browser: Any) -> None:
+    if not live.base.startswith("http://127.0.0.1"):
+        pytest.fail("the browser test only ever talks to the loopback")
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live.base}/login")
+    assert "Đăng nhập" in browser.title
+    _shot(browser, "01-login-vi")
+    _fill(browser, username="alice", password=STRONG)
+    _click(browser, "submit", "/account/totp")
+    _shot(browser, "02-totp-intro")
+    _click(browser, "start", "/account/totp")
+    secret = browser.find_element(By.ID, "secret").text.strip()
+    qr = browser.find_element(By.ID, "qr")
+    assert qr.get_attribute("naturalWidth") not in (None, "0"), "the QR code image must render"
+    _shot(browser, "03-totp-qr")
+    _fill(browser, code=rfc6238(base64.b32decode(secret), step_of(live.clock)))
+    _click(browser, "submit", "/account/totp/confirm")
+    codes = browser.find_elements(By.CSS_SELECTOR, "#codes li")
+    assert len(codes) == 10
+    _shot(browser, "04-recovery-codes")
+    _click(browser, "continue", "/account/security")
+    assert browser.find_element(By.ID, "mfa-state").text == "Đang bật"
+    _shot(browser, "05-security-vi")
+    _click(browser, "logout", "/login")
+    live.clock.advance(30)
+    browser.get(f"{live.base}/login?lang=en")
+    assert "Sign in" in browser.title
+    _fill(browser, username="alice", password=STRONG)
+    _click(browser, "submit", "/mfa")
+    _shot(browser, "06-mfa-en")
+    _fill(browser, code=rfc6238(base64.b32decode(secret), step_of(live.clock)))
+    _click(browser, "submit", "/account/security")
+    assert browser.find_element(By.ID, "mfa-state").text == "On"
+    events = browser.find_element(By.ID, "events").text
+    assert "Signed in" in events and "Two-step verification turned on" in events
+    _shot(browser, "07-security-en")
+    # Nothing the page loaded broke the CSP (a violation shows up in the console log).
+    console = [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+    assert console == []

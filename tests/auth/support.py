@@ -1,0 +1,85 @@
+"""Builders shared by the account tests (auth, integrity, api): a real audit log, a fast
+password hasher, a movable clock and TOTP codes computed the way an authenticator app does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+from urllib.parse import parse_qs, urlparse
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
+
+from auth.lockout import ThrottlePolicy
+from auth.passwords import PasswordHasher
+from integrity.accounts import AccountPolicy, AccountService
+from integrity.audit_service import AuditService
+from integrity.clock import FrozenClock
+
+SECRETS_KEY = bytes(range(32))
+STRONG = "correct horse battery staple"  # 28 characters, not on the blocklist
+ADDRESS = "203.0.113.7"
+
+
+def fast_hasher() -> PasswordHasher:
+    # Same algorithm, tiny cost: tests prove behaviour, bench/ measures the real parameters.
+    return PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1)
+
+
+def make_audit(engine: Engine, clock: FrozenClock) -> AuditService:
+    return AuditService(
+        engine, clock=clock, log_id="test", checkpoint_key=Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test-log", checkpoint_every=10_000, checkpoint_seconds=3600,
+    )
+
+
+def make_accounts(
+    engine: Engine,
+    clock: FrozenClock | None = None,
+    *,
+    throttle: ThrottlePolicy | None = None,
+    hasher: PasswordHasher | None = None,
+) -> AccountService:
+    clock = clock or FrozenClock()
+    policy = AccountPolicy(throttle=throttle or ThrottlePolicy())
+    return AccountService(
+        engine, clock, make_audit(engine, clock), secrets_key=SECRETS_KEY, policy=policy,
+        hasher=hasher or fast_hasher(),
+    )
+
+
+def secret_from_uri(uri: str) -> bytes:
+    secret = parse_qs(urlparse(uri).query)["secret"][0]
+    return base64.b32decode(secret + "=" * (-len(secret) % 8))
+
+
+def rfc6238(secret: bytes, step: int) -> str:
+    """RFC 6238 / RFC 4226 written out independently of pyotp (HOTP with T as the counter)."""
+    mac = hmac.new(secret, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def step_of(clock: FrozenClock) -> int:
+    return int(clock().timestamp()) // 30
+
+
+def wire_accounts(service: object, *, throttle: ThrottlePolicy | None = None) -> AccountService:
+    """Replace the wired AccountService of a tests.conftest Service with a fast-hashing one."""
+    from auth.sessions import SessionPolicy
+
+    state = service.state  # type: ignore[attr-defined]
+    settings = service.settings  # type: ignore[attr-defined]
+    policy = AccountPolicy(
+        session=SessionPolicy(settings.session_idle_seconds, settings.session_absolute_seconds),
+        throttle=throttle or ThrottlePolicy(),
+    )
+    existing = AccountService(
+        state.engine, service.clock, state.audit, secrets_key=state.keys.secrets_key,  # type: ignore[attr-defined]
+        policy=policy, hasher=fast_hasher(),
+    )
+    state.accounts = existing
+    return existing

@@ -1,0 +1,89 @@
+"""The auditor's report: JSON and a self-contained Vietnamese/English HTML page rendered from
+the same verdict, with the verdict on top, the faults table, checkpoints and an inline SVG chart."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from audit.export import verify_export
+from audit.verify import Fault, VerificationReport
+from integrity.reports import ReportContext, chart_svg, render_html, report_json, verdict_line
+from tests.audit.logbuilder import build_log, write_export
+
+CONTEXT = ReportContext(
+    origin="bhxh-integrity/audit/test-log",
+    source="audit.ndjson",
+    generated_at=datetime(2025, 11, 23, 9, 30, tzinfo=UTC),
+    trusted_keys=("bhxh-integrity/audit/test-log+00000000+AAAA",),
+)
+
+
+def _report(tmp_path: Path, tamper: bool) -> VerificationReport:
+    log = build_log(12)
+    objs = log.objects()
+    if tamper:
+        objs[5]["subject"] = "<script>alert(1)</script>"
+    path = write_export(tmp_path / "e.ndjson", objs, [c.to_text() for c in log.checkpoints])
+    return verify_export(path, log.vkey)
+
+
+def test_clean_report_puts_the_verdict_first(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=False)
+    page = render_html(report, CONTEXT)
+    body = page[page.index("<body>"):]
+    assert body.index("KẾT LUẬN: TOÀN VẸN") < body.index("Phạm vi kiểm tra")
+    assert "(Verdict: verified, no fault found)" in page
+    assert "Không có sai lệch" in page
+    assert "bhxh-integrity/audit/test-log" in page and "audit.ndjson" in page
+    assert report.root_hash in page
+    assert verdict_line(report).startswith("TOÀN VẸN / VERIFIED")
+
+
+def test_failed_report_lists_the_fault_with_its_seq(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=True)
+    assert report.fault == Fault.CHANGED and report.first_bad_seq == 5
+    page = render_html(report, CONTEXT)
+    assert "KẾT LUẬN: PHÁT HIỆN SAI LỆCH" in page
+    assert "Bản ghi bị sửa đổi (changed entry)" in page and ", seq 5" in page
+    assert "<script>" not in page  # content from the log is escaped, never executed
+    assert verdict_line(report) == "PHÁT HIỆN SAI LỆCH / FAILED: changed at seq 5 (1 fault(s))"
+
+
+def test_report_has_no_external_assets(tmp_path: Path) -> None:
+    page = render_html(_report(tmp_path, tamper=False), CONTEXT)
+    assert not re.search(r"""(src|href)\s*=""", page)
+    assert "@import" not in page and "url(" not in page
+
+
+def test_json_report_is_the_same_verdict_with_its_context(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=True)
+    data = report_json(report, CONTEXT)
+    assert {k: data[k] for k in report.to_dict()} == report.to_dict()
+    assert data["origin"] == CONTEXT.origin and data["generated_at"] == "2025-11-23T09:30:00+00:00"
+
+
+def test_chart_is_valid_svg_with_one_bar_segment_per_day_and_action(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=False)
+    svg = chart_svg(report.actions_per_day)
+    root = ElementTree.fromstring(svg)
+    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+    assert len(rects) == len(report.actions_per_day)
+    titles = {r.find("{http://www.w3.org/2000/svg}title").text for r in rects}  # type: ignore[union-attr]
+    assert "2025-11-20 receipt.issued: 4" in titles
+
+
+def test_chart_groups_rare_actions_as_other() -> None:
+    rows = tuple(("2025-11-23", f"action.n{i}", i + 1) for i in range(12))
+    svg = chart_svg(rows)
+    ElementTree.fromstring(svg)
+    assert "khác (other)" in svg and "action.n11" in svg and "action.n0<" not in svg
+
+
+@pytest.mark.parametrize("rows", [(), (("2025-11-23", "a.b", 1),)])
+def test_chart_handles_empty_and_single_day(rows: tuple) -> None:
+    ElementTree.fromstring(chart_svg(rows))

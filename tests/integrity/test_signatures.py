@@ -1,0 +1,344 @@
+"""Signing use cases: every signature handed out and every verification is in the audit log;
+bad requests are refused with nothing signed or logged; batches are all-or-nothing; personal
+signing needs step-up."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy import Engine
+
+from auth.errors import SessionInvalid, StepUpRequired
+from integrity.audit_service import AuditService
+from integrity.clock import FrozenClock
+from integrity.personal_signing import ACTION_REFUSED, PersonalSigningService
+from integrity.signatures import SignatureService, SignRequest, payload_digest
+from signing.algorithms import Algorithm
+from signing.errors import (
+    BatchTooLarge,
+    InvalidEncoding,
+    InvalidRequest,
+    KeyNotUsable,
+    PayloadTooLarge,
+    PersonalSigningRefused,
+    UnknownFormat,
+    UnknownKey,
+)
+from signing.results import SubIndication
+from signing.trust import TrustPolicy
+from tests.signing._pki import TestCa, rsa_key
+
+PASS = b"test keystore passphrase"
+PAYLOAD = "Tờ khai đăng ký tham gia BHXH".encode()
+
+
+@dataclass
+class World:
+    clock: FrozenClock
+    audit: AuditService
+    service: SignatureService
+    ca: TestCa
+
+    def entries(self, action: str | None = None) -> list[Any]:
+        found = self.audit.entries(0, self.audit.size())
+        return [e for e in found if action is None or e.action == action]
+
+
+@pytest.fixture
+def world(engine: Engine) -> Iterator[World]:
+    clock = FrozenClock()
+    audit = AuditService(
+        engine, clock=clock, log_id="test", checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test/audit", checkpoint_every=10_000, checkpoint_seconds=3600,
+    )
+    ca = TestCa.create()
+    private = rsa_key()
+    cert = ca.issue(private.public_key(), "One-stop signing (test)")
+    service = SignatureService.open(
+        engine, clock, audit, passphrase=PASS, trust=TrustPolicy([ca.cert]),
+        bootstrap=[(private, (cert, ca.cert))], max_payload_bytes=4096, max_batch_items=5,
+    )
+    yield World(clock, audit, service, ca)
+    audit.close()
+
+
+def test_service_built_before_migration_loads_keys_on_first_use(tmp_path: Any) -> None:
+    from integrity.db import make_engine
+    from integrity.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/late.db")
+    clock = FrozenClock()
+    audit = AuditService(
+        engine, clock=clock, log_id="test", checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test/audit", checkpoint_every=10_000, checkpoint_seconds=3600,
+    )
+    try:
+        service = SignatureService.open(engine, clock, audit, passphrase=PASS, trust=TrustPolicy([]))
+        upgrade(engine)
+        kid = service.generate_key(Algorithm.ED25519, actor="system").kid
+        signed = service.sign(SignRequest("jws", PAYLOAD, key_id=kid), actor="system")
+        assert service.verify("jws", signed.signature, None, actor="system").result.valid
+    finally:
+        audit.close()
+        engine.dispose()
+
+
+def test_wrong_keystore_passphrase_stops_start_up(engine: Engine, world: World) -> None:
+    from signing.errors import KeyImportFailed
+
+    with pytest.raises(KeyImportFailed):
+        SignatureService.open(engine, world.clock, world.audit, passphrase=b"wrong", trust=world.service.trust)
+
+
+def _ed25519(world: World) -> str:
+    return world.service.generate_key(Algorithm.ED25519, actor="user:admin").kid
+
+
+def test_bootstrap_key_is_imported_once_and_logged(engine: Engine, world: World) -> None:
+    records = world.service.list_keys()
+    assert len(records) == 1 and records[0].algorithm is Algorithm.PS256
+    again = SignatureService.open(
+        engine, world.clock, world.audit, passphrase=PASS, trust=world.service.trust,
+        bootstrap=[(rsa_key(), (records[0].certificate, world.ca.cert))],
+    )
+    assert len(again.list_keys()) == 1
+    assert len(world.entries("key.imported")) == 1
+
+
+@pytest.mark.parametrize(("fmt", "detached"), [("jws", False), ("jws", True), ("cms", True)])
+def test_signature_is_logged_and_verifies(world: World, fmt: str, detached: bool) -> None:
+    signed = world.service.sign(SignRequest(fmt, PAYLOAD, detached=detached), actor="client:portal")
+    entry = world.entries("signature.created")[-1]
+    assert entry.seq == signed.audit_seq and entry.actor == "client:portal"
+    assert entry.subject == payload_digest(PAYLOAD)
+    assert entry.data["key_id"] == signed.key_id and entry.data["format"] == fmt and entry.data["alg"] == "PS256"
+    checked = world.service.verify(fmt, signed.signature, PAYLOAD if detached else None, actor="client:portal")
+    assert checked.result.valid, checked.result.reasons
+    logged = world.entries("signature.verified")[-1]
+    assert logged.seq == checked.audit_seq and logged.data["valid"] is True and logged.data["indication"] == "TOTAL_PASSED"
+    assert logged.pii is not None  # the signer's subject went to the personal-data store
+
+
+def test_tampered_payload_is_logged_as_a_failed_verification(world: World) -> None:
+    signed = world.service.sign(SignRequest("cms", PAYLOAD), actor="client:portal")
+    checked = world.service.verify("cms", signed.signature, PAYLOAD + b"x", actor="client:portal")
+    assert checked.result.sub_indication is SubIndication.HASH_FAILURE
+    assert world.entries("signature.verified")[-1].data["sub_indication"] == "HASH_FAILURE"
+
+
+def test_xml_signature_round_trip_returns_the_signed_element(world: World) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    cert = world.ca.issue(private.public_key(), "XML signer")
+    kid = world.service.import_key(private, [cert, world.ca.cert], actor="user:admin").kid
+    doc = "<HoSo><NguoiNop>Trần Thị B</NguoiNop></HoSo>".encode()
+    signed = world.service.sign(SignRequest("xml", doc, key_id=kid), actor="client:one-stop")
+    checked = world.service.verify("xml", signed.signature, None, actor="client:one-stop")
+    assert checked.result.valid and checked.signed_xml is not None
+    assert "Trần Thị B".encode() in checked.signed_xml
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (SignRequest("pdf", PAYLOAD), UnknownFormat),
+        (SignRequest("jws", b"x" * 4097), PayloadTooLarge),
+        (SignRequest("jws", PAYLOAD, key_id="no-such-key"), UnknownKey),
+        (SignRequest("xml", b"<a/>", detached=True), InvalidRequest),
+    ],
+)
+def test_bad_requests_are_refused_and_nothing_is_logged(world: World, request_: SignRequest, error: type) -> None:
+    before = world.audit.size()
+    with pytest.raises(error):
+        world.service.sign(request_, actor="client:portal")
+    assert world.audit.size() == before
+
+
+def test_retired_key_cannot_be_chosen_to_sign(world: World) -> None:
+    kid = _ed25519(world)
+    world.service.retire_key(kid, actor="user:admin")
+    before = world.audit.size()
+    with pytest.raises(KeyNotUsable):
+        world.service.sign(SignRequest("jws", PAYLOAD, key_id=kid), actor="client:portal")
+    assert world.audit.size() == before
+
+
+def test_batch_logs_one_entry_per_item_in_one_go(world: World) -> None:
+    kid = _ed25519(world)
+    items = [SignRequest("jws", f"item {i}".encode(), key_id=kid) for i in range(5)]
+    signed = world.service.sign_batch(items, actor="client:portal")
+    seqs = [s.audit_seq for s in signed]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    created = {e.seq: e for e in world.entries("signature.created")}
+    assert [created[s].subject for s in seqs] == [payload_digest(f"item {i}".encode()) for i in range(5)]
+
+
+def test_batch_uses_the_audit_multi_append_when_offered(world: World) -> None:
+    kid = _ed25519(world)
+    calls: list[int] = []
+
+    class _Recorder:
+        def record(self, *args: Any, **kwargs: Any) -> int:
+            return world.audit.record(*args, **kwargs)
+
+        def record_many(self, events: list[tuple[Any, ...]], *, conn: Any) -> list[int]:
+            calls.append(len(events))
+            return [world.audit.record(*e, conn=conn) for e in events]
+
+    world.service.audit = _Recorder()
+    signed = world.service.sign_batch([SignRequest("jws", bytes([i]), key_id=kid) for i in range(3)], actor="client:portal")
+    assert calls == [3]
+    entries = {e.seq: e for e in world.entries("signature.created")}
+    assert [entries[s.audit_seq].subject for s in signed] == [payload_digest(bytes([i])) for i in range(3)]
+
+
+def test_batch_with_one_bad_item_signs_and_logs_nothing(world: World) -> None:
+    kid = _ed25519(world)
+    before = world.audit.size()
+    items = [SignRequest("jws", b"ok", key_id=kid), SignRequest("jws", b"bad", key_id="unknown")]
+    with pytest.raises(UnknownKey):
+        world.service.sign_batch(items, actor="client:portal")
+    with pytest.raises(BatchTooLarge):
+        world.service.sign_batch([SignRequest("jws", b"x", key_id=kid)] * 6, actor="client:portal")
+    with pytest.raises(InvalidRequest):
+        world.service.sign_batch([], actor="client:portal")
+    assert world.audit.size() == before
+
+
+def test_batch_is_rolled_back_when_logging_fails(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    kid = _ed25519(world)
+    before = world.audit.size()
+    real = world.audit.record
+    calls = {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(world.audit, "record", failing)
+    with pytest.raises(RuntimeError):
+        world.service.sign_batch([SignRequest("jws", bytes([i]), key_id=kid) for i in range(4)], actor="client:portal")
+    monkeypatch.undo()
+    assert world.audit.size() == before
+
+
+@pytest.mark.parametrize(
+    ("fmt", "signature", "payload", "error"),
+    [
+        ("pgp", "x", PAYLOAD, UnknownFormat),
+        ("cms", "not base64!!", PAYLOAD, InvalidEncoding),
+        ("cms", "AAAA", None, InvalidRequest),
+        ("jws", "a.b.c", b"y" * 5000, PayloadTooLarge),
+        ("xml", "AAAA", PAYLOAD, InvalidRequest),
+    ],
+)
+def test_unusable_verification_requests_are_refused_unlogged(
+    world: World, fmt: str, signature: str, payload: bytes | None, error: type
+) -> None:
+    before = world.audit.size()
+    with pytest.raises(error):
+        world.service.verify(fmt, signature, payload, actor="client:portal")
+    assert world.audit.size() == before
+
+
+def test_malformed_signature_is_a_logged_format_failure(world: World) -> None:
+    checked = world.service.verify("cms", base64.b64encode(b"garbage").decode(), PAYLOAD, actor="client:portal")
+    assert checked.result.sub_indication is SubIndication.FORMAT_FAILURE
+    assert world.entries("signature.verified")[-1].data["valid"] is False
+
+
+def test_rotation_and_revocation_through_the_service_are_logged(world: World) -> None:
+    old = _ed25519(world)
+    signed = world.service.sign(SignRequest("jws", PAYLOAD, key_id=old), actor="client:portal")
+    world.clock.advance(10)
+    new = world.service.generate_key(Algorithm.ED25519, actor="user:admin", rotate=True).kid
+    assert world.service.verify("jws", signed.signature, None, actor="system").result.valid
+    world.clock.advance(10)
+    world.service.revoke_key(old, actor="user:admin", at=signed.signed_at - timedelta(seconds=1))
+    assert world.service.verify("jws", signed.signature, None, actor="system").result.sub_indication is SubIndication.REVOKED
+    actions = [e.action for e in world.entries() if e.subject in (f"key:{old}", f"key:{new}")]
+    assert actions == ["key.generated", "key.rotated", "key.revoked"]
+
+
+def test_jwks_lists_the_bootstrap_certificate(world: World) -> None:
+    jwks = world.service.jwks()
+    assert [k["alg"] for k in jwks["keys"]] == ["PS256"]
+    assert len(jwks["keys"][0]["x5c"]) == 2
+    json.dumps(jwks)
+
+
+# --- personal signing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Person:
+    name: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.name}"
+
+
+class _Gate:
+    def __init__(self, outcome: Exception | _Person) -> None:
+        self.outcome = outcome
+        self.tokens: list[str] = []
+
+    def require_step_up(self, token: str) -> _Person:
+        self.tokens.append(token)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+def _personal_key(world: World, name: str) -> str:
+    return world.service.generate_key(Algorithm.ES256, actor="user:admin", owner=f"user:{name}").kid
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [None, _Gate(StepUpRequired("no recent second factor")), _Gate(SessionInvalid("no valid session"))],
+)
+def test_personal_signing_without_step_up_is_refused_and_logged(world: World, gate: _Gate | None) -> None:
+    _personal_key(world, "lan")
+    personal = PersonalSigningService(world.service, gate)
+    before = len(world.entries("signature.created"))
+    with pytest.raises(PersonalSigningRefused):
+        personal.sign("session-token-secret", SignRequest("jws", PAYLOAD))
+    assert len(world.entries("signature.created")) == before
+    refused = world.entries(ACTION_REFUSED)[-1]
+    assert refused.data["reason"] in {"step_up_unavailable", "StepUpRequired", "SessionInvalid"}
+    assert "session-token-secret" not in json.dumps(refused.body())
+
+
+def test_personal_signing_after_step_up_uses_the_persons_own_key(world: World) -> None:
+    kid = _personal_key(world, "lan")
+    gate = _Gate(_Person("lan"))
+    signed = PersonalSigningService(world.service, gate).sign("tok", SignRequest("jws", PAYLOAD))
+    assert signed.key_id == kid and gate.tokens == ["tok"]
+    entry = world.entries("signature.created")[-1]
+    assert entry.actor == "user:lan" and entry.data["personal"] is True
+
+
+def test_person_cannot_sign_with_another_persons_or_the_service_key(world: World) -> None:
+    other = _personal_key(world, "minh")
+    service_kid = world.service.list_keys()[0].kid
+    personal = PersonalSigningService(world.service, _Gate(_Person("lan")))
+    for kid in (other, service_kid, None):
+        with pytest.raises(PersonalSigningRefused):
+            personal.sign("tok", SignRequest("jws", PAYLOAD, key_id=kid))
+    assert world.entries(ACTION_REFUSED)[-1].actor == "user:lan"
+
+
+def test_service_callers_cannot_use_a_personal_key(world: World) -> None:
+    kid = _personal_key(world, "lan")
+    with pytest.raises(KeyNotUsable):
+        world.service.sign(SignRequest("jws", PAYLOAD, key_id=kid), actor="client:portal")
