@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -43,6 +43,7 @@ from auth.roles import MFA_REQUIRED_BY_DEFAULT, parse_role, scopes_for
 from auth.sessions import ENROL, FULL, STEP_UP_SECONDS, Session, SessionPolicy
 from auth.totp import Enrolment, SecretBox
 from auth.users import User
+from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
 from integrity.settings import Settings
 
@@ -55,18 +56,6 @@ SECURITY_EVENTS_SHOWN = 20
 _SECURITY_ACTION_PREFIXES = ("auth.", "admin.user.")
 UNKNOWN_SUBJECT = "unknown-user"
 
-
-class AuditRecorder(Protocol):
-    def record(
-        self,
-        actor: str,
-        action: str,
-        subject: str,
-        data: dict[str, Any] | None = None,
-        pii: dict[str, Any] | None = None,
-        *,
-        conn: Connection | None = None,
-    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -146,7 +135,7 @@ class AccountService:
         self,
         engine: Engine,
         clock: Callable[[], datetime],
-        audit: AuditRecorder,
+        audit: AuditService,
         *,
         secrets_key: bytes,
         policy: AccountPolicy | None = None,
@@ -610,7 +599,7 @@ class AccountService:
 
 
 def build_account_service(
-    settings: Settings, engine: Engine, clock: Callable[[], datetime], audit: AuditRecorder, secrets_key: bytes
+    settings: Settings, engine: Engine, clock: Callable[[], datetime], audit: AuditService, secrets_key: bytes
 ) -> AccountService:
     """The service as ``build_state`` wires it (session limits from ``BHXH_SESSION_*``)."""
     policy = AccountPolicy(
@@ -623,7 +612,6 @@ __all__ = [
     "AccountPolicy",
     "AccountService",
     "AccountStatus",
-    "AuditRecorder",
     "build_account_service",
     "ConfirmedEnrolment",
     "LoginResult",

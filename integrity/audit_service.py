@@ -147,6 +147,19 @@ class AuditService:
             return store.append(conn, [event], self.clock)[0].seq
         return self._submit(event)
 
+    def record_many(
+        self,
+        events: Sequence[tuple[str, str, str, dict | None, dict | None]],
+        *,
+        conn: Connection,
+    ) -> list[int]:
+        """Append ``(actor, action, subject, data, pii)`` events in order inside the caller's
+        transaction, with one head lookup for all of them (batch signing); returns their seqs.
+        Every event is validated first, so a bad one writes nothing."""
+        prepared = [self._prepare(*event) for event in events]
+        self._ensure_writer()
+        return [entry.seq for entry in store.append(conn, prepared, self.clock)]
+
     def _prepare(
         self, actor: str, action: str, subject: str, data: Mapping[str, Any] | None, personal: Mapping[str, Any] | None
     ) -> PendingEvent:

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
+from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
 from integrity.dossier_code import MAX_SEQUENCE, DossierCode, receipt_day
 from integrity.errors import (
@@ -63,18 +64,6 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 VERIFY_PATH = "/v1/receipts/{code}"
 MAX_VERIFY_BYTES = MAX_PDF_BYTES
 
-
-class AuditRecorder(Protocol):
-    def record(
-        self,
-        actor: str,
-        action: str,
-        subject: str,
-        data: dict | None = None,
-        pii: dict | None = None,
-        *,
-        conn: Connection | None = None,
-    ) -> int: ...
 
 
 Clock = Callable[[], datetime]
@@ -365,7 +354,7 @@ class ReceiptService:
         self,
         engine: Engine,
         clock: Clock,
-        audit: AuditRecorder,
+        audit: AuditService,
         *,
         signer: PdfSigner,
         renderer: ReceiptRenderer,
@@ -654,7 +643,7 @@ class ReceiptService:
 
 
 def build_receipt_service(
-    settings: Settings, engine: Engine, clock: Clock, audit: AuditRecorder, keys: ServiceKeys
+    settings: Settings, engine: Engine, clock: Clock, audit: AuditService, keys: ServiceKeys
 ) -> ReceiptService:
     """The service as the application wires it: the one-stop signing key parsed once, B-T when
     ``BHXH_TSA_URL`` is set, units from ``BHXH_UNITS_FILE`` (or the demo list)."""

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 from sqlalchemy import Connection, Engine, inspect
 
+from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
 from signing import cms, jws, xml
 from signing.algorithms import Algorithm
@@ -65,18 +66,6 @@ MAX_BATCH_ITEMS = 1_000
 # Another instance may rotate or revoke; the keystore re-reads states at most this often.
 KEY_REFRESH_SECONDS = 5.0
 
-
-class AuditRecorder(Protocol):
-    def record(
-        self,
-        actor: str,
-        action: str,
-        subject: str,
-        data: dict | None = None,
-        pii: dict | None = None,
-        *,
-        conn: Connection | None = None,
-    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ class SignatureService:
         self,
         engine: Engine,
         clock: Clock,
-        audit: AuditRecorder,
+        audit: AuditService,
         keystore: Keystore,
         trust: TrustPolicy,
         *,
@@ -179,7 +168,7 @@ class SignatureService:
         cls,
         engine: Engine,
         clock: Clock,
-        audit: AuditRecorder,
+        audit: AuditService,
         *,
         passphrase: bytes | None,
         trust: TrustPolicy,
@@ -288,12 +277,8 @@ class SignatureService:
 
     def _record_batch(self, made: Sequence[_Made], actor: str, conn: Connection) -> list[int]:
         events = [(actor, "signature.created", *self._event(m), None) for m in made]
-        # Proposed addition to the audit function (one append of N entries, one head lookup):
-        # used when the audit service offers it, else one ``record`` per item, same transaction.
-        record_many = getattr(self.audit, "record_many", None)
-        if record_many is not None:
-            return list(record_many(events, conn=conn))
-        return [self.audit.record(a, act, subj, data, pii, conn=conn) for a, act, subj, data, pii in events]
+        # One append of N entries in the caller's transaction: one head lookup, one commit.
+        return self.audit.record_many(events, conn=conn)
 
     def sign(self, request: SignRequest, *, actor: str, owner: str = SERVICE_OWNER) -> SignedMessage:
         """Sign with the service key (or ``owner``'s key, for personal signing after step-up)
@@ -432,7 +417,7 @@ def build_signature_service(
     keys: ServiceKeys,
     engine: Engine,
     clock: Clock,
-    audit: AuditRecorder,
+    audit: AuditService,
     *,
     anchor_files: Sequence[Path] = (),
     crl_files: Sequence[Path] = (),

@@ -21,35 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import integrity.errors as integrity_errors
-from api.errors import PROBLEMS, Problem, register_problem
 from api.gateway import target_uri
 from signing.errors import MessageSignatureError
 from signing.httpsig import ExchangeSigningKey, HttpRequest, HttpResponse, PeerKey, sign_response, verify_request
 
 DEMO = Path(__file__).resolve().parents[2] / "keys.example"
 PASSPHRASE = (DEMO / "passphrase.txt").read_bytes().strip()
-
-# The rows asked of api/errors.py for the exchange (see the report); registered here so the
-# HTTP tests see the intended statuses before the lead adds them.
-EXCHANGE_PROBLEMS: dict[type[BaseException], Problem] = {
-    integrity_errors.ExchangeRouteForbidden: Problem(403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False),
-    integrity_errors.ExchangeRejected: Problem(401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False),
-    integrity_errors.UpstreamRejected: Problem(502, "exchange-bad-upstream-response", "The destination's response failed verification", expose_detail=False),
-    integrity_errors.PeerUnreachable: Problem(502, "exchange-peer-unreachable", "The destination peer is unreachable"),
-    integrity_errors.PeerTimeout: Problem(504, "exchange-peer-timeout", "The destination peer did not answer in time"),
-    integrity_errors.GatewayNotConfigured: Problem(503, "exchange-gateway-not-configured", "The gateway cannot forward this message"),
-    integrity_errors.PeerNotFound: Problem(404, "exchange-unknown-peer", "Unknown peer"),
-    integrity_errors.PeerAlreadyExists: Problem(409, "exchange-peer-exists", "The peer or its keyid is already registered"),
-    integrity_errors.InvalidPeer: Problem(422, "exchange-invalid-peer", "Invalid peer definition"),
-}
-
-
-def register_exchange_problems() -> None:
-    for exc_type, problem in EXCHANGE_PROBLEMS.items():
-        if exc_type not in PROBLEMS:
-            register_problem(exc_type, problem)
-
 
 def demo_signing_key(stem: str, keyid: str) -> ExchangeSigningKey:
     private = serialization.load_pem_private_key((DEMO / f"{stem}.key.pem").read_bytes(), PASSPHRASE)

@@ -8,36 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import audit.errors as audit_errors
-from api.errors import PROBLEMS, Problem, install_error_handlers, register_problem
-from api.routes import audit as audit_routes
 from audit import merkle
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.export import verify_export
 from tests.conftest import DEMO_KEYS, Service
 
-# The rows asked of the lead for api/errors.py; registered here until they are in the table.
-AUDIT_PROBLEMS = {
-    audit_errors.InvalidEntry: Problem(422, "invalid-audit-event", "Invalid audit event"),
-    audit_errors.EntryNotFound: Problem(404, "audit-entry-not-found", "No such audit entry"),
-    audit_errors.InvalidTreeSize: Problem(422, "invalid-tree-size", "Tree size or index outside the log"),
-    audit_errors.NoCheckpoint: Problem(404, "no-checkpoint", "No signed checkpoint yet"),
-    audit_errors.PiiAlreadyErased: Problem(409, "personal-data-already-erased", "Personal data already erased"),
-    audit_errors.PiiNotFound: Problem(404, "no-personal-data", "The entry has no personal data"),
-    audit_errors.AuditUnavailable: Problem(503, "audit-unavailable", "The audit log cannot take entries now"),
-    audit_errors.AuditError: Problem(400, "audit-error", "Audit request refused"),
-}
-
-
 @pytest.fixture
 def api(service: Service) -> Service:
-    if not any(getattr(r, "path", "") == "/v1/audit/events" for r in service.app.routes):
-        service.app.include_router(audit_routes.router)
-    missing = {cls: p for cls, p in AUDIT_PROBLEMS.items() if cls not in PROBLEMS}
-    if missing:
-        for cls, problem in missing.items():
-            register_problem(cls, problem)
-        install_error_handlers(service.app)
     return service
 
 

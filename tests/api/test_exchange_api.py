@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from api.routes.exchange import get_exchange
-from api.routes.exchange import router as exchange_router
 from signing.httpsig import ExchangeSigningKey, HttpRequest, sign_request
-from tests.api.exchange_support import demo_cert_pem, demo_signing_key, register_exchange_problems, utc_now
+from tests.api.exchange_support import demo_cert_pem, demo_signing_key, utc_now
 
 PORTAL_KEY = demo_signing_key("portal-exchange", "portal")
 URL = "https://one-stop.bhxh.internal/v1/dossiers"
@@ -21,14 +19,11 @@ BODY = '{"ho_ten": "Lê Văn C"}'.encode()
 
 @pytest.fixture
 def svc(service: Any) -> Iterator[Any]:
-    register_exchange_problems()
-    if "/v1/exchange/verify" not in {getattr(r, "path", None) for r in service.app.routes}:
-        service.app.include_router(exchange_router)
     yield service
 
 
 def _register_portal(svc: Any) -> None:
-    get_exchange(svc.state).add_peer(
+    svc.state.exchange.add_peer(
         "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["POST /v1/dossiers"]
     )
 

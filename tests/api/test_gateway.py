@@ -15,9 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from api.client import ExchangeAuth
 from api.gateway import Gateway
-from api.gateway import router as gateway_router
-from api.routes.exchange import get_exchange
-from api.routes.exchange import router as exchange_router
 from integrity.exchange import ExchangeService
 from signing.errors import ContentDigestMismatch, MessageSignatureError
 from signing.httpsig import ExchangeSigningKey, HttpRequest, sign_request
@@ -28,7 +25,6 @@ from tests.api.exchange_support import (
     demo_peer_key,
     demo_signing_key,
     free_port,
-    register_exchange_problems,
     utc_now,
 )
 
@@ -57,14 +53,8 @@ def portal_app() -> Iterator[tuple[StandIn, LoopbackServer]]:
 
 class Exchange:
     def __init__(self, service: Any, one_stop_url: str, portal_url: str) -> None:
-        register_exchange_problems()
         self.service = service
-        paths = {getattr(r, "path", None) for r in service.app.routes}
-        if "/v1/exchange/verify" not in paths:
-            service.app.include_router(exchange_router)
-        if "/gateway/{peer}/{path:path}" not in paths:
-            service.app.include_router(gateway_router)
-        self.exchange: ExchangeService = get_exchange(service.state)
+        self.exchange: ExchangeService = service.state.exchange
         # A short timeout so the "peer does not answer" case is quick.
         service.state.services["gateway"] = Gateway(self.exchange, timeout_seconds=0.5)
         self.exchange.add_peer(

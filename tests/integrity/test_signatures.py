@@ -214,16 +214,13 @@ def test_batch_with_one_bad_item_signs_and_logs_nothing(world: World) -> None:
 def test_batch_is_rolled_back_when_logging_fails(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     kid = _ed25519(world)
     before = world.audit.size()
-    real = world.audit.record
-    calls = {"n": 0}
+    real = world.audit.record_many
 
-    def failing(*args: Any, **kwargs: Any) -> int:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return real(*args, **kwargs)
+    def failing(*args: Any, **kwargs: Any) -> list[int]:
+        real(*args, **kwargs)  # the entries are written in the batch's transaction, then it fails
+        raise RuntimeError("disk full")
 
-    monkeypatch.setattr(world.audit, "record", failing)
+    monkeypatch.setattr(world.audit, "record_many", failing)
     with pytest.raises(RuntimeError):
         world.service.sign_batch([SignRequest("jws", bytes([i]), key_id=kid) for i in range(4)], actor="client:portal")
     monkeypatch.undo()
