@@ -362,6 +362,11 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
     return StoredCheckpoint(row.id, row.tree_size, row.root_hash, row.note, _aware(row.signed_at))
 
 
+def has_action(conn: Connection, action: str) -> bool:
+    """Whether any entry records ``action`` (a scan: for rare set-up checks, not hot paths)."""
+    return conn.execute(select(audit_entries.c.seq).where(audit_entries.c.action == action).limit(1)).first() is not None
+
+
 def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:
     c = audit_checkpoints.c
     row = conn.execute(select(audit_checkpoints).order_by(c.tree_size.desc(), c.id.desc()).limit(1)).first()

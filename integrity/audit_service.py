@@ -273,28 +273,21 @@ class AuditService:
     # ------------------------------------------------------------- checkpoints
 
     def ensure_genesis(self) -> str | None:
-        """``init`` step: create the log (first entry and checkpoint) if it is empty."""
+        """``init`` step: create the log (an ``audit.log.created`` entry naming the log and its
+        key) and sign its first checkpoint, unless both exist. Other start-up work (a key import)
+        may already have appended entries: the log is still created, after them."""
         with self.engine.connect() as conn:
-            size = store.tree_size(conn)
-        if size:
+            created = store.has_action(conn, "audit.log.created")
+            checkpointed = store.latest_checkpoint(conn) is not None
+        if created and checkpointed:
             return None
-        with self.engine.begin() as conn:
-            if store.tree_size(conn):
-                return None
-            store.append(
-                conn,
-                [
-                    PendingEvent.of(
-                        "system",
-                        "audit.log.created",
-                        self.origin,
-                        {"log_id": self.log_id, "key": self.signer.verifier.to_text()},
-                    )
-                ],
-                self.clock,
+        if not created:
+            self.record(
+                "system", "audit.log.created", self.origin,
+                {"log_id": self.log_id, "key": self.signer.verifier.to_text()},
             )
         self.checkpoint_now()
-        return f"created the audit log {self.origin}"
+        return f"created the audit log {self.origin}" if not created else f"signed the first checkpoint of {self.origin}"
 
     def checkpoint_now(self) -> StoredCheckpoint:
         """Sign a checkpoint over every committed entry now (``audit checkpoint``); returns the

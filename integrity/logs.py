@@ -69,7 +69,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     # uvicorn's own access log would print raw paths and query strings; ours is structured.
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every URL it fetches, query string included; the gateway logs its own lines.
-    for noisy in ("httpx", "httpcore"):
+    # alembic narrates every migration step at INFO; `init` and `migrate` report what changed.
+    for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 

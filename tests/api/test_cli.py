@@ -39,6 +39,11 @@ def test_init_is_idempotent_and_says_so(tmp_path: Path, monkeypatch: pytest.Monk
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     assert report["changed"] is True and any("migrations" in c for c in report["changes"])
+    assert any(c.startswith("created the audit log") for c in report["changes"])
+    # The log exists with its first signed checkpoint.
+    checkpoint = runner.invoke(app, ["audit", "verify", "--json", "--demo"])
+    assert checkpoint.exit_code == 0, checkpoint.output
+    assert json.loads(checkpoint.stdout)["ok"] is True
     second = runner.invoke(app, ["init", "--demo"])
     assert second.exit_code == 0, second.output
     assert "already initialised: nothing changed" in second.stdout
