@@ -27,7 +27,8 @@ class Principal:
         return f"{self.kind}:{self.id if self.kind == 'client' else self.name}"
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # ``async`` because it only reads an attribute: a sync dependency costs a thread hop.
     return request.app.state.bhxh
 
 
@@ -57,7 +58,7 @@ def get_principal(request: Request, state: AppState = Depends(get_state)) -> Pri
 def require_scope(scope: str) -> Callable[..., Principal]:
     """A dependency that lets the call through only for a caller holding ``scope``."""
 
-    def _check(principal: Principal = Depends(get_principal)) -> Principal:
+    async def _check(principal: Principal = Depends(get_principal)) -> Principal:
         if scope not in principal.scopes:
             raise MissingScope(scope)
         return principal
