@@ -21,6 +21,8 @@ _SENSITIVE_FIELDS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+# Third-party loggers whose DEBUG lines carry message content (tests/test_secret_hygiene.py).
+_DATA_DUMPING_LOGGERS = ("signxml",)
 
 
 def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +74,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     # alembic narrates every migration step at INFO; `init` and `migrate` report what changed.
     for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # These print the data they handle at DEBUG (signxml: the canonicalised XML, i.e. the
+    # dossier with names and ID numbers), so they stay at WARNING even when we debug.
+    for dumper in _DATA_DUMPING_LOGGERS:
+        logging.getLogger(dumper).setLevel(logging.WARNING)
 
 
 def get_logger(name: str = "bhxh") -> structlog.stdlib.BoundLogger:

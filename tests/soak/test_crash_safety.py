@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
