@@ -15,12 +15,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 $(TEST_STAMP): $(STAMP) requirements-test.lock
-	$(BIN)/pip install --quiet -r requirements-test.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements-test.lock
 	touch $@
 
 install: $(STAMP)
@@ -40,6 +40,7 @@ run: install system-deps-run
 	$(BIN)/bhxh-integrity serve --demo
 
 test: install-test system-deps postgres
+	$(BIN)/python scripts/dep-audit
 	$(BIN)/python -m pytest
 
 bench: install-test postgres

@@ -139,11 +139,14 @@ PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_NO_STORE_PREFIXES = ("/v1/auth", "/v1/admin", "/account", "/login", "/mfa")
+# Caching is opt-in: nearly every answer is private (sessions, TOTP secrets, recovery codes,
+# receipts with the applicant's name and ID number, audit exports), so any response that does
+# not set its own Cache-Control (the stylesheet, JWKS do) is no-store.
+NO_STORE = b"no-store"
 
 
 class SecurityHeadersMiddleware:
-    """Adds CSP, framing, sniffing and referrer headers; no-store on sensitive answers.
+    """Adds CSP, framing, sniffing and referrer headers; no-store unless the answer opts in.
 
     A response that sets its own Content-Security-Policy keeps it (a page may need a stricter
     or a hash-based one)."""
@@ -155,7 +158,6 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -170,8 +172,8 @@ class SecurityHeadersMiddleware:
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
                 ]
-                if path.startswith(_NO_STORE_PREFIXES) and b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", NO_STORE))
                 message["headers"] = headers
             await send(message)
 

@@ -187,7 +187,9 @@ class _Page:
         if self.new_csrf:
             self.cookie(response, "csrf", self.csrf)
         if self.lang_changed:
-            response.set_cookie(_LANG_COOKIE, self.lang, max_age=_YEAR, path="/", secure=self.secure, samesite="strict")
+            response.set_cookie(
+                _LANG_COOKIE, self.lang, max_age=_YEAR, path="/", secure=self.secure, httponly=True, samesite="strict"
+            )
         return response
 
     def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
@@ -263,6 +265,8 @@ def login_submit(
 
 
 def _signed_in(page: _Page, token: str, device_token: str | None, to: str) -> Response:
+    # A new CSRF token at the privilege change: one seen before sign-in is worth nothing after.
+    page.csrf, page.new_csrf = secrets.token_urlsafe(_CSRF_BYTES), True
     response = page.redirect(to)
     page.cookie(response, "session", token)
     page.forget(response, "mfa")
@@ -346,6 +350,7 @@ def totp_confirm(
         return page.redirect("/login")
     except (InvalidCredentials, LoginThrottled):
         return page.render("totp.html", status=400, status_info=None, enrolment=None, error=page.t("bad_code"))
+    page.csrf, page.new_csrf = secrets.token_urlsafe(_CSRF_BYTES), True  # new privilege, new token
     response = page.render("recovery_codes.html", codes=done.recovery_codes)
     page.cookie(response, "session", done.token)
     return response
@@ -365,11 +370,13 @@ def security_page(page: _Page = Depends(_page), accounts: AccountService = Depen
 def logout(
     csrf: str = Form(max_length=100), page: _Page = Depends(_page), accounts: AccountService = Depends(get_accounts)
 ) -> Response:
-    if page.csrf_ok(csrf):
-        try:
-            accounts.logout(page.session())
-        except SessionInvalid:
-            pass  # already gone: signing out again is fine
+    if not page.csrf_ok(csrf):
+        # A forged cross-site post must not sign the person out either: the cookie stays.
+        return page.redirect("/account/security")
+    try:
+        accounts.logout(page.session())
+    except SessionInvalid:
+        pass  # already gone: signing out again is fine
     response = page.redirect("/login")
     page.forget(response, "session")
     return response

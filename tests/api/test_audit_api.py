@@ -157,3 +157,10 @@ def test_erasing_personal_data_is_an_admin_action(api: Service) -> None:
     assert api.client.post(path, json={"reason": "x", "more": 1}, headers=api.auth("admin")).status_code == 422
     data = api.client.get("/v1/audit/report", headers=api.auth("audit:read")).json()
     assert data["ok"] is True and data["pii"]["erased"] == 1
+
+
+@pytest.mark.parametrize("query", ["start=28694961996245663744", "start=0&end=99999999999999999999"])
+def test_out_of_range_numbers_are_422_not_500(api: Service, query: str) -> None:
+    response = api.client.get(f"/v1/audit/entries?{query}", headers=api.auth("audit:read"))
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
