@@ -251,10 +251,9 @@ def test_raw_update_and_delete_on_log_tables_fail(audit: AuditService, engine: E
     assert audit.verify().ok
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("table", ["audit_entries", "audit_checkpoints", "audit_tree_nodes", "audit_pii", "audit_keys"])
 def test_truncate_of_log_tables_fails_on_postgresql(audit: AuditService, engine: Engine, table: str) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("TRUNCATE exists on PostgreSQL only (SQLite's DELETE guard covers it)")
     audit.record("system", "test.event", "a", {}, {"name": "x"})
     audit.checkpoint_now()
     with pytest.raises(DBAPIError), engine.begin() as conn:
@@ -262,18 +261,16 @@ def test_truncate_of_log_tables_fails_on_postgresql(audit: AuditService, engine:
     assert audit.verify().ok
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_guards_fire_even_in_replica_mode_on_postgresql(audit: AuditService, engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("session_replication_role is PostgreSQL's")
     audit.record("system", "test.event", "a")
     with pytest.raises(DBAPIError), engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text("DELETE FROM audit_entries"))
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_service_role_holds_only_select_and_insert_on_postgresql(audit: AuditService, engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("roles are PostgreSQL's")
     from audit.store import grant_service_role_sql
 
     role = f"bhxh_audit_svc_{engine.url.database}"[:60]
@@ -335,11 +332,10 @@ def test_a_fork_cannot_commit_even_when_the_lock_is_bypassed(audit: AuditService
     assert audit.size() == 3 and audit.verify().ok
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_migration_grants_the_configured_service_role_only_select_and_insert(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("roles are PostgreSQL's")
     import uuid
 
     import psycopg
