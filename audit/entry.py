@@ -155,12 +155,39 @@ def validate_event(
     return plain, encoded
 
 
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of ``value``, stopping once it passes ``limit`` (no deep recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, Mapping):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
 def canonical_or_refuse(value: Any, what: str) -> bytes:
-    """JCS bytes of ``value``, or InvalidEntry naming ``what`` when it has no JCS form."""
+    """JCS bytes of ``value``, or InvalidEntry naming ``what`` when it has no JCS form.
+
+    Also refused: nesting deeper than MAX_NESTING (readers and serialisers have limits), and
+    values whose JCS text does not read back to the same JCS text — e.g. a whole float of 2^53
+    or more is written as an integer literal that JCS then refuses, which would make the stored
+    entry unreadable by every verifier (RFC 8785 §3.2.2.3 covers only IEEE 754 doubles)."""
+    if _depth(value, MAX_NESTING) > MAX_NESTING:
+        raise InvalidEntry(f"{what} is nested deeper than {MAX_NESTING} levels")
     try:
-        return canonical(value)
+        encoded = canonical(value)
+        stable = canonical(json.loads(encoded)) == encoded
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
         raise InvalidEntry(f"{what} is not representable as RFC 8785 JSON: {exc}") from None
+    if not stable:
+        raise InvalidEntry(f"{what} does not survive a JSON round trip (a number outside the exact range?)")
+    return encoded
 
 
 def build_entry(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -22,6 +24,7 @@ from auth.tables import api_clients
 KEY_PREFIX = "bhxh"
 _CLIENT_ID_BYTES = 8
 _SECRET_BYTES = 32
+_CLIENT_ID = re.compile(f"[0-9a-f]{{{2 * _CLIENT_ID_BYTES}}}")  # secrets.token_hex's alphabet
 _MAX_NAME = 200
 
 
@@ -65,6 +68,10 @@ def create_client(
     clean = name.strip()
     if not clean or len(clean) > _MAX_NAME:
         raise InvalidClientName(f"client name must be 1–{_MAX_NAME} characters")
+    # Control, format and surrogate code points: invisible in listings and logs, and NUL is
+    # refused by PostgreSQL text columns outright.
+    if any(unicodedata.category(ch)[0] == "C" for ch in clean):
+        raise InvalidClientName("a client name may not hold control or invisible characters")
     wanted = parse_scopes(scopes)
     client_id = secrets.token_hex(_CLIENT_ID_BYTES)
     secret = secrets.token_urlsafe(_SECRET_BYTES)
@@ -86,7 +93,7 @@ def create_client(
 def authenticate(conn: Connection, api_key: str) -> ApiClient:
     """The active client holding ``api_key``; ``InvalidApiKey`` for anything else."""
     parts = api_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 2 * _CLIENT_ID_BYTES:
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not _CLIENT_ID.fullmatch(parts[1]):
         raise InvalidApiKey("malformed API key")
     row = conn.execute(
         select(api_clients).where(api_clients.c.client_id == parts[1])
@@ -107,6 +114,9 @@ def list_clients(conn: Connection) -> list[ApiClient]:
 
 
 def revoke_client(conn: Connection, client_id: str, *, clock: Callable[[], datetime]) -> ApiClient:
+    if not _CLIENT_ID.fullmatch(client_id):
+        # Not an id this module issues; never sent to the database (PostgreSQL refuses NUL).
+        raise UnknownClient(f"no API client {client_id!r}")
     conn.execute(
         update(api_clients)
         .where(api_clients.c.client_id == client_id, api_clients.c.revoked_at.is_(None))

@@ -15,7 +15,8 @@ def parse_scopes(values: str | list[str] | tuple[str, ...]) -> frozenset[str]:
     scopes = frozenset(s.strip() for s in items if s.strip())
     unknown = sorted(scopes - SCOPES)
     if unknown:
-        raise UnknownScope(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(SCOPES))}")
+        # repr: the names come from the caller and may hold anything, lone surrogates included.
+        raise UnknownScope(f"unknown scope(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(SCOPES))}")
     if not scopes:
         raise UnknownScope("at least one scope is required")
     return scopes

@@ -270,7 +270,7 @@ def _seen(message: HttpRequest | HttpResponse) -> _Seen:
 
 
 def _check_name(name: str) -> str:
-    if not PEER_NAME.match(name):
+    if not PEER_NAME.fullmatch(name):
         raise InvalidPeer("a peer name is 1–64 characters of a-z, 0-9 and '-', starting with a letter or digit")
     return name
 
@@ -367,6 +367,9 @@ class ExchangeService:
         return [self._row_to_peer(r) for r in rows]
 
     def get_peer(self, name: str) -> Peer:
+        if not PEER_NAME.fullmatch(name):
+            # No such peer can exist; and PostgreSQL refuses to even compare text holding NUL.
+            raise PeerNotFound(f"no peer named {_short(name)!r}")
         with self._reader() as conn:
             row = conn.execute(select(exchange_peers).where(exchange_peers.c.name == name)).first()
         if row is None:
@@ -379,7 +382,7 @@ class ExchangeService:
 
     def destination(self, name: str) -> Peer:
         """The peer named ``name``, for forwarding (read through the peer cache)."""
-        peer = self._cached(("name", name), exchange_peers.c.name == name)
+        peer = None if not PEER_NAME.fullmatch(name) else self._cached(("name", name), exchange_peers.c.name == name)
         if peer is None:
             raise PeerNotFound(f"no peer named {_short(name)!r}")
         return peer

@@ -49,7 +49,8 @@ from integrity.keys import ServiceKeys
 from integrity.settings import Settings
 from integrity.units import UnitRegistry, load_units
 from signing.errors import MalformedPdf, SigningError
-from signing.pdf import MAX_PDF_BYTES, PdfSignatureVerdict, PdfSigner, sha256_hex, validate_pdf
+from signing.pdf import MAX_PDF_BYTES, PdfSignatureVerdict, PdfSigner, sha256_hex
+from signing.pdf_sandbox import validate_pdf_sandboxed
 from signing.receipt_pdf import ReceiptRenderer, ReceiptSlip, SlipDocument
 
 ACTION_ISSUED = "receipt.issued"
@@ -596,7 +597,9 @@ class ReceiptService:
         # at that time, so a receipt outlives its signer certificate; anything else is judged now.
         at = _aware(by_hash.issued_at) if by_hash is not None else now
         try:
-            sig = validate_pdf(data, trust_roots=self._trust_roots, expected_signers=self._one_stop, at=at)
+            # The bytes come from outside: parsed in a child process under memory and CPU limits,
+            # so a PDF bomb costs a refused request, never the service.
+            sig = validate_pdf_sandboxed(data, trust_roots=self._trust_roots, expected_signers=self._one_stop, at=at)
         except MalformedPdf as exc:
             raise UnreadableReceipt(str(exc)) from exc
         reasons = _signature_reasons(sig)

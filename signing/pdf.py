@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import io
 import logging
+import os
 import threading
 import zlib
 from collections.abc import Coroutine, Iterator, Sequence
@@ -77,6 +78,15 @@ for _noisy in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis"):
 
 _T = TypeVar("_T")
 _LOOPS = threading.local()
+
+
+def _forget_loop() -> None:
+    # A forked child (signing.pdf_sandbox) starts its own loop: the inherited one's selector
+    # and self-pipe are shared with the parent's. Runs in the forking thread of the child.
+    _LOOPS.__dict__.clear()
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 
 def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -374,8 +384,13 @@ def _check_pdf_shape(data: bytes) -> None:
 
 
 # What pyHanko's reader and asn1crypto raise on damaged input: pyHanko's own PdfError family,
-# plus the plain errors its parsers let through on corrupt objects and streams.
-_PARSE_ERRORS = (pdf_misc.PdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error, binascii.Error, RecursionError)
+# plus the plain errors its parsers let through on corrupt objects and streams (pyHanko checks
+# xref-stream and PNG-predictor shapes with ``assert`` and refuses unknown predictors with
+# NotImplementedError).
+_PARSE_ERRORS = (
+    pdf_misc.PdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error, binascii.Error,
+    RecursionError, AssertionError, NotImplementedError,
+)
 
 
 def _open(data: bytes) -> PdfFileReader:

@@ -139,7 +139,17 @@ def issue_receipt(
     }
 
 
-@router.post("/verify")
+# The body is read raw (not a pydantic model), so the schema says what it is: OpenAPI clients
+# and the schema fuzzer (tests/api/test_fuzz.py) then send PDF bytes, not nothing.
+_PDF_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in sorted(PDF_MEDIA_TYPES)},
+    }
+}
+
+
+@router.post("/verify", openapi_extra=_PDF_BODY)
 async def verify_receipt(
     request: Request,
     receipts: ReceiptService = Depends(get_receipts),
