@@ -3,25 +3,20 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 
 from api.cli_output import EXIT_USAGE, console, emit_json, err_console, fail
+from api.cli_state import DEMO_KEYS_DIR, load_settings, open_state, run_server
 from audit.errors import AuditError
 from auth.errors import AuthError
-from integrity.app_state import AppState, build_state
 from integrity.devpki import generate
 from integrity.errors import IntegrityError
 from integrity.logs import configure_logging
-from integrity.settings import Settings
 from signing.errors import SigningError
-
-DEMO_KEYS_DIR = Path("keys.example")
 
 app = typer.Typer(
     name="bhxh-integrity",
@@ -37,25 +32,6 @@ app.add_typer(clients_app, name="clients")
 
 DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def load_settings(demo: bool = False) -> Settings:
-    """Settings from the environment; --demo switches to keys.example/ unless BHXH_KEYS_DIR is set."""
-    overrides: dict[str, object] = {}
-    if demo:
-        overrides["demo"] = True
-        if "BHXH_KEYS_DIR" not in os.environ:
-            overrides["keys_dir"] = DEMO_KEYS_DIR
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-
-
-def open_state(demo: bool = False) -> AppState:
-    settings = load_settings(demo)
-    configure_logging(settings.log_level)
-    return build_state(settings)
 
 
 @app.command()
@@ -101,25 +77,7 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
 ) -> None:
     """Serve the HTTP API."""
-    import uvicorn
-
-    if demo:
-        os.environ["BHXH_DEMO"] = "1"
-        os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
-    settings = load_settings(demo)
-    configure_logging(settings.log_level)
-    # Check keys and settings before forking workers: a bad key stops here with exit 2.
-    build_state(settings).close()
-    uvicorn.run(
-        "api.asgi:app_factory",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-    )
+    run_server("api.asgi:app_factory", demo=demo, host=host, port=port, workers=workers)
 
 
 @keys_app.command("dev-pki")

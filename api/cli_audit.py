@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from api.cli_output import EXIT_FAILED, console, emit_json, err_console, fail
+from api.cli_state import open_state
 from audit.errors import AuditError
 
 if TYPE_CHECKING:
     from audit.checkpoint import SignedCheckpoint
     from audit.verify import VerificationReport
-    from integrity.app_state import AppState
     from integrity.reports import ReportContext
 
 app = typer.Typer(help="The tamper-evident audit log: verify, export, checkpoint, erase personal data.", no_args_is_help=True)
@@ -30,12 +30,6 @@ DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration 
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
-
-
-def _open(demo: bool) -> AppState:
-    from api.cli import open_state  # imported here: api.cli mounts this module
-
-    return open_state(demo)
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -75,7 +69,12 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), console=err_console, transient=True)
@@ -151,7 +150,7 @@ def verify(
         return
     if public_key is not None:
         fail("--public-key goes with --export; the live check uses the configured keys")
-    state = _open(demo)
+    state = open_state(demo)
     try:
         with _Progress(state.audit.size(), "verifying") as progress:
             report = state.audit.verify(trusted_checkpoint=trusted, progress=progress)
@@ -203,7 +202,7 @@ def export_cmd(
     demo: DemoOption = False,
 ) -> None:
     """Write the whole log as NDJSON (entries and checkpoints), streamed."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         if include_pii:
             state.audit.record(CLI_ACTOR, "audit.exported", state.audit.origin, {"include_pii": True})
@@ -226,7 +225,7 @@ def _open_out(path: Path) -> Any:
 @app.command("checkpoint")
 def checkpoint(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Sign a checkpoint over every committed entry now (and publish it when configured)."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         signed = state.audit.checkpoint_now()
     finally:
@@ -245,7 +244,7 @@ def erase_pii(
     as_json: JsonOption = False,
 ) -> None:
     """Delete an entry's personal data (salt and data) and log audit.pii.erased; the chain stays verifiable."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         try:
             erasure = state.audit.erase_pii(seq, reason, actor=CLI_ACTOR)

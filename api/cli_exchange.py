@@ -7,13 +7,13 @@ Exit codes: 0 done, 2 bad usage or input (one line on stderr).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from api.cli_output import console, emit_json, fail
+from api.cli_state import open_state, run_server
 from integrity.errors import IntegrityError
 
 if TYPE_CHECKING:
@@ -30,12 +30,6 @@ DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration 
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
-
-
-def _open(demo: bool) -> AppState:
-    from api.cli import open_state  # imported here: api.cli mounts this module
-
-    return open_state(demo)
 
 
 def _service(state: AppState) -> ExchangeService:
@@ -76,7 +70,7 @@ def peers_add(
 ) -> None:
     """Register a peer (logged as exchange.peer.added)."""
     pem = _read_key(key)
-    state = _open(demo)
+    state = open_state(demo)
     try:
         peer = _service(state).add_peer(name, keyid=keyid, key_pem=pem, routes=route or [], base_url=base_url, actor=CLI_ACTOR)
     except IntegrityError as exc:
@@ -92,7 +86,7 @@ def peers_add(
 @peers_app.command("list")
 def peers_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """List the registered peers."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         peers = _service(state).list_peers()
     finally:
@@ -123,7 +117,7 @@ def peers_update(
         fail("--route and --no-routes (or --base-url and --no-base-url) exclude each other")
     pem = _read_key(key) if key is not None else None
     routes = [] if no_routes else route
-    state = _open(demo)
+    state = open_state(demo)
     try:
         peer = _service(state).update_peer(
             name, keyid=keyid, key_pem=pem, routes=routes, base_url=base_url, clear_base_url=no_base_url, actor=CLI_ACTOR
@@ -141,7 +135,7 @@ def peers_update(
 @peers_app.command("remove")
 def peers_remove(name: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Unregister a peer: its messages are refused from now on (logged as exchange.peer.removed)."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         peer = _service(state).remove_peer(name, actor=CLI_ACTOR)
     except IntegrityError as exc:
@@ -157,7 +151,7 @@ def peers_remove(name: str, demo: DemoOption = False, as_json: JsonOption = Fals
 @nonces_app.command("purge")
 def nonces_purge(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Delete replay-guard entries whose signatures have expired (the service also does this)."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         purged = _service(state).purge_expired_nonces()
     finally:
@@ -176,30 +170,14 @@ def gateway(
     workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
 ) -> None:
     """Serve only the verifying gateway (/gateway/{peer}/{path}, /healthz, /readyz)."""
-    import uvicorn
 
-    from api.cli import DEMO_KEYS_DIR, load_settings
-
-    if demo:
-        os.environ["BHXH_DEMO"] = "1"
-        os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
-    settings = load_settings(demo)
-    # Check keys and settings before forking workers: a bad key stops here with exit 2.
-    state = _open(demo)
-    try:
+    def _needs_gateway_key(state: AppState) -> None:
         if _service(state).gateway_key is None:
             fail("the keys directory has no gateway-exchange.key.pem: the gateway cannot sign what it forwards")
-    finally:
-        state.close()
-    uvicorn.run(
+
+    run_server(
         "api.cli_exchange:gateway_app_factory",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
+        demo=demo, host=host, port=port, workers=workers, check=_needs_gateway_key,
     )
 
 

@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from api.cli_output import EXIT_FAILED, console, emit_json, fail
+from api.cli_state import open_state
 from integrity.errors import IntegrityError
 
 if TYPE_CHECKING:
@@ -29,12 +30,6 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 def _service(state: AppState) -> ReceiptService:
     return state.receipts
-
-
-def _open(demo: bool) -> AppState:
-    from api.cli import open_state  # imported here: api.cli mounts this module
-
-    return open_state(demo)
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -64,7 +59,7 @@ def issue(
         body = ReceiptIn.model_validate_json(raw)
     except ValidationError as exc:
         fail("invalid receipt request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]))
-    state = _open(demo)
+    state = open_state(demo)
     try:
         receipts = _service(state)
         try:
@@ -132,7 +127,7 @@ def verify(
     from integrity.receipts import MAX_VERIFY_BYTES
 
     data = _read(file, MAX_VERIFY_BYTES)
-    state = _open(demo)
+    state = open_state(demo)
     try:
         try:
             verdict = _service(state).verify(data)

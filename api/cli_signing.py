@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from api.cli_output import EXIT_FAILED, console, emit_json, fail
+from api.cli_state import open_state
 from signing.algorithms import DEFAULT_RSA_BITS, Algorithm
 from signing.errors import SigningError
 
@@ -33,12 +34,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable outpu
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="jws, cms or xml")]
 CLI_ACTOR = "system"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
-
-
-def _open(demo: bool) -> AppState:
-    from api.cli import open_state  # imported here: api.cli mounts this module
-
-    return open_state(demo)
 
 
 def _service(state: AppState) -> SignatureService:
@@ -97,7 +92,7 @@ def sign(
     from integrity.signatures import SignRequest
 
     payload = _read(file)
-    state = _open(demo)
+    state = open_state(demo)
     try:
         signed = _service(state).sign(SignRequest(fmt, payload, detached, key_id), actor=CLI_ACTOR)
     except SigningError as exc:
@@ -146,7 +141,7 @@ def verify(
     """Verify a signature; the verdict is logged. Exit 0 valid, 1 not valid, 2 bad input."""
     text = _signature_text(fmt, _read(signature))
     data = _read(payload) if payload is not None else None
-    state = _open(demo)
+    state = open_state(demo)
     try:
         outcome = _service(state).verify(fmt, text, data, actor=CLI_ACTOR)
     except SigningError as exc:
@@ -209,7 +204,7 @@ def _report(record: object, what: str, as_json: bool) -> None:
 @keys_app.command("list")
 def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """List the keystore's keys (never private material)."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         rows = [_key_row(r) for r in _service(state).list_keys()]
     except SigningError as exc:
@@ -240,7 +235,7 @@ def keys_generate(
 ) -> None:
     """Generate a new active key (refused if one of that algorithm is active: use rotate)."""
     algorithm = _algorithm(alg)
-    state = _open(demo)
+    state = open_state(demo)
     try:
         record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits)
     except SigningError as exc:
@@ -260,7 +255,7 @@ def keys_rotate(
     """Generate a new active key and retire the current one (its signatures keep verifying).
     To rotate to a key certified by a CA, use ``keys import --rotate``."""
     algorithm = _algorithm(alg)
-    state = _open(demo)
+    state = open_state(demo)
     try:
         record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits)
     except SigningError as exc:
@@ -295,7 +290,7 @@ def keys_import(
             chain = parse_certificates(_read(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
-    state = _open(demo)
+    state = open_state(demo)
     try:
         record = _service(state).import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate)
     except SigningError as exc:
@@ -308,7 +303,7 @@ def keys_import(
 @keys_app.command("retire")
 def keys_retire(kid: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Stop signing with KID; its signatures keep verifying."""
-    state = _open(demo)
+    state = open_state(demo)
     try:
         record = _service(state).retire_key(kid, actor=CLI_ACTOR)
     except SigningError as exc:
@@ -334,7 +329,7 @@ def keys_revoke(
             fail(f"--at {at!r} is not an RFC 3339 time")
         if when.tzinfo is None:
             fail("--at must carry a time zone (e.g. Z or +07:00)")
-    state = _open(demo)
+    state = open_state(demo)
     try:
         record = _service(state).revoke_key(kid, actor=CLI_ACTOR, at=when)
     except SigningError as exc:

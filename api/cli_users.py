@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from api.cli_output import console, emit_json, fail
+from api.cli_state import open_state
 from auth.errors import AuthError
 from integrity.accounts import AccountService
 from integrity.app_state import AppState
@@ -47,8 +48,6 @@ def _reason(reason: str) -> str:
 
 
 def _run(demo: bool, action: object) -> object:
-    from api.cli import open_state  # late: api.cli mounts this module
-
     state = open_state(demo)
     try:
         return action(_accounts(state))  # type: ignore[operator]

@@ -1,0 +1,73 @@
+"""What every CLI command needs before it works: settings from the environment (with --demo),
+the application state, and starting a uvicorn server. Shared by api/cli.py and the domain
+command modules, so they import it directly instead of reaching back into api.cli."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from pydantic import ValidationError
+
+from api.cli_output import fail
+from integrity.app_state import AppState, build_state
+from integrity.logs import configure_logging
+from integrity.settings import Settings
+
+DEMO_KEYS_DIR = Path("keys.example")
+
+
+def load_settings(demo: bool = False) -> Settings:
+    """Settings from the environment; --demo switches to keys.example/ unless BHXH_KEYS_DIR is set."""
+    overrides: dict[str, object] = {}
+    if demo:
+        overrides["demo"] = True
+        if "BHXH_KEYS_DIR" not in os.environ:
+            overrides["keys_dir"] = DEMO_KEYS_DIR
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+def open_state(demo: bool = False) -> AppState:
+    settings = load_settings(demo)
+    configure_logging(settings.log_level)
+    return build_state(settings)
+
+
+def run_server(
+    factory: str,
+    *,
+    demo: bool,
+    host: Optional[str],
+    port: Optional[int],
+    workers: Optional[int],
+    check: Callable[[AppState], None] = lambda _state: None,
+) -> None:
+    """Serve the uvicorn app ``factory`` ("module:function"). Keys and settings are checked once
+    here, before workers fork, so a bad key stops with exit 2 instead of a crash loop."""
+    import uvicorn
+
+    if demo:
+        # Worker processes build their own state from the environment.
+        os.environ["BHXH_DEMO"] = "1"
+        os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
+    settings = load_settings(demo)
+    configure_logging(settings.log_level)
+    state = build_state(settings)
+    try:
+        check(state)
+    finally:
+        state.close()
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
