@@ -7,6 +7,8 @@ TEST_STAMP := $(VENV)/.installed-test
 # Debian packages the test-suite drives as independent checkers and renderers.
 TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver
 RUN_DEBS  := fonts-dejavu-core
+# The load generator of bench/ (python threads are the fallback, and saturate first).
+BENCH_DEBS := wrk
 
 .PHONY: run test bench soak install install-test system-deps system-deps-run postgres clean
 
@@ -44,6 +46,7 @@ test: install-test system-deps postgres
 	$(BIN)/python -m pytest
 
 bench: install-test postgres
+	@scripts/apt-ensure $(BENCH_DEBS)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 soak: install-test system-deps postgres

@@ -48,6 +48,9 @@ def create_app(
         version="1.0",
         summary="Security and integrity layer between the BHXH portal and the one-stop system",
         lifespan=lifespan,
+        # Observability is the service's own (structlog lines, Prometheus /metrics); FastAPI's
+        # built-in OpenTelemetry hooks would only cost a provider lookup on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.bhxh = app_state
     install_error_handlers(app)

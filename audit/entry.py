@@ -86,7 +86,7 @@ def canonical(value: Any) -> bytes:
     ``"``, ``\\`` and C0 controls, with the same short forms and lowercase ``\\u00xx``, and emit
     other characters as raw UTF-8. tests/audit/test_entry.py proves the equality by property.
     """
-    if _plain(value, 0):
+    if _plain(value, 1, MAX_NESTING + 1):
         try:
             return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
         except UnicodeEncodeError:
@@ -94,23 +94,25 @@ def canonical(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
-def _plain(value: Any, depth: int) -> bool:
+def _plain(value: Any, level: int, limit: int) -> bool:
+    """True if ``value`` holds only strings, booleans, null, safe integers, lists and objects
+    with JCS-ordered keys, nested at most ``limit`` levels (a scalar counts as a level)."""
+    if level > limit:
+        return False
     kind = type(value)
     if kind is str or value is None or kind is bool:
         return True
     if kind is int:
         return -SAFE_INTEGER <= value <= SAFE_INTEGER
-    if depth > MAX_NESTING:
-        return False
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or (not key.isascii() and max(key) >= _FIRST_UNSAFE_KEY_CHAR):
                 return False
-            if not _plain(item, depth + 1):
+            if not _plain(item, level + 1, limit):
                 return False
         return True
     if kind is list:
-        return all(_plain(item, depth + 1) for item in value)
+        return all(_plain(item, level + 1, limit) for item in value)
     return False
 
 
@@ -178,6 +180,14 @@ def canonical_or_refuse(value: Any, what: str) -> bytes:
     values whose JCS text does not read back to the same JCS text — e.g. a whole float of 2^53
     or more is written as an integer literal that JCS then refuses, which would make the stored
     entry unreadable by every verifier (RFC 8785 §3.2.2.3 covers only IEEE 754 doubles)."""
+    if _plain(value, 1, MAX_NESTING):
+        # Shallow enough, no floats, only safe integers: the text reads back to itself by
+        # construction, so the depth walk and the round trip below (most of the cost of
+        # every append) are not needed.
+        try:
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: refused below with rfc8785's own error
     if _depth(value, MAX_NESTING) > MAX_NESTING:
         raise InvalidEntry(f"{what} is nested deeper than {MAX_NESTING} levels")
     try:

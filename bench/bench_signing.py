@@ -1,8 +1,8 @@
 """Signatures per second through the HTTP API, beside bare ``cryptography`` Ed25519 signing of
 the same payloads measured in the same run.
 
-Figures (32 concurrent clients, keep-alive, against uvicorn with 1 worker on 127.0.0.1 that
-this script starts):
+Figures (32 concurrent clients, keep-alive, against `bhxh-integrity serve` on 127.0.0.1 that
+this script starts, 1 worker unless ``--workers``):
   * bare Ed25519 signatures/s (one thread, ``cryptography``)             — baseline for batch
   * GET /healthz requests/s (the trivial endpoint, same server)          — baseline for single
   * POST /v1/signatures (JWS, Ed25519 key, 256-byte payload) requests/s, p50, p99
@@ -12,6 +12,7 @@ Targets (issue 4): batch ≥ 50% of bare Ed25519; single ≥ 70% of the trivial 
 The load comes from ``wrk`` (Debian package ``wrk``) when installed, else from Python threads.
 
     .venv/bin/python bench/bench_signing.py [--seconds 10] [--clients 32] [--batch 100] [--database-url URL]
+                                      [--workers N]
 """
 
 from __future__ import annotations
@@ -58,32 +59,6 @@ def _env(database_url: str) -> dict[str, str]:
     }
 
 
-# --- the server (child process) --------------------------------------------------------------------
-
-
-def serve(port: int) -> None:
-    import uvicorn
-
-    from api.app import create_app
-    from api.routes import keys as keys_routes
-    from api.routes import signatures as signature_routes
-    from integrity.app_state import build_state
-    from integrity.logs import configure_logging
-    from integrity.settings import Settings
-
-    settings = Settings()
-    configure_logging(settings.log_level)  # as `serve` does: request lines only at INFO
-    state = build_state(settings)
-    app = create_app(state=state)
-    paths = {getattr(r, "path", None) for r in app.routes}
-    # Until the lead mounts the routers in api/app.py, the bench mounts them itself.
-    if "/v1/signatures" not in paths:
-        app.include_router(signature_routes.router)
-    if "/.well-known/jwks.json" not in paths:
-        app.include_router(keys_routes.router)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 # --- set-up (parent) -------------------------------------------------------------------------------
 
 
@@ -93,7 +68,6 @@ def setup(database_url: str) -> tuple[str, str]:
     from integrity.app_state import build_state
     from integrity.migrate import upgrade
     from integrity.settings import Settings
-    from integrity.signatures import build_signature_service
     from signing.algorithms import Algorithm
     from signing.errors import UnknownKey
 
@@ -103,9 +77,7 @@ def setup(database_url: str) -> tuple[str, str]:
         upgrade(state.engine)
         state.audit.ensure_genesis()
         api_key = state.clients.create("bench", ["sign", "verify"]).api_key
-        service = getattr(state, "signatures", None) or build_signature_service(
-            state.keys, state.engine, state.clock, state.audit
-        )
+        service = state.signatures
         try:
             kid = service.keystore.active(Algorithm.ED25519).kid
         except UnknownKey:
@@ -201,11 +173,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch", type=int, default=100, help="items per batch call (≤ 1000)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the service")
     args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        return
 
     with tempfile.TemporaryDirectory(prefix="bench-signing-") as tmpdir:
         tmp = Path(tmpdir)
@@ -213,8 +182,10 @@ def main() -> None:
         api_key, kid = setup(database_url)
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
+        # The service exactly as deployed: `bhxh-integrity serve` (uvicorn, the app factory).
         server = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve", str(port)],
+            [str(Path(sys.executable).parent / "bhxh-integrity"), "serve", "--port", str(port),
+             "--workers", str(args.workers)],
             env=_env(database_url), cwd=REPO,
         )
         try:
@@ -245,7 +216,7 @@ def main() -> None:
     backend = (args.database_url or "sqlite").split(":", 1)[0]
     print(f"bench_signing: {args.clients} clients, {args.seconds}s per run, payload {PAYLOAD_BYTES} B, "
           f"batch {args.batch}, load {'wrk' if shutil.which('wrk') else 'python threads'}, database {backend}, "
-          f"{os.cpu_count()} CPUs")
+          f"{args.workers} server worker(s), {os.cpu_count()} CPUs")
     print(f"  bare Ed25519 sign (cryptography, 1 thread)   {bare:10.0f} sig/s   (baseline)")
     print(f"  GET /healthz (trivial endpoint)              {trivial['rps']:10.0f} req/s  p50 {trivial['p50_ms']:.2f} ms  p99 {trivial['p99_ms']:.2f} ms")
     print(f"  POST /v1/signatures (JWS Ed25519)            {single['rps']:10.0f} sig/s  p50 {single['p50_ms']:.2f} ms  p99 {single['p99_ms']:.2f} ms"

@@ -10,12 +10,13 @@ order of the chain is decided in the database under its lock (audit.store), neve
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,18 +49,49 @@ WATCH_SECONDS = 1.0
 _STOP = object()
 
 
+# Runs inside the group-commit transaction before a request's entries are appended; False
+# means "append nothing for this request" (e.g. a replayed nonce). One statement, no commit.
+Guard = Callable[[Connection], bool]
+
+
 class _Request:
-    """One waiting caller. ``done`` is a plain lock held until the writer releases it: cheaper
-    than an Event when 16 callers wait on each commit."""
+    """One waiting caller: its events (all appended, or none) and how it is woken. A thread
+    waits on ``done``, a plain lock held until the writer releases it (cheaper than an Event
+    when 16 callers wait on each commit); a coroutine awaits ``future`` on its ``loop``."""
 
-    __slots__ = ("event", "done", "seq", "error")
+    __slots__ = ("events", "guard", "done", "loop", "future", "seqs", "refused", "error")
 
-    def __init__(self, event: PendingEvent) -> None:
-        self.event = event
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.seq = -1
+    def __init__(
+        self,
+        events: Sequence[PendingEvent],
+        guard: Guard | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.events = events
+        self.guard = guard
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = None
+        self.done: threading.Lock | None = None
+        if loop is None:
+            self.done = threading.Lock()
+            self.done.acquire()
+        else:
+            self.future = loop.create_future()
+        self.seqs: list[int] = []
+        self.refused = False
         self.error: BaseException | None = None
+
+    def result(self) -> list[int] | None:
+        if self.error is not None:
+            raise self.error
+        return None if self.refused else self.seqs
+
+
+def _settle(requests: Sequence[_Request]) -> None:
+    """On the event loop: wake the coroutines of one committed batch."""
+    for request in requests:
+        if request.future is not None and not request.future.done():
+            request.future.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -120,7 +152,7 @@ class AuditService:
         self._hint_checkpoint_size = -1
         self._hint_checkpoint_at: datetime | None = None
         self._frontier = store.FrontierCache()
-        self._waiters = 0  # callers inside _submit: the writer gathers up to this many per batch
+        self._waiters = 0  # callers waiting on a commit: the writer gathers up to this many per batch
         self._waiters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ append
@@ -145,20 +177,57 @@ class AuditService:
         if conn is not None:
             self._ensure_writer()
             return store.append(conn, [event], self.clock)[0].seq
-        return self._submit(event)
+        return self._wait(_Request([event]))[0]
+
+    async def record_async(
+        self, actor: str, action: str, subject: str, data: dict | None = None, pii: dict | None = None
+    ) -> int:
+        """``record`` for a coroutine: it awaits the group commit instead of blocking a thread,
+        so a request handler can log without a worker-thread hop."""
+        event = self._prepare(actor, action, subject, data, pii)
+        seqs = await self._wait_async(_Request([event], loop=asyncio.get_running_loop()))
+        assert seqs is not None
+        return seqs[0]
 
     def record_many(
         self,
         events: Sequence[tuple[str, str, str, dict | None, dict | None]],
         *,
-        conn: Connection,
+        conn: Connection | None = None,
     ) -> list[int]:
-        """Append ``(actor, action, subject, data, pii)`` events in order inside the caller's
-        transaction, with one head lookup for all of them (batch signing); returns their seqs.
-        Every event is validated first, so a bad one writes nothing."""
+        """Append ``(actor, action, subject, data, pii)`` events in order and contiguously,
+        all or none (batch signing); returns their seqs. Every event is validated first, so a
+        bad one writes nothing. Without ``conn`` they share the next group commit."""
         prepared = [self._prepare(*event) for event in events]
-        self._ensure_writer()
-        return [entry.seq for entry in store.append(conn, prepared, self.clock)]
+        if conn is not None:
+            self._ensure_writer()
+            return [entry.seq for entry in store.append(conn, prepared, self.clock)]
+        seqs = self._wait(_Request(prepared))
+        assert seqs is not None
+        return seqs
+
+    async def record_many_async(self, events: Sequence[tuple[str, str, str, dict | None, dict | None]]) -> list[int]:
+        prepared = [self._prepare(*event) for event in events]
+        seqs = await self._wait_async(_Request(prepared, loop=asyncio.get_running_loop()))
+        assert seqs is not None
+        return seqs
+
+    def record_if(
+        self, guard: Guard, actor: str, action: str, subject: str, data: dict | None = None, pii: dict | None = None
+    ) -> int | None:
+        """Run ``guard`` and append the entry in ONE transaction shared with concurrent callers:
+        the entry is appended only if the guard returns True (its seq is returned), else None.
+        Both are durable together, so "remember X, then log it" costs one shared fsync."""
+        event = self._prepare(actor, action, subject, data, pii)
+        seqs = self._wait(_Request([event], guard))
+        return None if seqs is None else seqs[0]
+
+    async def record_if_async(
+        self, guard: Guard, actor: str, action: str, subject: str, data: dict | None = None, pii: dict | None = None
+    ) -> int | None:
+        event = self._prepare(actor, action, subject, data, pii)
+        seqs = await self._wait_async(_Request([event], guard, loop=asyncio.get_running_loop()))
+        return None if seqs is None else seqs[0]
 
     def _prepare(
         self, actor: str, action: str, subject: str, data: Mapping[str, Any] | None, personal: Mapping[str, Any] | None
@@ -167,27 +236,46 @@ class AuditService:
         sealed = pii.seal(personal) if personal is not None else None
         return PendingEvent(actor, action, subject, plain, encoded, sealed)
 
-    def _submit(self, event: PendingEvent) -> int:
-        request = _Request(event)
-        self._ensure_writer()
-        with self._waiters_lock:
-            self._waiters += 1
+    def _wait(self, request: _Request) -> list[int] | None:
+        assert request.done is not None
+        self._enqueue(request)
         try:
-            self._queue.put(request)
             while not request.done.acquire(timeout=WATCH_SECONDS):
-                # Still waiting: make sure a writer is there to serve the queue (restart one
-                # that died; a closed service that has stopped its writer never will).
-                thread = self._thread
-                if thread is None or not thread.is_alive():
-                    if self._closed:
-                        raise AuditUnavailable("the audit service was closed before the entry was written")
-                    self._ensure_writer()
+                self._watch_writer()
         finally:
             with self._waiters_lock:
                 self._waiters -= 1
-        if request.error is not None:
-            raise request.error
-        return request.seq
+        return request.result()
+
+    async def _wait_async(self, request: _Request) -> list[int] | None:
+        assert request.future is not None
+        self._enqueue(request)
+        try:
+            while True:
+                # asyncio.wait never cancels the future: a timeout only means "look at the writer".
+                done, _ = await asyncio.wait({request.future}, timeout=WATCH_SECONDS)
+                if done:
+                    break
+                self._watch_writer()
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
+        return request.result()
+
+    def _enqueue(self, request: _Request) -> None:
+        self._ensure_writer()
+        with self._waiters_lock:
+            self._waiters += 1
+        self._queue.put(request)
+
+    def _watch_writer(self) -> None:
+        """Still waiting: make sure a writer is there to serve the queue (restart one that
+        died; a closed service that has stopped its writer never will)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            if self._closed:
+                raise AuditUnavailable("the audit service was closed before the entry was written")
+            self._ensure_writer()
 
     def _ensure_writer(self) -> None:
         if self._closed:
@@ -217,7 +305,8 @@ class AuditService:
             batch = [first]
             stop = False
             deadline = time.monotonic() + GATHER_SECONDS
-            while len(batch) < self.max_batch:
+            events = len(first.events)
+            while events < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -234,6 +323,7 @@ class AuditService:
                     stop = True
                     break
                 batch.append(item)
+                events += len(item.events)
             size = self._commit_batch(batch)
             if size:
                 self._checkpoint_if_due(size)
@@ -241,14 +331,19 @@ class AuditService:
                 return
 
     def _commit_batch(self, batch: list[_Request]) -> int:
-        """Append and commit one batch; returns the tree size after it (0 on failure)."""
+        """Append and commit one batch; returns the tree size after it (0 when nothing was
+        appended or the commit failed)."""
         try:
             with self.engine.begin() as conn:
-                entries = store.append(conn, [r.event for r in batch], self.clock, cache=self._frontier)
+                accepted = [r for r in batch if r.guard is None or self._passes(r, conn)]
+                events = [event for r in accepted for event in r.events]
+                entries = store.append(conn, events, self.clock, cache=self._frontier) if events else []
             self._frontier.committed()
-            for request, entry in zip(batch, entries, strict=True):
-                request.seq = entry.seq
-            return entries[-1].seq + 1
+            at = 0
+            for request in accepted:
+                request.seqs = [entry.seq for entry in entries[at : at + len(request.events)]]
+                at += len(request.events)
+            return entries[-1].seq + 1 if entries else 0
         except (SQLAlchemyError, AuditError, OSError) as exc:
             self._frontier.discard()
             for request in batch:
@@ -256,10 +351,34 @@ class AuditService:
             return 0
         finally:
             # Never leave a caller waiting, whatever happened above.
+            waiting: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
             for request in batch:
-                if request.seq < 0 and request.error is None:
+                if not request.seqs and not request.refused and request.error is None:
                     request.error = AuditUnavailable("the audit writer failed")
-                request.done.release()
+                if request.loop is None:
+                    assert request.done is not None
+                    request.done.release()
+                else:
+                    waiting.setdefault(request.loop, []).append(request)
+            for loop, requests in waiting.items():
+                try:
+                    # One wake-up of each loop per batch, not one per caller.
+                    loop.call_soon_threadsafe(_settle, requests)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody is waiting there any more
+
+    @staticmethod
+    def _passes(request: _Request, conn: Connection) -> bool:
+        assert request.guard is not None
+        try:
+            passed = bool(request.guard(conn))
+        except SQLAlchemyError:
+            raise  # the transaction may be unusable: the whole batch fails, and says so
+        except Exception as exc:  # noqa: BLE001 - a guard's own bug fails its caller only
+            request.error = exc
+            return False
+        request.refused = not passed
+        return passed
 
     def close(self) -> None:
         """Finish queued appends and stop the writer thread (idempotent)."""

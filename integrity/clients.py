@@ -6,7 +6,10 @@ the refusal's precise reason goes to the log only, the caller gets one generic a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
@@ -16,12 +19,26 @@ from integrity.clock import Clock
 from integrity.db import READ_ONLY
 from integrity.metrics import API_KEY_EVENTS
 
+# How long an authenticated key is trusted from memory. Another instance's revocation takes
+# effect here within this time (as key states do for signing); this instance's at once.
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_ENTRIES = 10_000
+
 
 @dataclass
 class ClientService:
     engine: Engine
     clock: Clock
     audit: AuditService
+    cache_seconds: float = AUTH_CACHE_SECONDS
+    # SHA-256 of the presented key → (client, monotonic expiry). Keyed by a digest so the map
+    # never holds a usable key; only keys that authenticated are kept (refusals always go to
+    # the database and the log).
+    _cache: dict[bytes, tuple[ApiClient, float]] = field(default_factory=dict, init=False, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Bumped by every revocation here: a lookup that read the database before a revocation
+    # committed must not put its (now stale) answer into the cache after the revocation.
+    _generation: int = field(default=0, init=False, repr=False)
 
     def create(self, name: str, scopes: str | list[str], *, actor: str = "system") -> IssuedKey:
         with self.engine.begin() as conn:
@@ -44,10 +61,36 @@ class ClientService:
         with self.engine.begin() as conn:
             client = revoke_client(conn, client_id, clock=self.clock)
             self.audit.record(actor, "admin.client.revoked", f"client:{client_id}", {}, conn=conn)
+        with self._cache_lock:
+            self._generation += 1
+            for digest in [d for d, (c, _) in self._cache.items() if c.client_id == client_id]:
+                del self._cache[digest]
         API_KEY_EVENTS.labels("revoked").inc()
         return client
 
+    def cached(self, api_key: str) -> ApiClient | None:
+        """The client of a key that authenticated in the last ``cache_seconds``, or None (then
+        call ``authenticate``). No I/O: a request handler can call it on the event loop."""
+        digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
+        hit = self._cache.get(digest)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
     def authenticate(self, api_key: str) -> ApiClient:
+        generation = self._generation
+        client = self._authenticate(api_key)
+        if self.cache_seconds > 0:
+            digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
+            with self._cache_lock:
+                if generation != self._generation:
+                    return client  # a revocation ran meanwhile: answer, but do not cache
+                if len(self._cache) >= AUTH_CACHE_ENTRIES:
+                    self._cache.clear()  # bounded: many distinct keys just cost database reads
+                self._cache[digest] = (client, time.monotonic() + self.cache_seconds)
+        return client
+
+    def _authenticate(self, api_key: str) -> ApiClient:
         try:
             # A read: on SQLite a deferred transaction, so it never queues behind appends.
             with self.engine.connect().execution_options(**READ_ONLY) as conn:

@@ -7,10 +7,10 @@ under the exchange profile; the Content-Digest equals the body; ``created`` lies
 ±``skew_seconds`` and ``expires`` has not passed; and the (keyid, nonce) pair was never seen
 before. The pair is inserted only after the signature verified (an attacker cannot burn a
 peer's nonces) with one atomic insert on the primary key, and kept until the signature
-expires. Then the ``exchange.accepted`` entry is appended through the audit log's group
-committer (concurrent messages share one transaction: the log's lock is not held per message);
-a message is acted on only once both are durable. Every refusal is logged as
-``exchange.rejected`` with its reason.
+expires. The insert and the ``exchange.accepted`` entry are one unit in the audit log's group
+commit (``AuditService.record_if``): both durable together or neither, and concurrent
+messages share one transaction and one fsync instead of one each. A message is acted on only
+once that commit returned. Every refusal is logged as ``exchange.rejected`` with its reason.
 
 The audit entry carries the message id, peer, keyid, route pattern, body digest and reason,
 never the body or the raw URL (either may hold personal data): the URL appears as its SHA-256.
@@ -19,13 +19,14 @@ Bodies go only to the optional message archive.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,7 @@ _AMBIGUOUS_PATH = re.compile(r"%2e|%2f|%5c|\\", re.IGNORECASE)
 # A registry change made on another instance is seen within this many seconds.
 DEFAULT_PEER_CACHE_SECONDS = 2.0
 MAX_CACHED_PEERS = 1_000
+_MISS = object()  # a peer-cache miss (None is a cached "no such peer")
 # What a refusal may echo of attacker-chosen text into the audit log.
 MAX_LOGGED_TEXT = 128
 
@@ -387,14 +389,35 @@ class ExchangeService:
             raise PeerNotFound(f"no peer named {_short(name)!r}")
         return peer
 
+    async def _peer_by_keyid_async(self, keyid: str) -> Peer | None:
+        """``peer_by_keyid`` for a coroutine: a cache hit stays on the event loop; a miss reads
+        the database in a worker thread."""
+        hit = self._cache_hit(("keyid", keyid))
+        return hit if hit is not _MISS else await asyncio.to_thread(self.peer_by_keyid, keyid)  # type: ignore[return-value]
+
+    async def destination_async(self, name: str) -> Peer:
+        """``destination`` for a coroutine (see ``_peer_by_keyid_async``)."""
+        hit = self._cache_hit(("name", name)) if PEER_NAME.fullmatch(name) else _MISS
+        if hit is _MISS:
+            return await asyncio.to_thread(self.destination, name)
+        if hit is None:
+            raise PeerNotFound(f"no peer named {_short(name)!r}")
+        return hit  # type: ignore[return-value]
+
+    def _cache_hit(self, key: tuple[str, str]) -> Peer | None | object:
+        cached = self._peer_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.peer_cache_seconds:
+            return cached[1]
+        return _MISS
+
     def _cached(self, key: tuple[str, str], condition: Any) -> Peer | None:
         """A registry read through a cache of at most ``peer_cache_seconds``: a change made
         here clears it at once; one made by another instance is seen within that time (0
         reads the database for every message). Monotonic time: this is not domain time."""
         now = time.monotonic()
-        cached = self._peer_cache.get(key)
-        if cached is not None and now - cached[0] < self.peer_cache_seconds:
-            return cached[1]
+        hit = self._cache_hit(key)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
         with self._reader() as conn:
             row = conn.execute(select(exchange_peers).where(condition)).first()
         peer = None if row is None else self._row_to_peer(row)
@@ -535,146 +558,128 @@ class ExchangeService:
         return f"registered the demo exchange peers {', '.join(added)}" if added else None
 
     # ------------------------------------------------------------- verification
+    #
+    # Each check has two halves. The first needs no write: parse, find the peer, match the
+    # route, verify the signature (CPU only, once the peer is cached). The second makes the
+    # outcome durable: an acceptance inserts the (keyid, nonce) pair and appends its
+    # ``exchange.accepted`` entry in ONE group-commit transaction (``AuditService.record_if``),
+    # so both are durable together and concurrent messages share one fsync; a refusal appends
+    # ``exchange.rejected``. The ``*_async`` forms run the same halves for a coroutine, with no
+    # worker-thread hop (only a peer-cache miss, the archive and the nonce purge use one).
 
     def verify_request(self, request: HttpRequest, *, via: str, caller: str | None = None) -> ExchangeVerdict:
         """Check a request under the profile and the registry; logs and returns the verdict.
         Never raises for a bad message: a refusal is a verdict with its reason."""
         self._maybe_purge()
-        seen = _seen(request)
-        context = {"via": via, **({"caller": caller} if caller else {})}
-        try:
-            params = read_signature_params(request)
-        except MessageSignatureError as exc:
-            return self._reject(seen, exc.reason, str(exc), context)
+        seen, context = _seen(request), _request_context(via, caller)
+        params = _read_params(request, seen, context)
+        if isinstance(params, _Checked):
+            return self._settle(params)
         peer = self.peer_by_keyid(params.keyid) if params.keyid else None
-        if peer is None:
-            return self._reject(seen, UNKNOWN_KEY, "no registered peer holds this keyid", context, params=params)
-        path = urlsplit(request.url).path or "/"
-        route = peer.route_for(request.method, path)
-        if route is None:
-            return self._reject(
-                seen, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", context, peer=peer
-            )
-        try:
-            verified = verify_request(request, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
-        except MessageSignatureError as exc:
-            return self._reject(seen, exc.reason, str(exc), context, peer=peer, route=route)
-        return self._accept(seen, peer, verified, context, route=route)
+        return self._settle(self._check_request(request, seen, context, params, peer))
+
+    async def verify_request_async(self, request: HttpRequest, *, via: str, caller: str | None = None) -> ExchangeVerdict:
+        """``verify_request`` for a coroutine (the gateway, the verify API)."""
+        await self._maybe_purge_async()
+        seen, context = _seen(request), _request_context(via, caller)
+        params = _read_params(request, seen, context)
+        if isinstance(params, _Checked):
+            return await self._settle_async(params)
+        peer = await self._peer_by_keyid_async(params.keyid) if params.keyid else None
+        return await self._settle_async(self._check_request(request, seen, context, params, peer))
 
     def verify_response(
         self, response: HttpResponse, *, expected_peer: str, via: str, in_reply_to: str | None = None
     ) -> ExchangeVerdict:
         """Check a response that ``expected_peer`` must have signed, bound to ``response.request``."""
         self._maybe_purge()
-        seen = _seen(response)
-        context = {"via": via, "status": response.status, **({"in_reply_to": in_reply_to} if in_reply_to else {})}
-        try:
-            params = read_signature_params(response)
-        except MessageSignatureError as exc:
-            return self._reject(seen, exc.reason, str(exc), context)
+        seen, context = _seen(response), _response_context(response, via, in_reply_to)
+        params = _read_params(response, seen, context)
+        if isinstance(params, _Checked):
+            return self._settle(params)
         peer = self.peer_by_keyid(params.keyid) if params.keyid else None
+        return self._settle(self._check_response(response, seen, context, params, peer, expected_peer))
+
+    async def verify_response_async(
+        self, response: HttpResponse, *, expected_peer: str, via: str, in_reply_to: str | None = None
+    ) -> ExchangeVerdict:
+        """``verify_response`` for a coroutine (the gateway)."""
+        await self._maybe_purge_async()
+        seen, context = _seen(response), _response_context(response, via, in_reply_to)
+        params = _read_params(response, seen, context)
+        if isinstance(params, _Checked):
+            return await self._settle_async(params)
+        peer = await self._peer_by_keyid_async(params.keyid) if params.keyid else None
+        return await self._settle_async(self._check_response(response, seen, context, params, peer, expected_peer))
+
+    def _check_request(
+        self, request: HttpRequest, seen: _Seen, context: dict[str, Any], params: SignatureParams, peer: Peer | None
+    ) -> _Checked:
         if peer is None:
-            return self._reject(seen, UNKNOWN_KEY, "no registered peer holds this keyid", context, params=params)
+            return _Checked(seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid))
+        path = urlsplit(request.url).path or "/"
+        route = peer.route_for(request.method, path)
+        if route is None:
+            return _Checked(seen, context, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", peer=peer)
+        try:
+            verified = verify_request(request, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
+        except MessageSignatureError as exc:
+            return _Checked(seen, context, exc.reason, str(exc), peer=peer, route=route)
+        return _Checked(seen, context, peer=peer, route=route, verified=verified)
+
+    def _check_response(
+        self,
+        response: HttpResponse,
+        seen: _Seen,
+        context: dict[str, Any],
+        params: SignatureParams,
+        peer: Peer | None,
+        expected_peer: str,
+    ) -> _Checked:
+        if peer is None:
+            return _Checked(seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid))
         if peer.name != expected_peer:
-            return self._reject(
-                seen, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", context, peer=peer
-            )
+            return _Checked(seen, context, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", peer=peer)
         try:
             verified = verify_response(response, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
         except MessageSignatureError as exc:
-            return self._reject(seen, exc.reason, str(exc), context, peer=peer)
-        return self._accept(seen, peer, verified, context, route=None)
+            return _Checked(seen, context, exc.reason, str(exc), peer=peer)
+        return _Checked(seen, context, peer=peer, verified=verified)
 
-    def _accept(
-        self,
-        seen: _Seen,
-        peer: Peer,
-        verified: VerifiedSignature,
-        context: dict[str, Any],
-        *,
-        route: Route | None,
-    ) -> ExchangeVerdict:
-        assert verified.nonce is not None and verified.expires is not None  # the profile demands both
-        data = self._log_data(seen, context, peer=peer, keyid=verified.keyid, route=route)
-        actor = f"peer:{peer.name}"
-        seq: int | None = None
-        with self.engine.begin() as conn:
-            fresh = _insert_nonce(conn, verified.keyid, verified.nonce, int(verified.expires.timestamp()))
-            if fresh and self._evidence_in_nonce_transaction(conn):
-                seq = self.audit.record(actor, ACCEPTED_ACTION, seen.message_id, data, conn=conn)
-        if not fresh:
-            return self._reject(
-                seen, REPLAYED_NONCE, "this keyid and nonce were already accepted", context, peer=peer, route=route
-            )
-        if seq is None:
-            # The nonce is durable first, the evidence second, through the group committer. The
-            # caller acts on a message only after both: if the append fails, the message is
-            # refused with an error and its nonce stays burnt, so an accepted message is never
-            # acted on without its audit entry.
-            seq = self.audit.record(actor, ACCEPTED_ACTION, seen.message_id, data)
-        self._archive(seen, "accepted", None, peer.name, seq)
-        return ExchangeVerdict(
-            seen.message_id, seen.direction, True, None, None, peer.name, verified.keyid,
-            str(route) if route else None, seen.digest, seq, verified,
-        )
+    def _settle(self, checked: _Checked) -> ExchangeVerdict:
+        """Make the outcome durable (see above) and return its verdict."""
+        if checked.verified is None:
+            seq = self.audit.record(*_event(checked))
+        else:
+            seq = self.audit.record_if(_nonce_guard(checked.verified), *_event(checked))
+            if seq is None:
+                return self._settle(checked.replayed())
+        self._archive(checked, seq)
+        return checked.verdict(seq)
 
-    @staticmethod
-    def _evidence_in_nonce_transaction(conn: Connection) -> bool:
-        """Where to append the ``exchange.accepted`` entry. SQLite serialises every writer
-        anyway, so one transaction per message (nonce and entry together) is the cheapest and
-        atomic. On PostgreSQL, instances write in parallel; appending in the nonce transaction
-        would hold the log's lock through each message's commit and serialise the cluster, so
-        the entry goes through the group committer, which batches concurrent messages."""
-        return conn.dialect.name == "sqlite"
+    async def _settle_async(self, checked: _Checked) -> ExchangeVerdict:
+        if checked.verified is None:
+            seq = await self.audit.record_async(*_event(checked))
+        else:
+            seq = await self.audit.record_if_async(_nonce_guard(checked.verified), *_event(checked))
+            if seq is None:
+                return await self._settle_async(checked.replayed())
+        if self.archive:
+            await asyncio.to_thread(self._archive, checked, seq)
+        return checked.verdict(seq)
 
-    def _reject(
-        self,
-        seen: _Seen,
-        reason: str,
-        detail: str,
-        context: dict[str, Any],
-        *,
-        peer: Peer | None = None,
-        route: Route | None = None,
-        params: SignatureParams | None = None,
-    ) -> ExchangeVerdict:
-        keyid = peer.keyid if peer else (_short(params.keyid) if params else None)
-        data = {**self._log_data(seen, context, peer=peer, keyid=keyid, route=route), "reason": reason, "detail": _short(detail)}
-        actor = f"peer:{peer.name}" if peer else "system"
-        seq = self.audit.record(actor, REJECTED_ACTION, seen.message_id, data)
-        self._archive(seen, "rejected", reason, peer.name if peer else None, seq)
-        return ExchangeVerdict(
-            seen.message_id, seen.direction, False, reason, detail, peer.name if peer else None, keyid,
-            str(route) if route else None, seen.digest, seq,
-        )
-
-    @staticmethod
-    def _log_data(
-        seen: _Seen, context: dict[str, Any], *, peer: Peer | None, keyid: str | None, route: Route | None
-    ) -> dict[str, Any]:
-        return {
-            "message_id": seen.message_id,
-            "direction": seen.direction.value,
-            "peer": peer.name if peer else None,
-            "keyid": keyid,
-            "method": _short(seen.method),
-            "route": str(route) if route else None,
-            "target_sha256": seen.target_sha256,
-            "digest": seen.digest,
-            **context,
-        }
-
-    def _archive(self, seen: _Seen, verdict: str, reason: str | None, peer: str | None, seq: int) -> None:
+    def _archive(self, checked: _Checked, seq: int) -> None:
         if not self.archive:
             return
+        seen = checked.seen
         with self.engine.begin() as conn:
             conn.execute(
                 insert(exchange_archive).values(
                     message_id=seen.message_id,
                     direction=seen.direction.value,
-                    verdict=verdict,
-                    reason=reason,
-                    peer=peer,
+                    verdict="accepted" if checked.verified is not None else "rejected",
+                    reason=checked.reason,
+                    peer=checked.peer.name if checked.peer else None,
                     received_at=self.clock(),
                     method=seen.method[:16],
                     target_uri=seen.target_uri,
@@ -697,20 +702,12 @@ class ExchangeService:
         self, verdict: ExchangeVerdict, *, destination: str, reason: str, detail: str
     ) -> int:
         """Log that an accepted request could not be delivered (peer down, timeout)."""
-        return self.audit.record(
-            f"peer:{verdict.peer}",
-            FORWARD_FAILED_ACTION,
-            verdict.message_id,
-            {
-                "message_id": verdict.message_id,
-                "peer": verdict.peer,
-                "destination": destination,
-                "route": verdict.route,
-                "digest": verdict.digest,
-                "reason": reason,
-                "detail": _short(detail),
-            },
-        )
+        return self.audit.record(*_forward_failure(verdict, destination, reason, detail))
+
+    async def record_forward_failure_async(
+        self, verdict: ExchangeVerdict, *, destination: str, reason: str, detail: str
+    ) -> int:
+        return await self.audit.record_async(*_forward_failure(verdict, destination, reason, detail))
 
     # ----------------------------------------------------------- gateway signing
 
@@ -736,32 +733,139 @@ class ExchangeService:
         with self.engine.begin() as conn:
             return conn.execute(delete(exchange_nonces).where(exchange_nonces.c.expires_at < cutoff)).rowcount
 
-    def _maybe_purge(self) -> None:
-        now = self.clock()
+    def _purge_due(self) -> bool:
         last = self._last_purge
-        if last is not None and (now - last).total_seconds() < NONCE_PURGE_INTERVAL_SECONDS:
+        return last is None or (self.clock() - last).total_seconds() >= NONCE_PURGE_INTERVAL_SECONDS
+
+    def _maybe_purge(self) -> None:
+        if not self._purge_due():
             return
         if not self._purge_lock.acquire(blocking=False):
             return  # another thread is purging
         try:
-            self._last_purge = now
-            self.purge_expired_nonces()
+            if self._purge_due():
+                self._last_purge = self.clock()
+                self.purge_expired_nonces()
         finally:
             self._purge_lock.release()
+
+    async def _maybe_purge_async(self) -> None:
+        # A DELETE is a database write: never on the event loop, and at most once a minute.
+        if self._purge_due():
+            await asyncio.to_thread(self._maybe_purge)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A message after the checks that write nothing: refused (``reason``), or verified and
+    waiting for its nonce to be recorded (``verified``)."""
+
+    seen: _Seen
+    context: dict[str, Any]
+    reason: str | None = None
+    detail: str | None = None
+    peer: Peer | None = None
+    route: Route | None = None
+    verified: VerifiedSignature | None = None
+    keyid: str | None = None  # as the message names it, when no peer holds it
+
+    @property
+    def logged_keyid(self) -> str | None:
+        if self.verified is not None:
+            return self.verified.keyid
+        return self.peer.keyid if self.peer else self.keyid
+
+    def replayed(self) -> _Checked:
+        return replace(self, verified=None, reason=REPLAYED_NONCE, detail="this keyid and nonce were already accepted")
+
+    def verdict(self, seq: int) -> ExchangeVerdict:
+        seen = self.seen
+        return ExchangeVerdict(
+            seen.message_id, seen.direction, self.verified is not None, self.reason, self.detail,
+            self.peer.name if self.peer else None, self.logged_keyid, str(self.route) if self.route else None,
+            seen.digest, seq, self.verified,
+        )
+
+
+def _request_context(via: str, caller: str | None) -> dict[str, Any]:
+    return {"via": via, **({"caller": caller} if caller else {})}
+
+
+def _response_context(response: HttpResponse, via: str, in_reply_to: str | None) -> dict[str, Any]:
+    return {"via": via, "status": response.status, **({"in_reply_to": in_reply_to} if in_reply_to else {})}
+
+
+def _read_params(message: HttpRequest | HttpResponse, seen: _Seen, context: dict[str, Any]) -> SignatureParams | _Checked:
+    """The signature's parameters (to find the peer by keyid), or the refusal of a message
+    whose signature fields cannot even be read."""
+    try:
+        return read_signature_params(message)
+    except MessageSignatureError as exc:
+        return _Checked(seen, context, exc.reason, str(exc))
+
+
+def _event(checked: _Checked) -> tuple[str, str, str, dict[str, Any]]:
+    """``(actor, action, subject, data)`` of the audit entry for ``checked``: message id, peer,
+    keyid, route pattern, digest and reason; never the body or the raw URL."""
+    seen, peer, route = checked.seen, checked.peer, checked.route
+    data: dict[str, Any] = {
+        "message_id": seen.message_id,
+        "direction": seen.direction.value,
+        "peer": peer.name if peer else None,
+        "keyid": checked.logged_keyid,
+        "method": _short(seen.method),
+        "route": str(route) if route else None,
+        "target_sha256": seen.target_sha256,
+        "digest": seen.digest,
+        **checked.context,
+    }
+    if checked.verified is None:
+        data["reason"] = checked.reason
+        data["detail"] = _short(checked.detail)
+    actor = f"peer:{peer.name}" if peer else "system"
+    return actor, ACCEPTED_ACTION if checked.verified is not None else REJECTED_ACTION, seen.message_id, data
+
+
+def _forward_failure(verdict: ExchangeVerdict, destination: str, reason: str, detail: str) -> tuple[str, str, str, dict[str, Any]]:
+    return (
+        f"peer:{verdict.peer}",
+        FORWARD_FAILED_ACTION,
+        verdict.message_id,
+        {
+            "message_id": verdict.message_id,
+            "peer": verdict.peer,
+            "destination": destination,
+            "route": verdict.route,
+            "digest": verdict.digest,
+            "reason": reason,
+            "detail": _short(detail),
+        },
+    )
+
+
+# RETURNING, not rowcount: a driver may report -1 for an INSERT … ON CONFLICT. Built once per
+# dialect; the values are bound at execution, so the compiled statement is cached too.
+_NONCE_INSERTS = {
+    name: dialect_insert(exchange_nonces).on_conflict_do_nothing(index_elements=["keyid", "nonce"]).returning(
+        exchange_nonces.c.nonce
+    )
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
 def _insert_nonce(conn: Connection, keyid: str, nonce: str, expires_at: int) -> bool:
     """True if (keyid, nonce) was new. One statement on the primary key: atomic on both back
     ends, also between instances sharing a PostgreSQL database."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        dialect_insert(exchange_nonces)
-        .values(keyid=keyid, nonce=nonce, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=["keyid", "nonce"])
-        # RETURNING, not rowcount: a driver may report -1 for an INSERT … ON CONFLICT.
-        .returning(exchange_nonces.c.nonce)
-    )
-    return conn.execute(stmt).first() is not None
+    stmt = _NONCE_INSERTS[conn.dialect.name]
+    return conn.execute(stmt, {"keyid": keyid, "nonce": nonce, "expires_at": expires_at}).first() is not None
+
+
+def _nonce_guard(verified: VerifiedSignature) -> Callable[[Connection], bool]:
+    """The group-commit guard of an acceptance: the nonce is inserted only now, after the
+    signature verified (so nobody can burn a peer's nonces), and kept until it expires."""
+    assert verified.nonce is not None and verified.expires is not None  # the profile demands both
+    keyid, nonce, expires_at = verified.keyid, verified.nonce, int(verified.expires.timestamp())
+    return lambda conn: _insert_nonce(conn, keyid, nonce, expires_at)
 
 
 def _peer_log(peer: Peer) -> dict[str, Any]:

@@ -10,6 +10,7 @@ fails no signature of the batch is returned.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -65,6 +66,10 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ITEMS = 1_000
 # Another instance may rotate or revoke; the keystore re-reads states at most this often.
 KEY_REFRESH_SECONDS = 5.0
+# Signatures cheap enough to make on the event loop (tens of microseconds): a worker-thread
+# hop would cost more than the signature. RSA, CMS and XML go to a worker thread.
+INLINE_ALGORITHMS = frozenset({Algorithm.ED25519, Algorithm.ES256})
+INLINE_MAX_BYTES = 64 * 1024
 
 
 
@@ -275,11 +280,6 @@ class SignatureService:
         subject, data = self._event(made, personal=personal)
         return self._message(made, self.audit.record(actor, "signature.created", subject, data))
 
-    def _record_batch(self, made: Sequence[_Made], actor: str, conn: Connection) -> list[int]:
-        events = [(actor, "signature.created", *self._event(m), None) for m in made]
-        # One append of N entries in the caller's transaction: one head lookup, one commit.
-        return self.audit.record_many(events, conn=conn)
-
     def sign(self, request: SignRequest, *, actor: str, owner: str = SERVICE_OWNER) -> SignedMessage:
         """Sign with the service key (or ``owner``'s key, for personal signing after step-up)
         and log; the signature is returned only once its audit entry is committed."""
@@ -287,19 +287,59 @@ class SignatureService:
         made = self._make(self._prepare(request, owner))
         return self._record(made, actor, personal=owner != SERVICE_OWNER)
 
+    async def sign_async(self, request: SignRequest, *, actor: str) -> SignedMessage:
+        """``sign`` for a request handler: a small Ed25519/ES256 JWS is made on the event loop
+        and its audit entry awaited (no worker-thread hop); anything heavier is made in a
+        worker thread. Same checks, same entry, same guarantee."""
+        await self._refresh_if_due_async()
+        prepared = self._prepare(request, SERVICE_OWNER)
+        if self._inline(prepared):
+            made = self._make(prepared)
+        else:
+            made = await asyncio.to_thread(self._make, prepared)
+        subject, data = self._event(made)
+        return self._message(made, await self.audit.record_async(actor, "signature.created", subject, data))
+
     def sign_batch(self, requests: Sequence[SignRequest], *, actor: str) -> list[SignedMessage]:
-        """Sign up to ``max_batch_items`` payloads; one audit entry per item, one transaction.
+        """Sign up to ``max_batch_items`` payloads; one audit entry per item, all appended in
+        one transaction (shared with concurrent callers by the group committer), or none.
         Every item is checked before anything is signed, so one bad item refuses the batch."""
+        made = self._make_batch(requests)
+        return [self._message(m, seq) for m, seq in zip(made, self.audit.record_many(self._batch_events(made, actor)))]
+
+    async def sign_batch_async(self, requests: Sequence[SignRequest], *, actor: str) -> list[SignedMessage]:
+        """``sign_batch`` for a request handler: the signing runs in one worker thread, the
+        audit entries are awaited on the event loop."""
+        await self._refresh_if_due_async()
+        made = await asyncio.to_thread(self._make_batch, requests)
+        seqs = await self.audit.record_many_async(self._batch_events(made, actor))
+        return [self._message(m, seq) for m, seq in zip(made, seqs)]
+
+    def _make_batch(self, requests: Sequence[SignRequest]) -> list[_Made]:
         if not requests:
             raise InvalidRequest("the batch is empty")
         if len(requests) > self.max_batch_items:
             raise BatchTooLarge(f"at most {self.max_batch_items} items per batch")
         self._refresh_if_due()
         prepared = [self._prepare(r, SERVICE_OWNER) for r in requests]
-        made = [self._make(p) for p in prepared]
-        with self.engine.begin() as conn:
-            seqs = self._record_batch(made, actor, conn)
-        return [self._message(m, seq) for m, seq in zip(made, seqs)]
+        return [self._make(p) for p in prepared]
+
+    def _batch_events(self, made: Sequence[_Made], actor: str) -> list[tuple[str, str, str, dict[str, Any], None]]:
+        return [(actor, "signature.created", *self._event(m), None) for m in made]
+
+    @staticmethod
+    def _inline(prepared: _Prepared) -> bool:
+        request = prepared.request
+        return (
+            request.format == "jws"
+            and prepared.key.algorithm in INLINE_ALGORITHMS
+            and len(request.payload) <= INLINE_MAX_BYTES
+        )
+
+    async def _refresh_if_due_async(self) -> None:
+        # The (rare) reload reads the database: never on the event loop.
+        if not self._loaded or time.monotonic() - self._refreshed >= self._refresh_seconds:
+            await asyncio.to_thread(self._refresh_if_due)
 
     # -------------------------------------------------------------- verification
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -92,21 +95,52 @@ def _parse_time(value: object) -> datetime:
 
 def sign(key: SigningKey, payload: bytes, *, signed_at: datetime, detached: bool = False) -> JwsSignature:
     """Sign ``payload`` with ``key``. Detached tokens (``header..signature``) use RFC 7797
-    ``b64: false``: the verifier needs the raw payload bytes beside the token."""
+    ``b64: false``: the verifier needs the raw payload bytes beside the token.
+
+    The signature itself is made by joserfc's algorithm object for the key; only the RFC 7515
+    §7.1 concatenation is done here, around a protected header built once per key, second and
+    form: joserfc's per-call header registry checks cost as much as an Ed25519 signature
+    (bench/bench_signing.py), and this header is ours, not a caller's. Untrusted tokens are
+    still parsed and checked by joserfc (``verify``); tests verify these tokens with joserfc
+    and jwcrypto."""
     if not key.can_sign:
         raise KeyNotUsable(f"key {key.kid} is {key.state.value}: only the active key signs")
-    header: dict[str, object] = {"alg": key.algorithm.value, "kid": key.kid, SIGNING_TIME_HEADER: _rfc3339(signed_at)}
-    if key.certificate is not None:
-        thumb = key.certificate.fingerprint(hashes.SHA256())
-        header["x5t#S256"] = base64.urlsafe_b64encode(thumb).rstrip(b"=").decode("ascii")
+    protected = _protected_segment(key, _rfc3339(signed_at), detached)
+    signing_input = protected + b"." + (payload if detached else _b64url(payload))
+    signature = _b64url(_ALGORITHMS[key.algorithm].sign(signing_input, key.jose_key))
+    token = (protected + b".." + signature) if detached else (signing_input + b"." + signature)
+    return JwsSignature(token.decode("ascii"), key.kid, key.algorithm, signed_at, detached)
+
+
+# joserfc's algorithm objects, looked up once and checked against the sign registries' rules.
+_ALGORITHMS = {alg: _SIGN_REGISTRIES[alg].get_alg(alg.value) for alg in Algorithm}
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=64)
+def _protected_header(kid: str, alg: str, thumbprint: str | None, signing_time: str, detached: bool) -> bytes:
+    header: dict[str, object] = {"alg": alg, "kid": kid, SIGNING_TIME_HEADER: signing_time}
+    if thumbprint is not None:
+        header["x5t#S256"] = thumbprint
     if detached:
         header["b64"] = False
         header["crit"] = ["b64"]
-    token = jws.serialize_compact(header, payload, key.jose_key, registry=_SIGN_REGISTRIES[key.algorithm])
-    if detached:
-        # joserfc leaves a URL-safe unencoded payload in place; a detached token never carries it.
-        token = token[: token.index(".")] + ".." + token[token.rindex(".") + 1 :]
-    return JwsSignature(token, key.kid, key.algorithm, signed_at, detached)
+    _SIGN_REGISTRIES[Algorithm(alg)].check_header(header)  # type: ignore[arg-type]
+    return _b64url(json.dumps(header, separators=(",", ":")).encode())
+
+
+def _protected_segment(key: SigningKey, signing_time: str, detached: bool) -> bytes:
+    return _protected_header(key.kid, key.algorithm.value, _thumbprint(key.certificate), signing_time, detached)
+
+
+@functools.lru_cache(maxsize=64)
+def _thumbprint(certificate: x509.Certificate | None) -> str | None:
+    if certificate is None:
+        return None
+    return _b64url(certificate.fingerprint(hashes.SHA256())).decode("ascii")
 
 
 @dataclass

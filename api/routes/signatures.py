@@ -1,7 +1,9 @@
 """Signatures for data messages: sign (one or a batch) and verify (DESIGN.md "HTTP interface").
 
-Thin: parse the body, call ``integrity.signatures``, render. Routes are plain ``def`` so they
-run in the worker pool (signing is CPU work and the CMS/trust code drives its own event loop).
+Thin: parse the body, call ``integrity.signatures``, render. Signing is ``async``: the service
+makes cheap signatures on the event loop, sends heavy ones to a worker thread and awaits its
+audit entry, so a busy signer pays no thread hop per request. Verification stays a plain
+``def`` (the CMS/trust code drives its own event loop, so it must run in the worker pool).
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Principal, get_state, require_scope
+from api.deps import Principal, require_scope
 from integrity.app_state import AppState
 from integrity.signatures import (
     MAX_BATCH_ITEMS,
@@ -26,8 +28,10 @@ from signing.results import SubIndication
 router = APIRouter(tags=["signatures"])
 
 
-async def get_signatures(state: AppState = Depends(get_state)) -> SignatureService:
-    # ``async`` on purpose: a sync dependency would cost a worker-thread hop on every request.
+async def get_signatures(request: Request) -> SignatureService:
+    # ``async`` and without sub-dependencies on purpose: a sync dependency would cost a
+    # worker-thread hop, and each dependency node FastAPI's bookkeeping, on every request.
+    state: AppState = request.app.state.bhxh
     return state.signatures
 
 
@@ -96,22 +100,22 @@ def _request(body: SignIn, field: str) -> SignRequest:
 
 
 @router.post("/v1/signatures", response_model=SignOut)
-def sign(
+async def sign(
     body: SignIn,
     service: SignatureService = Depends(get_signatures),
     caller: Principal = Depends(require_scope("sign")),
 ) -> dict[str, Any]:
-    return service.sign(_request(body, "payload_b64"), actor=caller.actor).to_dict()
+    return (await service.sign_async(_request(body, "payload_b64"), actor=caller.actor)).to_dict()
 
 
 @router.post("/v1/signatures/batch", response_model=BatchOut)
-def sign_batch(
+async def sign_batch(
     body: BatchIn,
     service: SignatureService = Depends(get_signatures),
     caller: Principal = Depends(require_scope("sign")),
 ) -> dict[str, Any]:
     requests = [_request(item, f"items.{i}.payload_b64") for i, item in enumerate(body.items)]
-    return {"items": [s.to_dict() for s in service.sign_batch(requests, actor=caller.actor)]}
+    return {"items": [s.to_dict() for s in await service.sign_batch_async(requests, actor=caller.actor)]}
 
 
 @router.post("/v1/signatures/verify", response_model=VerifyOut)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from sqlalchemy import select
 
+from audit.tables import audit_entries
+from auth import InvalidApiKey
 from auth.tables import api_clients
 from tests.conftest import Service
 
@@ -97,3 +102,35 @@ def test_request_metrics_use_route_templates(service: Service) -> None:
     service.client.get("/healthz")
     text = service.client.get("/metrics").text
     assert 'bhxh_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+
+
+def test_another_instance_refuses_a_revoked_key_once_its_cache_expires(service: Service) -> None:
+    # Instances share the database, not memory: a second ClientService stands for another
+    # instance that authenticated the key a moment before this instance revoked it.
+    from integrity.clients import ClientService
+
+    state = service.state
+    other = ClientService(state.engine, state.clock, state.audit, cache_seconds=0.3)
+    issued = state.clients.create("portal", ["sign"])
+    assert other.authenticate(issued.api_key).client_id == issued.client.client_id
+    state.clients.revoke(issued.client.client_id)
+    # Within its cache window the other instance still knows the key (documented bound) ...
+    assert other.cached(issued.api_key) is not None
+    time.sleep(0.35)
+    # ... and after it, the key is refused there too.
+    assert other.cached(issued.api_key) is None
+    with pytest.raises(InvalidApiKey):
+        other.authenticate(issued.api_key)
+
+
+def test_a_refused_key_is_never_cached(service: Service) -> None:
+    key = service.api_key("admin")
+    tampered = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for _ in range(2):
+        assert service.client.get(ADMIN_ONLY, headers={"Authorization": f"Bearer {tampered}"}).status_code == 401
+    assert service.state.clients.cached(tampered) is None
+    with service.state.engine.connect() as conn:
+        refusals = conn.execute(
+            select(audit_entries.c.seq).where(audit_entries.c.action == "auth.apikey.refused")
+        ).all()
+    assert len(refusals) == 2  # each refusal reached the database and the log

@@ -158,3 +158,22 @@ def test_personal_data_commitment_is_salted_sha256_of_jcs() -> None:
 def test_bad_personal_data_is_refused(personal: object) -> None:
     with pytest.raises(InvalidEntry):
         seal(personal)  # type: ignore[arg-type]
+
+
+def _nested(levels: int) -> dict:
+    """An object whose deepest value sits ``levels`` levels down (the scalar counts)."""
+    value: object = "leaf"
+    for _ in range(levels - 1):
+        value = {"k": value}
+    assert isinstance(value, dict)
+    return value
+
+
+@pytest.mark.parametrize("extra", [{}, {"f": 1.5}], ids=["plain", "with-float"])
+def test_nesting_limit_is_exact_on_the_fast_and_the_reference_path(extra: dict) -> None:
+    from audit.entry import MAX_NESTING, canonical_or_refuse
+
+    deepest_allowed = {**_nested(MAX_NESTING), **extra}
+    assert canonical_or_refuse(deepest_allowed, "data") == rfc8785.dumps(deepest_allowed)
+    with pytest.raises(InvalidEntry, match="nested deeper"):
+        canonical_or_refuse({**_nested(MAX_NESTING + 1), **extra}, "data")

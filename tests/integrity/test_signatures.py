@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
+from audit import store as audit_store
 from auth.errors import SessionInvalid, StepUpRequired
 from integrity.audit_service import AuditService
 from integrity.clock import FrozenClock
@@ -179,23 +182,31 @@ def test_batch_logs_one_entry_per_item_in_one_go(world: World) -> None:
     assert [created[s].subject for s in seqs] == [payload_digest(f"item {i}".encode()) for i in range(5)]
 
 
-def test_batch_uses_the_audit_multi_append_when_offered(world: World) -> None:
+def test_concurrent_batches_each_get_contiguous_entries(world: World) -> None:
+    # Batches share group commits with each other and with single signatures; each batch's
+    # entries must still be one unbroken run, in the batch's order.
     kid = _ed25519(world)
-    calls: list[int] = []
+    results: dict[int, list[Any]] = {}
 
-    class _Recorder:
-        def record(self, *args: Any, **kwargs: Any) -> int:
-            return world.audit.record(*args, **kwargs)
+    def batch(n: int) -> None:
+        items = [SignRequest("jws", f"batch {n} item {i}".encode(), key_id=kid) for i in range(5)]
+        results[n] = world.service.sign_batch(items, actor="client:portal")
 
-        def record_many(self, events: list[tuple[Any, ...]], *, conn: Any) -> list[int]:
-            calls.append(len(events))
-            return [world.audit.record(*e, conn=conn) for e in events]
+    def single(n: int) -> None:
+        results[100 + n] = [world.service.sign(SignRequest("jws", f"single {n}".encode(), key_id=kid), actor="client:portal")]
 
-    world.service.audit = _Recorder()
-    signed = world.service.sign_batch([SignRequest("jws", bytes([i]), key_id=kid) for i in range(3)], actor="client:portal")
-    assert calls == [3]
+    threads = [threading.Thread(target=batch, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=single, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     entries = {e.seq: e for e in world.entries("signature.created")}
-    assert [entries[s.audit_seq].subject for s in signed] == [payload_digest(bytes([i])) for i in range(3)]
+    for n in range(4):
+        seqs = [s.audit_seq for s in results[n]]
+        assert seqs == list(range(seqs[0], seqs[0] + 5))
+        assert [entries[q].subject for q in seqs] == [payload_digest(f"batch {n} item {i}".encode()) for i in range(5)]
+    assert len({s.audit_seq for r in results.values() for s in r}) == 4 * 5 + 8
 
 
 def test_batch_with_one_bad_item_signs_and_logs_nothing(world: World) -> None:
@@ -214,14 +225,14 @@ def test_batch_with_one_bad_item_signs_and_logs_nothing(world: World) -> None:
 def test_batch_is_rolled_back_when_logging_fails(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     kid = _ed25519(world)
     before = world.audit.size()
-    real = world.audit.record_many
+    real = audit_store.append
 
-    def failing(*args: Any, **kwargs: Any) -> list[int]:
-        real(*args, **kwargs)  # the entries are written in the batch's transaction, then it fails
-        raise RuntimeError("disk full")
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # the entries are written in the commit's transaction, then it fails
+        raise OperationalError("INSERT", {}, Exception("disk full"))
 
-    monkeypatch.setattr(world.audit, "record_many", failing)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(audit_store, "append", failing)
+    with pytest.raises(OperationalError):
         world.service.sign_batch([SignRequest("jws", bytes([i]), key_id=kid) for i in range(4)], actor="client:portal")
     monkeypatch.undo()
     assert world.audit.size() == before
