@@ -302,7 +302,6 @@ def _forward_target(scope: Scope, peer: str) -> str:
     return rest + (f"?{query.decode('latin-1')}" if query else "")
 
 
-@router.api_route(GATEWAY_PREFIX + "/{peer}/{path:path}", methods=METHODS, include_in_schema=True)
 async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(get_gateway)) -> Response:
     """Any method: the signed message is passed to ``peer`` only if it verifies (see above)."""
     body = await request.body()
@@ -320,6 +319,14 @@ async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(
             raise
         return signed
     return _as_response(answer)
+
+
+# One route per method: FastAPI names an operation after its route, and one route for every
+# method would give every method the same OpenAPI operationId (an invalid document).
+for _method in METHODS:
+    router.add_api_route(
+        GATEWAY_PREFIX + "/{peer}/{path:path}", gateway, methods=[_method], name=f"gateway_{_method.lower()}"
+    )
 
 
 def create_gateway_app(state: AppState) -> Any:

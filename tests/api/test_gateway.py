@@ -267,3 +267,12 @@ def test_standalone_gateway_app_serves_only_the_gateway(ex: Exchange) -> None:
     _problem(client.post(f"{GW}/one-stop/v1/dossiers", json=DOSSIER), 401, "exchange-unauthenticated")
     client.auth = ExchangeAuth(PORTAL_KEY, server_key=GATEWAY_PEER_KEY)
     assert client.post(f"{GW}/one-stop/v1/dossiers", json=DOSSIER).status_code == 201
+
+
+def test_every_gateway_method_has_its_own_openapi_operation(service: Any) -> None:
+    # A duplicated operationId makes the published document invalid for client generators.
+    operations = [op for path in service.app.openapi()["paths"].values() for op in path.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids))
+    gateway = service.app.openapi()["paths"]["/gateway/{peer}/{path}"]
+    assert {m.upper() for m in gateway} == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
