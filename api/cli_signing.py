@@ -32,6 +32,12 @@ keys_app = typer.Typer(help="Signing keys: list, generate, import, rotate, retir
 DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="jws, cms or xml")]
+# A kid is an RFC 7638 thumbprint in base64url, so one in 64 begins with "-". Click would read it
+# as an option ("No such option: -9"); commands that take a kid as their argument therefore pass
+# unknown options through as arguments. They define no short options, so no letter of a kid can
+# be taken for one; a mistyped long option still fails as an unexpected extra argument.
+KidArgument = Annotated[str, typer.Argument(help="the key's kid, as `keys list` prints it")]
+KID_COMMAND = {"ignore_unknown_options": True}
 CLI_ACTOR = "system"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
@@ -300,8 +306,8 @@ def keys_import(
     _report(record, "imported", as_json)
 
 
-@keys_app.command("retire")
-def keys_retire(kid: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
+@keys_app.command("retire", context_settings=KID_COMMAND)
+def keys_retire(kid: KidArgument, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Stop signing with KID; its signatures keep verifying."""
     state = open_state(demo)
     try:
@@ -313,9 +319,9 @@ def keys_retire(kid: str, demo: DemoOption = False, as_json: JsonOption = False)
     _report(record, "retired", as_json)
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", context_settings=KID_COMMAND)
 def keys_revoke(
-    kid: str,
+    kid: KidArgument,
     at: Annotated[Optional[str], typer.Option("--at", help="RFC 3339 revocation time (e.g. the suspected compromise); default now")] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,

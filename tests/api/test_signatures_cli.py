@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import typer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwcrypto import jwk
 from typer.testing import CliRunner
 
 from api import cli_signing
@@ -114,6 +115,37 @@ def test_keys_import_reads_the_passphrase_from_a_file_or_the_environment(
     monkeypatch.setenv("KEY_PW", "s3cret")
     again = _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-env", "KEY_PW")
     assert again.exit_code == 2 and "already" in again.output
+
+
+def _key_whose_kid_starts_with(prefix: str) -> ed25519.Ed25519PrivateKey:
+    # The kid is the RFC 7638 thumbprint; jwcrypto computes it independently of the service.
+    while True:
+        private = ed25519.Ed25519PrivateKey.generate()
+        if jwk.JWK.from_pyca(private.public_key()).thumbprint().startswith(prefix):
+            return private
+
+
+@pytest.mark.parametrize("prefix", ["-", "--"])
+def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(cli_env: None, tmp_path: Path, prefix: str) -> None:
+    private = _key_whose_kid_starts_with(prefix)
+    (tmp_path / "key.pem").write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret")
+        )
+    )
+    (tmp_path / "pw").write_text("s3cret\n")
+    imported = _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "pw"), "--rotate", "--json")
+    assert imported.exit_code == 0, imported.output
+    kid = json.loads(imported.stdout)["kid"]
+    assert kid.startswith(prefix)
+    retired = _invoke("keys", "retire", kid, "--json")
+    assert retired.exit_code == 0, retired.output
+    assert json.loads(retired.stdout)["kid"] == kid and json.loads(retired.stdout)["state"] == "retired"
+    revoked = _invoke("keys", "revoke", kid, "--at", "2026-01-01T00:00:00Z", "--json")
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.stdout)["state"] == "revoked"
+    mistyped = _invoke("keys", "retire", kid, "--jsno")
+    assert mistyped.exit_code == 2 and "--jsno" in mistyped.output
 
 
 def test_there_is_no_passphrase_option_on_the_command_line() -> None:
