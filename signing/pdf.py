@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import threading
+import weakref
 import zlib
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -78,15 +79,30 @@ for _noisy in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis"):
 
 _T = TypeVar("_T")
 _LOOPS = threading.local()
+# Every loop made by ``_run``, and, across a fork, strong references to them. A forked child
+# (signing.pdf_sandbox) shares each inherited loop's epoll instance with the parent: were the
+# child to close one (a garbage collection finalising an unreferenced loop does), it would
+# unregister the parent's wake-up pipe from that epoll, and the parent's loop would never wake
+# again for work finished on another thread (a TSA request then hangs for ever). So the child
+# keeps them all referenced until it leaves with os._exit, and starts its own loop.
+_ALL_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_PINNED: list[asyncio.AbstractEventLoop] = []
+
+
+def _pin_loops() -> None:
+    _PINNED[:] = list(_ALL_LOOPS)
+
+
+def _unpin_loops() -> None:
+    _PINNED.clear()
 
 
 def _forget_loop() -> None:
-    # A forked child (signing.pdf_sandbox) starts its own loop: the inherited one's selector
-    # and self-pipe are shared with the parent's. Runs in the forking thread of the child.
+    # Runs in the forking thread of the child; the inherited loop stays pinned, never closed.
     _LOOPS.__dict__.clear()
 
 
-os.register_at_fork(after_in_child=_forget_loop)
+os.register_at_fork(before=_pin_loops, after_in_parent=_unpin_loops, after_in_child=_forget_loop)
 
 
 def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -100,6 +116,7 @@ def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _LOOPS.loop = loop
+        _ALL_LOOPS.add(loop)
     return loop.run_until_complete(coroutine)
 
 

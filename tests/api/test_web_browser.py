@@ -92,16 +92,32 @@ def _fill(driver: Any, **fields: str) -> None:
         box.send_keys(value)
 
 
+def _replaced(element: Any) -> bool:
+    """True once ``element``'s document has gone. Mid-navigation Chromium sometimes reports that
+    as an inspector error ("Node with given id does not belong to the document") instead of a
+    stale element reference; both say the same thing."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
+
 def _click(driver: Any, element_id: str, lands_on: str) -> None:
     """Click, then wait until the next page has replaced this one and its URL is ``lands_on``."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, element_id).click()
     wait = WebDriverWait(driver, 15)
-    wait.until(ec.staleness_of(old))
+    wait.until(lambda _d: _replaced(old))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
     path = driver.current_url.split("?", 1)[0]
     assert path.endswith(lands_on), f"expected {lands_on}, got {driver.current_url}"

@@ -6,10 +6,13 @@ the helpers at the top are reused by the receipt tests in tests/integrity and te
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
+import os
 import random
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -30,6 +33,7 @@ from pyhanko.sign.timestamps import DummyTimeStamper
 
 from signing.errors import MalformedPdf, PdfSigningError
 from signing.pdf import ModificationLevel, PdfSigner, validate_pdf
+from signing.pdf_sandbox import validate_pdf_sandboxed
 from signing.receipt_pdf import ReceiptRenderer, ReceiptSlip, SlipDocument
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -510,3 +514,31 @@ def test_signed_attributes_are_the_pades_baseline_set_and_name_the_signer(signed
     ess = attrs["signing_certificate_v2"]["certs"][0]
     assert ess["cert_hash"].native == hashlib.sha256(cert_der).digest()
     assert signer_info["sid"].chosen["serial_number"].native == throwaway_pki()["signer"][1].serial_number
+
+
+# A forked child collects garbage whenever it likes; this makes it collect at once, so a test
+# sees what an unlucky collection does. (At-fork hooks cannot be removed: it checks a flag.)
+_COLLECT_IN_CHILD = {"on": False}
+os.register_at_fork(after_in_child=lambda: gc.collect() if _COLLECT_IN_CHILD["on"] else None)
+
+
+@pytest.mark.timeout(60)
+def test_a_sandboxed_validation_never_breaks_this_threads_event_loop(signed: bytes, tsa_url: str) -> None:
+    # Signing ran pyHanko on this thread's event loop; the sandbox forks a child that inherits
+    # that loop. Were the child to close it, the epoll instance that both share would lose the
+    # loop's wake-up pipe, and the next signature awaiting the TSA request (finished on a worker
+    # thread) would wait for ever.
+    signer = signer_for("signer", tsa_url=tsa_url)
+    signer.sign(unsigned_pdf(), signing_time=NOW)
+    ca_cert = throwaway_pki()["ca"][1]
+    _COLLECT_IN_CHILD["on"] = True
+    try:
+        verdict = validate_pdf_sandboxed(
+            signed, trust_roots=[ca_cert], expected_signers=[throwaway_pki()["signer"][1]], at=NOW
+        )
+    finally:
+        _COLLECT_IN_CHILD["on"] = False
+    assert verdict.intact
+    started = time.monotonic()
+    assert signer.sign(unsigned_pdf(), signing_time=NOW)
+    assert time.monotonic() - started < 30
