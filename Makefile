@@ -4,11 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-# Debian packages the test-suite drives as independent checkers and renderers.
-TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver
+# Debian packages the test-suite drives as independent checkers and renderers, and the
+# software PKCS#11 token (SoftHSM2) that stands in for an HSM.
+TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver softhsm2
 RUN_DEBS  := fonts-dejavu-core
-# The load generator of bench/ (python threads are the fallback, and saturate first).
-BENCH_DEBS := wrk
+# The load generator of bench/ (python threads are the fallback, and saturate first) and the
+# software PKCS#11 token of bench_token.py.
+BENCH_DEBS := wrk softhsm2
 
 .PHONY: run test bench soak install install-test system-deps system-deps-run postgres clean
 

@@ -1,4 +1,4 @@
-"""``bhxh-integrity sign|verify`` and ``bhxh-integrity keys list|generate|import|rotate|retire|revoke``.
+"""``bhxh-integrity sign|verify`` and ``bhxh-integrity keys list|generate|import|import-token|rotate|retire|revoke``.
 
 ``app`` holds ``sign`` and ``verify`` (mounted at the top level); ``keys_app`` holds the key
 commands (merged into the ``keys`` group beside ``dev-pki``). Exit codes: 0 done / signature
@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -25,9 +26,12 @@ from signing.errors import SigningError
 if TYPE_CHECKING:
     from integrity.app_state import AppState
     from integrity.signatures import SignatureService
+    from signing.keystore import KeyRecord
 
 app = typer.Typer(help="Sign and verify data messages (JWS, CMS/CAdES, XMLDSig/XAdES).", no_args_is_help=True)
-keys_app = typer.Typer(help="Signing keys: list, generate, import, rotate, retire, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys: list, generate, import, import-token, rotate, retire, revoke.", no_args_is_help=True
+)
 
 DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -38,6 +42,9 @@ FormatOption = Annotated[str, typer.Option("--format", "-f", help="jws, cms or x
 # be taken for one; a mistyped long option still fails as an unexpected extra argument.
 KidArgument = Annotated[str, typer.Argument(help="the key's kid, as `keys list` prints it")]
 KID_COMMAND = {"ignore_unknown_options": True}
+OnTokenOption = Annotated[
+    bool, typer.Option("--on-token", help="make the key on the PKCS#11 token of BHXH_PKCS11_* (never extractable)")
+]
 CLI_ACTOR = "system"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
@@ -190,6 +197,8 @@ def _key_row(record: object) -> dict[str, object]:
         "created_at": record.created_at.isoformat(),
         "retired_at": record.retired_at.isoformat() if record.retired_at else None,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "storage": "pkcs11" if record.token_object_id else "encrypted",
+        "pkcs11_object_id": record.token_object_id,
         "certificate": None if cert is None else {
             "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(),
@@ -207,6 +216,18 @@ def _report(record: object, what: str, as_json: bool) -> None:
         console.print(f"{what} {row['kid']} ({row['algorithm']}, {row['state']})")
 
 
+def _change_keys(demo: bool, as_json: bool, what: str, change: Callable[[SignatureService], KeyRecord]) -> None:
+    """Open the state, make one keystore change, report it; a refusal is one line and exit 2."""
+    state = open_state(demo)
+    try:
+        record = change(_service(state))
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, what, as_json)
+
+
 @keys_app.command("list")
 def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """List the keystore's keys (never private material)."""
@@ -222,11 +243,11 @@ def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("kid", "alg", "state", "owner", "certificate", "created")
+    table = Table("kid", "alg", "state", "owner", "storage", "certificate", "created")
     for r in rows:
         cert = r["certificate"]
         table.add_row(
-            str(r["kid"]), str(r["algorithm"]), str(r["state"]), str(r["owner"] or "service"),
+            str(r["kid"]), str(r["algorithm"]), str(r["state"]), str(r["owner"] or "service"), str(r["storage"]),
             cert["subject"] if isinstance(cert, dict) else "-", str(r["created_at"]),
         )
     console.print(table)
@@ -236,39 +257,33 @@ def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 def keys_generate(
     alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
+    on_token: OnTokenOption = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a new active key (refused if one of that algorithm is active: use rotate)."""
     algorithm = _algorithm(alg)
-    state = open_state(demo)
-    try:
-        record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits)
-    except SigningError as exc:
-        fail(str(exc))
-    finally:
-        state.close()
-    _report(record, "generated", as_json)
+    _change_keys(
+        demo, as_json, "generated",
+        lambda service: service.generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits, on_token=on_token),
+    )
 
 
 @keys_app.command("rotate")
 def keys_rotate(
     alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
+    on_token: OnTokenOption = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a new active key and retire the current one (its signatures keep verifying).
-    To rotate to a key certified by a CA, use ``keys import --rotate``."""
+    To rotate to a key certified by a CA, use ``keys import --rotate`` (or ``import-token``)."""
     algorithm = _algorithm(alg)
-    state = open_state(demo)
-    try:
-        record = _service(state).generate_key(algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits)
-    except SigningError as exc:
-        fail(str(exc))
-    finally:
-        state.close()
-    _report(record, "rotated to", as_json)
+    _change_keys(
+        demo, as_json, "rotated to",
+        lambda service: service.generate_key(algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token),
+    )
 
 
 @keys_app.command("import")
@@ -296,27 +311,35 @@ def keys_import(
             chain = parse_certificates(_read(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
-    state = open_state(demo)
+    _change_keys(
+        demo, as_json, "imported", lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate)
+    )
+
+
+@keys_app.command("import-token")
+def keys_import_token(
+    label: Annotated[str, typer.Argument(help="CKA_LABEL of the key pair on the PKCS#11 token")],
+    cert: Annotated[Optional[Path], typer.Option("--cert", help="PEM certificate chain of that key, leaf first")] = None,
+    rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a key pair already on the PKCS#11 token (made by the HSM's tools) to the keystore."""
+    from signing.keystore import parse_certificates
+
     try:
-        record = _service(state).import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate)
+        chain = parse_certificates(_read(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
-    finally:
-        state.close()
-    _report(record, "imported", as_json)
+    _change_keys(
+        demo, as_json, "imported", lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate)
+    )
 
 
 @keys_app.command("retire", context_settings=KID_COMMAND)
 def keys_retire(kid: KidArgument, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Stop signing with KID; its signatures keep verifying."""
-    state = open_state(demo)
-    try:
-        record = _service(state).retire_key(kid, actor=CLI_ACTOR)
-    except SigningError as exc:
-        fail(str(exc))
-    finally:
-        state.close()
-    _report(record, "retired", as_json)
+    _change_keys(demo, as_json, "retired", lambda service: service.retire_key(kid, actor=CLI_ACTOR))
 
 
 @keys_app.command("revoke", context_settings=KID_COMMAND)
@@ -335,11 +358,4 @@ def keys_revoke(
             fail(f"--at {at!r} is not an RFC 3339 time")
         if when.tzinfo is None:
             fail("--at must carry a time zone (e.g. Z or +07:00)")
-    state = open_state(demo)
-    try:
-        record = _service(state).revoke_key(kid, actor=CLI_ACTOR, at=when)
-    except SigningError as exc:
-        fail(str(exc))
-    finally:
-        state.close()
-    _report(record, "revoked", as_json)
+    _change_keys(demo, as_json, "revoked", lambda service: service.revoke_key(kid, actor=CLI_ACTOR, at=when))

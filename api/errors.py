@@ -81,6 +81,9 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     se.ActiveKeyExists: Problem(409, "active-key-exists", "An active key of that algorithm exists"),
     se.DuplicateKey: Problem(409, "duplicate-key", "The key is already in the keystore"),
     se.InvalidKeyState: Problem(409, "invalid-key-state", "The key's state does not allow this"),
+    # The detail names the token and the failed step, never the PIN; an unavailable HSM is the
+    # service's fault, not the caller's.
+    se.TokenError: Problem(503, "key-token-unavailable", "The key token cannot be used now", expose_detail=False),
     se.KeystoreError: Problem(422, "key-refused", "The key material was refused"),
     se.UnknownFormat: Problem(422, "unknown-signature-format", "Unknown signature format"),
     se.InvalidEncoding: Problem(400, "invalid-base64", "A field is not valid base64"),

@@ -16,7 +16,7 @@ from integrity.receipts import ReceiptService, build_receipt_service
 from integrity.signatures import SignatureService, build_signature_service
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
-from integrity.keys import ServiceKeys, load_service_keys
+from integrity.keys import ServiceKeys, load_service_keys, open_key_token
 from integrity.logs import get_logger
 from integrity.migrate import pending
 from integrity.settings import Settings
@@ -53,6 +53,8 @@ class AppState:
         except (SQLAlchemyError, OSError) as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["keys"] = "ok" if self.keys.one_stop_signing and self.keys.audit_key else "not loaded"
+        if self.signatures.token is not None:
+            checks["key_token"] = self.signatures.token.check()
         return Readiness(all(v == "ok" for v in checks.values()), checks)
 
     def init_steps(self) -> list[Callable[[], str | None]]:
@@ -67,6 +69,8 @@ class AppState:
         if gateway is not None:
             gateway.close()
         self.audit.close()
+        if self.signatures.token is not None:
+            self.signatures.token.close()
         self.engine.dispose()
 
 
@@ -107,6 +111,7 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
             anchor_files=settings.trust_anchor_files,
             crl_files=settings.crl_files,
             fetch_revocation=settings.revocation_fetch,
+            token=open_key_token(settings),
         ),
         receipts=build_receipt_service(settings, eng, clock, audit, keys),
         exchange=build_exchange_service(

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from integrity.devpki import DEMO_MARKER, AUDIT_KEY_NAME, CA_NAME
 from integrity.errors import ConfigurationError, DemoKeysRefused
 from integrity.settings import Settings
+from signing.errors import TokenError
+from signing.pkcs11 import KeyToken
 
 SECRETS_KEY_BYTES = 32
 
@@ -126,3 +128,22 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
         exchange=exchange,
         demo=demo_dir,
     )
+
+
+def open_key_token(settings: Settings) -> KeyToken | None:
+    """The PKCS#11 token holding signing keys, logged in once; None when none is configured.
+    A missing module, token or a wrong PIN stops start-up like a bad key file."""
+    if settings.pkcs11_module is None:
+        if settings.pkcs11_token_label or settings.pkcs11_pin or settings.pkcs11_pin_file:
+            raise ConfigurationError("BHXH_PKCS11_TOKEN_LABEL and _PIN are set but BHXH_PKCS11_MODULE is not")
+        return None
+    if not settings.pkcs11_token_label:
+        raise ConfigurationError("BHXH_PKCS11_MODULE is set: BHXH_PKCS11_TOKEN_LABEL must name the token")
+    try:
+        pin = settings.token_pin()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the PKCS#11 PIN file {settings.pkcs11_pin_file}: {exc.strerror}") from exc
+    try:
+        return KeyToken.open(settings.pkcs11_module, settings.pkcs11_token_label, pin or b"")
+    except TokenError as exc:
+        raise ConfigurationError(str(exc)) from exc

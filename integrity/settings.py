@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     keys_dir: Path = Field(Path("var/keys"), description="directory holding the service's keys and certificates")
     keys_passphrase: str | None = Field(None, description="passphrase of the encrypted PKCS#8 private keys (prefer the _FILE variant)")
     keys_passphrase_file: Path | None = Field(None, description="file holding that passphrase")
+    pkcs11_module: Path | None = Field(None, description="PKCS#11 module (.so) of the HSM that holds signing keys; unset: none")
+    pkcs11_token_label: str | None = Field(None, description="label of the token on that module")
+    pkcs11_pin: str | None = Field(None, description="user PIN of that token (prefer the _FILE variant)")
+    pkcs11_pin_file: Path | None = Field(None, description="file holding that PIN")
     demo: bool = Field(False, description="allow the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
     host: str = Field("127.0.0.1", description="address serve binds to")
     port: int = Field(8000, ge=1, le=65535, description="port serve binds to")
@@ -52,10 +56,16 @@ class Settings(BaseSettings):
             raise ValueError("BHXH_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return level
 
+    def token_pin(self) -> bytes | None:
+        """The PKCS#11 user PIN, from the file if given (never from the command line)."""
+        return _secret(self.pkcs11_pin_file, self.pkcs11_pin)
+
     def passphrase(self) -> bytes | None:
         """The private-key passphrase, from the file if given (never from the command line)."""
-        if self.keys_passphrase_file is not None:
-            return self.keys_passphrase_file.read_bytes().strip()
-        if self.keys_passphrase is not None:
-            return self.keys_passphrase.encode()
-        return None
+        return _secret(self.keys_passphrase_file, self.keys_passphrase)
+
+
+def _secret(file: Path | None, value: str | None) -> bytes | None:
+    if file is not None:
+        return file.read_bytes().strip()
+    return value.encode() if value is not None else None

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, inspect
 
 from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
+from integrity.logs import get_logger
 from signing import cms, jws, xml
 from signing.algorithms import Algorithm
 from signing.errors import (
@@ -38,6 +39,7 @@ from signing.errors import (
     InvalidEncoding,
     InvalidRequest,
     PayloadTooLarge,
+    TokenError,
     UnknownFormat,
 )
 from signing.keystore import (
@@ -52,6 +54,7 @@ from signing.keystore import (
     retire_key,
     revoke_key,
 )
+from signing.pkcs11 import KeyToken, token_object_id
 from signing.results import VerificationResult
 from signing.tables import signing_keys
 from signing.trust import TrustPolicy
@@ -150,6 +153,7 @@ class SignatureService:
         trust: TrustPolicy,
         *,
         passphrase: bytes | None,
+        token: KeyToken | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         max_batch_items: int = MAX_BATCH_ITEMS,
         refresh_seconds: float = KEY_REFRESH_SECONDS,
@@ -162,6 +166,7 @@ class SignatureService:
         self.max_payload_bytes = max_payload_bytes
         self.max_batch_items = max_batch_items
         self._passphrase = passphrase
+        self.token = token
         self._refresh_seconds = refresh_seconds
         self._refreshed = time.monotonic()
         self._bootstrap: tuple[tuple[PrivateKeyTypes, Sequence[x509.Certificate]], ...] = ()
@@ -177,6 +182,7 @@ class SignatureService:
         *,
         passphrase: bytes | None,
         trust: TrustPolicy,
+        token: KeyToken | None = None,
         bootstrap: Iterable[tuple[PrivateKeyTypes, Sequence[x509.Certificate]]] = (),
         **limits: Any,
     ) -> SignatureService:
@@ -187,7 +193,10 @@ class SignatureService:
         Keys are loaded here, so a wrong passphrase stops start-up; only when the schema is not
         migrated yet (``init`` builds the state before migrating) is loading put off to first use.
         """
-        service = cls(engine, clock, audit, Keystore(passphrase=passphrase), trust, passphrase=passphrase, **limits)
+        service = cls(
+            engine, clock, audit, Keystore(passphrase=passphrase, token=token), trust,
+            passphrase=passphrase, token=token, **limits,
+        )
         service._bootstrap = tuple(bootstrap)
         service._loaded = False
         if inspect(engine).has_table(signing_keys.name):
@@ -334,6 +343,7 @@ class SignatureService:
             request.format == "jws"
             and prepared.key.algorithm in INLINE_ALGORITHMS
             and len(request.payload) <= INLINE_MAX_BYTES
+            and token_object_id(prepared.key.private_key) is None  # a token round trip may block
         )
 
     async def _refresh_if_due_async(self) -> None:
@@ -407,16 +417,60 @@ class SignatureService:
         return record
 
     def generate_key(
-        self, algorithm: Algorithm, *, actor: str, rotate: bool = False, owner: str = SERVICE_OWNER, rsa_bits: int = 3072
+        self,
+        algorithm: Algorithm,
+        *,
+        actor: str,
+        rotate: bool = False,
+        owner: str = SERVICE_OWNER,
+        rsa_bits: int = 3072,
+        on_token: bool = False,
     ) -> KeyRecord:
+        """A new key, made on the PKCS#11 token when ``on_token`` (the production way)."""
+        token = self._token() if on_token else None
         return self._change(
             "key.rotated" if rotate else "key.generated",
             actor,
             lambda conn: generate_key(
                 conn, algorithm, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate,
-                rsa_bits=rsa_bits,
+                rsa_bits=rsa_bits, token=token,
             ),
         )
+
+    def import_token_key(
+        self,
+        label: str,
+        chain: Sequence[x509.Certificate],
+        *,
+        actor: str,
+        rotate: bool = False,
+        owner: str = SERVICE_OWNER,
+    ) -> KeyRecord:
+        """Bring into the keystore a key pair already on the token (made there by the HSM's own
+        tools, its certificate issued by a CA), found by its label."""
+        key = self._token().key_by_label(label)
+        return self._change(
+            "key.imported",
+            actor,
+            lambda conn: add_key(
+                conn, key, chain, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate
+            ),
+        )
+
+    def _token(self) -> KeyToken:
+        if self.token is None:
+            raise TokenError("no PKCS#11 token is configured: set BHXH_PKCS11_MODULE, _TOKEN_LABEL and _PIN_FILE")
+        return self.token
+
+    def _erase_from_token(self, record: KeyRecord) -> None:
+        # The token-side counterpart of erasing the encrypted key: a retired or revoked key must
+        # never sign again. The database already says so; a failure here is logged, not raised.
+        if record.token_object_id is None or self.token is None:
+            return
+        try:
+            self.token.destroy(record.token_object_id)
+        except TokenError as exc:
+            get_logger().error("token_key_not_erased", kid=record.kid, error=str(exc))
 
     def import_key(
         self,
@@ -436,10 +490,14 @@ class SignatureService:
         )
 
     def retire_key(self, kid: str, *, actor: str) -> KeyRecord:
-        return self._change("key.retired", actor, lambda conn: retire_key(conn, kid, clock=self.clock))
+        record = self._change("key.retired", actor, lambda conn: retire_key(conn, kid, clock=self.clock))
+        self._erase_from_token(record)
+        return record
 
     def revoke_key(self, kid: str, *, actor: str, at: datetime | None = None) -> KeyRecord:
-        return self._change("key.revoked", actor, lambda conn: revoke_key(conn, kid, clock=self.clock, at=at))
+        record = self._change("key.revoked", actor, lambda conn: revoke_key(conn, kid, clock=self.clock, at=at))
+        self._erase_from_token(record)
+        return record
 
 
 def _key_data(record: KeyRecord) -> dict[str, Any]:
@@ -448,6 +506,8 @@ def _key_data(record: KeyRecord) -> dict[str, Any]:
         data["owner"] = record.owner
     if record.certificate is not None:
         data["certificate_serial"] = format(record.certificate.serial_number, "x")
+    if record.token_object_id is not None:
+        data["pkcs11_object_id"] = record.token_object_id
     if record.revoked_at is not None:
         data["revoked_at"] = record.revoked_at.isoformat()
     return data
@@ -462,6 +522,7 @@ def build_signature_service(
     anchor_files: Sequence[Path] = (),
     crl_files: Sequence[Path] = (),
     fetch_revocation: bool = False,
+    token: KeyToken | None = None,
     **limits: Any,
 ) -> SignatureService:
     """The service as the application wires it: trust anchors are the configured CA
@@ -476,6 +537,6 @@ def build_signature_service(
     signing = keys.one_stop_signing
     chain = (signing.certificate, *(c for c in keys.ca_certificates if c != signing.certificate))
     return SignatureService.open(
-        engine, clock, audit, passphrase=keys.passphrase, trust=trust,
+        engine, clock, audit, passphrase=keys.passphrase, trust=trust, token=token,
         bootstrap=[(signing.private_key, chain)], **limits,
     )

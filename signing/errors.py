@@ -58,6 +58,10 @@ class PassphraseRequired(KeystoreError):
     """Private keys are kept encrypted at rest; no passphrase was configured."""
 
 
+class TokenError(KeystoreError):
+    """The PKCS#11 token cannot be used: module, token, PIN or key object missing or refused."""
+
+
 # --- requests ---------------------------------------------------------------------------------
 
 

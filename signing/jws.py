@@ -33,6 +33,7 @@ from signing.errors import (
     VerificationFailure,
 )
 from signing.keystore import Keystore, SigningKey
+from signing.pkcs11 import jws_signature
 from signing.results import Signer, VerificationResult
 from signing.trust import TrustPolicy
 
@@ -107,13 +108,22 @@ def sign(key: SigningKey, payload: bytes, *, signed_at: datetime, detached: bool
         raise KeyNotUsable(f"key {key.kid} is {key.state.value}: only the active key signs")
     protected = _protected_segment(key, _rfc3339(signed_at), detached)
     signing_input = protected + b"." + (payload if detached else _b64url(payload))
-    signature = _b64url(_ALGORITHMS[key.algorithm].sign(signing_input, key.jose_key))
+    signature = _b64url(_signature(key, signing_input))
     token = (protected + b".." + signature) if detached else (signing_input + b"." + signature)
     return JwsSignature(token.decode("ascii"), key.kid, key.algorithm, signed_at, detached)
 
 
 # joserfc's algorithm objects, looked up once and checked against the sign registries' rules.
 _ALGORITHMS = {alg: _SIGN_REGISTRIES[alg].get_alg(alg.value) for alg in Algorithm}
+
+
+def _signature(key: SigningKey, signing_input: bytes) -> bytes:
+    # joserfc reads a private JWK's fields before it signs, and a token key has none to read:
+    # a token key makes the RFC 7518 signature value itself.
+    on_token = jws_signature(key.private_key, signing_input)  # type: ignore[arg-type]
+    if on_token is not None:
+        return on_token
+    return bytes(_ALGORITHMS[key.algorithm].sign(signing_input, key.jose_key))
 
 
 def _b64url(data: bytes) -> bytes:

@@ -5,12 +5,14 @@ Life cycle (the MultiFernet idea, with a third state): the *active* key of an al
 *active* and *retired* keys verify; a *revoked* key verifies nothing signed at or after its
 ``revoked_at``. State lives in ``signing_keys`` so every service instance agrees; private
 keys are stored only as encrypted PKCS#8 and are parsed once, when the keystore is loaded or
-reloaded, never per signature.
+reloaded, never per signature. A key held on a PKCS#11 token (``signing.pkcs11``) is stored as
+its token object id only; the keystore finds it on the token once, the same way.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,8 +36,10 @@ from signing.errors import (
     KeyNotUsable,
     PassphraseRequired,
     SignerRevoked,
+    TokenError,
     UnknownKey,
 )
+from signing.pkcs11 import KeyToken, token_object_id
 from signing.tables import signing_keys
 
 Clock = Callable[[], datetime]
@@ -62,6 +66,7 @@ class KeyRecord:
     retired_at: datetime | None
     revoked_at: datetime | None
     chain: tuple[x509.Certificate, ...]
+    token_object_id: str | None = None  # set when the private key is held on the PKCS#11 token
 
     @property
     def certificate(self) -> x509.Certificate | None:
@@ -168,6 +173,9 @@ def _load_chain(pem: str | None) -> tuple[x509.Certificate, ...]:
 
 
 def _jwk_of(algorithm: Algorithm, key: PrivateKeyTypes | PublicKeyTypes) -> Any:
+    if token_object_id(key) is not None:  # type: ignore[arg-type]
+        # A token key has no private fields to put in a JWK; jws.py signs with it directly.
+        key = key.public_key()  # type: ignore[union-attr]
     return _JOSE_KEY_TYPES[algorithm].import_key(key)
 
 
@@ -199,6 +207,7 @@ def _row_to_record(row: Any) -> KeyRecord:
         retired_at=_aware(row.retired_at),
         revoked_at=_aware(row.revoked_at),
         chain=_load_chain(row.certificate_chain_pem),
+        token_object_id=row.token_object_id,
     )
 
 
@@ -211,19 +220,32 @@ def _decrypt(pem: str, passphrase: bytes | None, kid: str) -> PrivateKeyTypes:
         raise KeyImportFailed(f"cannot decrypt the private key of {kid}: wrong keystore passphrase?") from exc
 
 
+def _from_token(token: KeyToken | None, object_id: str, public_key_pem: str, kid: str) -> PrivateKeyTypes:
+    if token is None:
+        raise TokenError(f"key {kid} is held on a PKCS#11 token: configure BHXH_PKCS11_MODULE and its token")
+    key = token.key(object_id)
+    # The object id names the key on *this* token; a different token may reuse the id.
+    if _spki(key.public_key()) != _spki(serialization.load_pem_public_key(public_key_pem.encode("ascii"))):
+        raise TokenError(f"token object {object_id} is not the key {kid}: wrong token?")
+    return key
+
+
 class Keystore:
     """The loaded keys. Build with ``Keystore.load(conn, passphrase)``; ``reload`` after any
     state change (its own or another instance's) re-reads states and parses only keys that it
     has not parsed before."""
 
-    def __init__(self, keys: Iterable[SigningKey] = (), *, passphrase: bytes | None = None) -> None:
+    def __init__(
+        self, keys: Iterable[SigningKey] = (), *, passphrase: bytes | None = None, token: KeyToken | None = None
+    ) -> None:
         self._passphrase = passphrase
+        self.token = token
         self._keys: dict[str, SigningKey] = {k.kid: k for k in keys}
         self._by_spki: dict[bytes, SigningKey] = {_spki(k.public_key): k for k in self._keys.values()}
 
     @classmethod
-    def load(cls, conn: Connection, passphrase: bytes | None) -> Keystore:
-        store = cls(passphrase=passphrase)
+    def load(cls, conn: Connection, passphrase: bytes | None, token: KeyToken | None = None) -> Keystore:
+        store = cls(passphrase=passphrase, token=token)
         store.reload(conn)
         return store
 
@@ -233,9 +255,11 @@ class Keystore:
         for row in rows:
             known = self._keys.get(row.kid)
             private: PrivateKeyTypes | None = None
-            if row.state == KeyState.ACTIVE and row.private_key_pem:
+            if row.state == KeyState.ACTIVE and (row.private_key_pem or row.token_object_id):
                 if known is not None and known.private_key is not None:
                     private = known.private_key
+                elif row.token_object_id:
+                    private = _from_token(self.token, row.token_object_id, row.public_key_pem, row.kid)
                 else:
                     private = _decrypt(row.private_key_pem, self._passphrase, row.kid)
             parsed[row.kid] = _row_to_key(row, private)
@@ -329,13 +353,15 @@ def add_key(
     owner: str = SERVICE_OWNER,
     rotate: bool = False,
 ) -> KeyRecord:
-    """Store ``private_key`` (encrypted) as the new active key of its algorithm for ``owner``.
+    """Store ``private_key`` (encrypted, or a token key's object id) as the new active key of
+    its algorithm for ``owner``.
 
     If an active key of that algorithm exists, ``rotate`` retires it in the same transaction;
     without ``rotate`` the call is refused. ``chain`` is leaf first; the leaf must certify
     this very key.
     """
-    if not passphrase:
+    object_id = token_object_id(private_key)
+    if object_id is None and not passphrase:
         raise PassphraseRequired("private keys are stored encrypted: configure the keystore passphrase")
     algorithm = algorithm_for_key(private_key)
     public_key = private_key.public_key()
@@ -345,28 +371,20 @@ def add_key(
     if conn.execute(select(signing_keys.c.kid).where(signing_keys.c.kid == kid)).first() is not None:
         raise DuplicateKey(f"key {kid} is already in the keystore")
     now = clock()
-    current = conn.execute(
-        select(signing_keys.c.kid).where(
-            signing_keys.c.algorithm == algorithm.value,
-            signing_keys.c.owner == owner,
-            signing_keys.c.state == KeyState.ACTIVE.value,
-        )
-    ).all()
-    if current and not rotate:
-        raise ActiveKeyExists(
-            f"an active {algorithm.value} key exists ({current[0].kid}); rotate to replace it"
-        )
+    current = _check_can_add(conn, algorithm, owner, rotate)
     for row in current:
         conn.execute(
             update(signing_keys)
             .where(signing_keys.c.kid == row.kid)
             .values(state=KeyState.RETIRED.value, retired_at=now, private_key_pem=None)
         )
-    encrypted = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
-    ).decode("ascii")
+    encrypted = None
+    if object_id is None:
+        encrypted = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),  # type: ignore[arg-type]
+        ).decode("ascii")
     try:
         conn.execute(
             insert(signing_keys).values(
@@ -380,12 +398,29 @@ def add_key(
                 ).decode("ascii"),
                 certificate_chain_pem=_chain_pem(chain),
                 private_key_pem=encrypted,
+                token_object_id=object_id,
             )
         )
     except DbIntegrityError as exc:
         # Another instance added or rotated at the same moment; the unique index decided.
         raise ActiveKeyExists(f"another {algorithm.value} key became active concurrently") from exc
     return get_key_record(conn, kid)
+
+
+def _check_can_add(conn: Connection, algorithm: Algorithm, owner: str, rotate: bool) -> Sequence[Any]:
+    """The active keys that a new key of ``algorithm`` replaces; refused without ``rotate``."""
+    current = conn.execute(
+        select(signing_keys.c.kid).where(
+            signing_keys.c.algorithm == algorithm.value,
+            signing_keys.c.owner == owner,
+            signing_keys.c.state == KeyState.ACTIVE.value,
+        )
+    ).all()
+    if current and not rotate:
+        raise ActiveKeyExists(
+            f"an active {algorithm.value} key exists ({current[0].kid}); rotate to replace it"
+        )
+    return current
 
 
 def generate_key(
@@ -397,12 +432,25 @@ def generate_key(
     owner: str = SERVICE_OWNER,
     rotate: bool = False,
     rsa_bits: int = DEFAULT_RSA_BITS,
+    token: KeyToken | None = None,
 ) -> KeyRecord:
-    """A fresh key (no certificate: JWS only until a CA certifies it and it is re-imported)."""
-    return add_key(
-        conn, generate_private_key(algorithm, rsa_bits=rsa_bits), (),
-        passphrase=passphrase, clock=clock, owner=owner, rotate=rotate,
-    )
+    """A fresh key (no certificate: JWS only until a CA certifies it and it is re-imported),
+    made on ``token`` when one is given, else in memory and stored encrypted."""
+    if token is None:
+        return add_key(
+            conn, generate_private_key(algorithm, rsa_bits=rsa_bits), (),
+            passphrase=passphrase, clock=clock, owner=owner, rotate=rotate,
+        )
+    _check_can_add(conn, algorithm, owner, rotate)  # before a key is made on the token for nothing
+    key = token.generate(algorithm, rsa_bits=rsa_bits)
+    try:
+        return add_key(conn, key, (), passphrase=passphrase, clock=clock, owner=owner, rotate=rotate)
+    except Exception:
+        # The transaction rolls back: leave no orphan key on the token. If the token refuses
+        # even that, the caller still gets the first error; an unreferenced object never signs.
+        with contextlib.suppress(TokenError):
+            token.destroy(key)
+        raise
 
 
 def parse_pkcs8(pem: bytes, key_passphrase: bytes | None) -> PrivateKeyTypes:

@@ -24,6 +24,7 @@ signing_keys = Table(
     Column("public_key_pem", Text, nullable=False),
     Column("certificate_chain_pem", Text, nullable=True),  # leaf first
     Column("private_key_pem", Text, nullable=True),  # encrypted PKCS#8
+    Column("token_object_id", String(64), nullable=True),  # CKA_ID (hex) of a key held on the PKCS#11 token
     CheckConstraint("state IN ('active', 'retired', 'revoked')", name="ck_signing_keys_state"),
     # At most one active key per algorithm and owner, enforced by the database so that two
     # instances rotating at once cannot both win.

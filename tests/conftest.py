@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -21,6 +22,9 @@ from sqlalchemy import Engine
 from integrity.db import make_engine
 from integrity.migrate import upgrade
 from integrity.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.token_support import SoftToken
 
 PG_ADMIN_DSN = os.environ.get("BHXH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -193,3 +197,11 @@ def service(db_url: str) -> Iterator[Service]:
     svc = Service(db_url)
     yield svc
     svc.close()
+
+
+@pytest.fixture(scope="session")
+def soft_token(tmp_path_factory: pytest.TempPathFactory) -> SoftToken:
+    """One SoftHSM2 token for the session (a PKCS#11 module is loaded once per process)."""
+    from tests.token_support import make_soft_token
+
+    return make_soft_token(tmp_path_factory.mktemp("softhsm"))

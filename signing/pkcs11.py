@@ -1,0 +1,350 @@
+"""Keys held on a PKCS#11 token (an HSM in production; SoftHSM2 in the tests).
+
+The private key never leaves the token: it is generated there (or put there by the HSM's own
+tools), marked sensitive and not extractable, and found again by its ``CKA_ID``. The keystore
+stores only that id beside the public key and certificate chain.
+
+Each token key is wrapped in a class of ``cryptography``'s private-key interfaces whose only
+working operation is ``sign``, so JWS (joserfc), CMS (pyHanko), XMLDSig (signxml) and RFC 9421
+signing use it exactly like a software key. That bridge is written here because python-pkcs11
+has none and no well-kept package provides one. The mechanisms are the plain ones every token
+offers: CKM_EDDSA, CKM_ECDSA over a SHA-256 digest computed here (SoftHSM2 has no
+CKM_ECDSA_SHA256), and CKM_SHA256_RSA_PKCS_PSS with MGF1-SHA-256 and a 32-byte salt (RFC 7518
+§3.5, Circular 15/2025/TT-BKHCN).
+
+A PKCS#11 session runs one operation at a time, so signatures through a token are serialised
+by a lock; an HSM's own throughput is the bound there anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pkcs11
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.padding import PSS, AsymmetricPadding
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from pkcs11.util.rsa import encode_rsa_public_key
+
+from signing.algorithms import DEFAULT_RSA_BITS, MIN_RSA_BITS, PSS_SALT_BYTES, Algorithm
+from signing.errors import KeyNotUsable, TokenError, WeakKey
+
+_ID_BYTES = 16
+_ED25519_OID = "1.3.101.112"  # RFC 8410
+# Attributes of every key generated here: usable for signing only, never readable off the token.
+_PRIVATE_TEMPLATE = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.SIGN: True,
+    Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
+_PUBLIC_TEMPLATE = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+
+
+@dataclass
+class _Login:
+    """The one logged-in session of this process on a token. PKCS#11 logs in the application,
+    not a session (a second C_Login fails with USER_ALREADY_LOGGED_IN), so every ``KeyToken``
+    of this process on that token shares it; the last one to close it logs out."""
+
+    session: Any
+    pin_digest: bytes
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+_LOGINS: dict[tuple[str, str], _Login] = {}
+_LOGINS_LOCK = threading.Lock()
+
+
+def _pin_digest(module: Path, label: str, pin: bytes) -> bytes:
+    return hashlib.sha256(b"\0".join((str(module).encode(), label.encode(), pin))).digest()
+
+
+def _log_in(module: Path, label: str, pin: bytes) -> Any:
+    try:
+        library = pkcs11.lib(str(module))
+    except (RuntimeError, OSError) as exc:
+        raise TokenError(f"cannot load the PKCS#11 module {module}") from exc
+    try:
+        token = library.get_token(token_label=label)
+    except pkcs11.NoSuchToken as exc:
+        raise TokenError(f"no PKCS#11 token labelled {label!r}") from exc
+    except pkcs11.MultipleTokensReturned as exc:
+        raise TokenError(f"more than one PKCS#11 token is labelled {label!r}") from exc
+    try:
+        return token.open(user_pin=pin.decode(), rw=True)
+    except pkcs11.PinIncorrect as exc:
+        raise TokenError(f"the PKCS#11 user PIN of token {label!r} is wrong") from exc
+    except (pkcs11.PKCS11Error, UnicodeDecodeError) as exc:
+        raise TokenError(f"cannot log in to PKCS#11 token {label!r}: {type(exc).__name__}") from exc
+
+
+class KeyToken:
+    """A logged-in session on one token. Open with ``KeyToken.open(module, label, pin)``."""
+
+    def __init__(self, login: _Login, key: tuple[str, str], label: str) -> None:
+        self._login = login
+        self._key = key
+        self._session = login.session
+        self._lock = login.lock
+        self.label = label
+        self._closed = False
+
+    @classmethod
+    def open(cls, module: Path, label: str, pin: bytes) -> KeyToken:
+        if not pin:
+            raise TokenError("the PKCS#11 user PIN is needed: set BHXH_PKCS11_PIN_FILE")
+        key = (str(module), label)
+        with _LOGINS_LOCK:
+            login = _LOGINS.get(key)
+            if login is None:
+                login = _Login(_log_in(module, label, pin), _pin_digest(module, label, pin))
+                _LOGINS[key] = login
+            elif not hmac.compare_digest(login.pin_digest, _pin_digest(module, label, pin)):
+                # Logged in already with another PIN: this caller has not proved it knows it.
+                raise TokenError(f"the PKCS#11 user PIN of token {label!r} is wrong")
+            login.users += 1
+        return cls(login, key, label)
+
+    def close(self) -> None:
+        with _LOGINS_LOCK:
+            if self._closed:
+                return
+            self._closed = True
+            self._login.users -= 1
+            if self._login.users == 0:
+                del _LOGINS[self._key]
+                with self._lock:
+                    self._session.close()
+
+    @contextmanager
+    def _operation(self, what: str) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise TokenError(f"PKCS#11 token {self.label!r}: closed")
+            try:
+                yield
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"PKCS#11 token {self.label!r}: {what} failed ({type(exc).__name__})") from exc
+
+    def generate(self, algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BITS) -> TokenKey:
+        """A new key pair made on the token; its private half never leaves it."""
+        object_id = os.urandom(_ID_BYTES)
+        label = f"bhxh-{object_id.hex()}"
+        with self._operation("key generation"):
+            if algorithm is Algorithm.PS256:
+                if rsa_bits < MIN_RSA_BITS:
+                    raise WeakKey(f"RSA {rsa_bits} bits is below the {MIN_RSA_BITS}-bit minimum")
+                self._session.generate_keypair(
+                    KeyType.RSA, rsa_bits, id=object_id, label=label, store=True,
+                    public_template=_PUBLIC_TEMPLATE, private_template=_PRIVATE_TEMPLATE,
+                )
+            else:
+                key_type, curve = (
+                    (KeyType.EC_EDWARDS, _ED25519_OID) if algorithm is Algorithm.ED25519 else (KeyType.EC, "secp256r1")
+                )
+                parameters = self._session.create_domain_parameters(
+                    key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
+                )
+                parameters.generate_keypair(
+                    id=object_id, label=label, store=True,
+                    public_template=_PUBLIC_TEMPLATE, private_template=_PRIVATE_TEMPLATE,
+                )
+        return self.key(object_id.hex())
+
+    def key(self, object_id: str) -> TokenKey:
+        """The token key whose ``CKA_ID`` is ``object_id`` (hex), as a signing key."""
+        try:
+            raw_id = bytes.fromhex(object_id)
+        except ValueError as exc:
+            raise TokenError(f"{object_id!r} is not a hexadecimal PKCS#11 object id") from exc
+        with self._operation("key lookup"):
+            try:
+                private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=raw_id)
+                public = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=raw_id)
+            except pkcs11.NoSuchKey as exc:
+                raise TokenError(f"token {self.label!r} holds no key pair with id {object_id}") from exc
+            except pkcs11.MultipleObjectsReturned as exc:
+                raise TokenError(f"token {self.label!r} holds several keys with id {object_id}") from exc
+            public_key = _public_key(public)
+        return _wrap(self, private, public_key, object_id)
+
+    def key_by_label(self, label: str) -> TokenKey:
+        """The key pair labelled ``label`` (as an HSM officer's tools name it)."""
+        with self._operation("key lookup"):
+            try:
+                private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            except pkcs11.NoSuchKey as exc:
+                raise TokenError(f"token {self.label!r} holds no private key labelled {label!r}") from exc
+            except pkcs11.MultipleObjectsReturned as exc:
+                raise TokenError(f"token {self.label!r} holds several private keys labelled {label!r}") from exc
+            object_id = private[Attribute.ID]
+            protected = private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
+        if not object_id:
+            raise TokenError(f"the key labelled {label!r} has no CKA_ID: give it one with the HSM's tools")
+        if not protected:
+            # A key the token would hand out is no safer than a file: refuse it as a signing key.
+            raise KeyNotUsable(f"the key labelled {label!r} is extractable or not sensitive on the token")
+        return self.key(bytes(object_id).hex())
+
+    def check(self) -> str:
+        """"ok" if the token still answers (a search for no object: cheap, but a real round trip)."""
+        try:
+            with self._operation("health check"):
+                list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\0"}))
+        except TokenError:
+            return "unavailable"  # /readyz is unauthenticated: no label, no object id
+        return "ok"
+
+    def destroy(self, key: TokenKey | str) -> None:
+        """Delete a key pair from the token (a retired or revoked key must never sign again)."""
+        raw_id = bytes.fromhex(key if isinstance(key, str) else key.object_id)
+        with self._operation("key deletion"):
+            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for found in self._session.get_objects({Attribute.CLASS: object_class, Attribute.ID: raw_id}):
+                    found.destroy()
+
+    def sign(self, private: Any, data: bytes, mechanism: Mechanism, parameter: Any = None) -> bytes:
+        with self._operation("signing"):
+            return bytes(private.sign(data, mechanism=mechanism, mechanism_param=parameter))
+
+
+def _public_key(public: Any) -> PublicKeyTypes:
+    if public.key_type is KeyType.RSA:
+        der = encode_rsa_public_key(public)
+        return serialization.load_der_public_key(der)
+    if public.key_type is KeyType.EC:
+        return serialization.load_der_public_key(encode_ec_public_key(public))
+    if public.key_type is KeyType.EC_EDWARDS:
+        point = bytes(public[Attribute.EC_POINT])
+        # CKA_EC_POINT of an Edwards key is the 32-byte point, DER OCTET STRING-wrapped by
+        # most tokens (SoftHSM2 included) and bare by some.
+        raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    raise WeakKey(f"token key type {public.key_type.name} is not supported")
+
+
+class _TokenKeyMixin:
+    """What every token key has: its token, its handle, its id and its public key; no private
+    material."""
+
+    def __init__(self, token: KeyToken, private: Any, public: Any, object_id: str) -> None:
+        self._token, self._private, self._public, self.object_id = token, private, public, object_id
+
+    def public_key(self) -> Any:
+        return self._public
+
+    def _refuse(self, *_: object, **__: object) -> NoReturn:
+        raise KeyNotUsable(f"the private key {self.object_id} stays on its PKCS#11 token: it can only sign")
+
+    private_bytes = _refuse
+    private_numbers = _refuse
+
+    def __copy__(self) -> Any:
+        return self
+
+
+class TokenEd25519Key(_TokenKeyMixin, ed25519.Ed25519PrivateKey):
+    def sign(self, data: bytes) -> bytes:
+        return self._token.sign(self._private, data, Mechanism.EDDSA)
+
+    def jws_signature(self, data: bytes) -> bytes:
+        return self.sign(data)
+
+    private_bytes_raw = _TokenKeyMixin._refuse
+
+
+class TokenECKey(_TokenKeyMixin, ec.EllipticCurvePrivateKey):
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        algorithm = getattr(signature_algorithm, "algorithm", None)
+        if isinstance(algorithm, utils.Prehashed) and isinstance(algorithm._algorithm, hashes.SHA256):
+            digest = data
+        elif isinstance(algorithm, hashes.SHA256):
+            digest = hashlib.sha256(data).digest()
+        else:
+            raise KeyNotUsable("a P-256 token key signs ECDSA with SHA-256 only")
+        raw = self._token.sign(self._private, digest, Mechanism.ECDSA)
+        # CKM_ECDSA returns r‖s; cryptography's interface (and so every caller) expects DER.
+        half = len(raw) // 2
+        return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def jws_signature(self, data: bytes) -> bytes:
+        # RFC 7518 §3.4 wants r‖s, which is what the token gives: no DER round trip.
+        return self._token.sign(self._private, hashlib.sha256(data).digest(), Mechanism.ECDSA)
+
+    exchange = _TokenKeyMixin._refuse
+
+
+class TokenRSAKey(_TokenKeyMixin, rsa.RSAPrivateKey):
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:
+        # Only RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt: the one RSA scheme this
+        # service signs with. cryptography exposes the PSS settings only as private fields.
+        mgf_hash = getattr(getattr(padding, "_mgf", None), "_algorithm", None)
+        salt = getattr(padding, "_salt_length", None)
+        if not (
+            isinstance(padding, PSS) and isinstance(algorithm, hashes.SHA256) and isinstance(mgf_hash, hashes.SHA256)
+            and salt in (PSS_SALT_BYTES, PSS.DIGEST_LENGTH)
+        ):
+            raise KeyNotUsable("an RSA token key signs RSASSA-PSS with SHA-256 and a 32-byte salt only")
+        return self.jws_signature(data)
+
+    def jws_signature(self, data: bytes) -> bytes:
+        parameter = (Mechanism.SHA256, pkcs11.MGF.SHA256, PSS_SALT_BYTES)
+        return self._token.sign(self._private, data, Mechanism.SHA256_RSA_PKCS_PSS, parameter)
+
+    decrypt = _TokenKeyMixin._refuse
+
+
+TokenKey = TokenEd25519Key | TokenECKey | TokenRSAKey
+
+
+def _wrap(token: KeyToken, private: Any, public: PublicKeyTypes, object_id: str) -> TokenKey:
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return TokenEd25519Key(token, private, public, object_id)
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if not isinstance(public.curve, ec.SECP256R1):
+            raise WeakKey(f"EC curve {public.curve.name} is not supported (only P-256)")
+        return TokenECKey(token, private, public, object_id)
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise WeakKey(f"RSA {public.key_size} bits is below the {MIN_RSA_BITS}-bit minimum")
+        return TokenRSAKey(token, private, public, object_id)
+    raise WeakKey(f"unsupported token key type {type(public).__name__}")
+
+
+def jws_signature(private_key: PrivateKeyTypes, data: bytes) -> bytes | None:
+    """The JWS signature value (RFC 7518) of ``data`` by a token key; None for a key in memory."""
+    return private_key.jws_signature(data) if isinstance(private_key, _TokenKeyMixin) else None  # type: ignore[attr-defined]
+
+
+def token_object_id(private_key: PrivateKeyTypes) -> str | None:
+    """The token object id of ``private_key``, or None for a key held in memory."""
+    return private_key.object_id if isinstance(private_key, _TokenKeyMixin) else None

@@ -1,0 +1,237 @@
+"""Signing keys on a PKCS#11 token (SoftHSM2) through the service: generated on the token,
+used by the HTTP API and by a second instance, erased from the token when retired or revoked;
+token failures are clear errors and never leave a signature unlogged or a key half-made."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+import pytest
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from pkcs11.util.rsa import encode_rsa_public_key
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from api import cli
+from integrity.errors import ConfigurationError
+from signing.algorithms import Algorithm
+from signing.errors import ActiveKeyExists, TokenError
+from signing.pkcs11 import KeyToken
+from signing.tables import signing_keys
+from tests.conftest import DEMO_KEYS, Service, demo_settings
+from tests.signing._pki import TestCa, pem
+from tests.token_support import SoftToken
+
+PAYLOAD = "Hồ sơ 000.00.31.H29-251206-0001".encode()
+runner = CliRunner()
+
+
+@pytest.fixture
+def api(db_url: str, soft_token: SoftToken) -> Iterator[Service]:
+    svc = Service(db_url, **soft_token.settings())
+    yield svc
+    svc.close()
+
+
+def _private_objects(soft_token: SoftToken) -> set[bytes]:
+    """The ids of the private keys on the token, read through the PKCS#11 API itself."""
+    token = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)  # keeps the login alive
+    try:
+        library = pkcs11.lib(str(soft_token.module))
+        with library.get_token(token_label=soft_token.label).open() as session:
+            return {bytes(o[pkcs11.Attribute.ID]) for o in session.get_objects({pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY})}
+    finally:
+        token.close()
+
+
+def _entries(svc: Service, action: str) -> list[Any]:
+    audit = svc.state.audit
+    return [e for e in audit.entries(0, audit.size()) if e.action == action]
+
+
+def _sign(svc: Service, kid: str) -> Any:
+    return svc.client.post(
+        "/v1/signatures",
+        json={"payload_b64": base64.b64encode(PAYLOAD).decode(), "format": "jws", "key_id": kid},
+        headers=svc.auth("sign"),
+    )
+
+
+def _verify(svc: Service, token: str) -> Any:
+    return svc.client.post(
+        "/v1/signatures/verify",
+        json={"format": "jws", "signature": token, "payload_b64": base64.b64encode(PAYLOAD).decode()},
+        headers=svc.auth("verify"),
+    )
+
+
+def test_a_key_made_on_the_token_signs_for_every_instance_and_is_erased_when_retired(
+    api: Service, db_url: str, soft_token: SoftToken
+) -> None:
+    record = api.state.signatures.generate_key(Algorithm.ES256, actor="user:admin", rotate=True, on_token=True)
+    assert record.token_object_id is not None
+    with api.state.engine.connect() as conn:
+        row = conn.execute(select(signing_keys).where(signing_keys.c.kid == record.kid)).one()
+    assert row.private_key_pem is None and row.token_object_id == record.token_object_id
+    logged = _entries(api, "key.rotated")[-1]
+    assert logged.data["pkcs11_object_id"] == record.token_object_id
+
+    signed = _sign(api, record.kid)
+    assert signed.status_code == 200, signed.text
+    assert signed.json()["key_id"] == record.kid and signed.json()["alg"] == "ES256"
+    # Another instance over the same database finds the key on the token by its object id.
+    other = Service(db_url, **soft_token.settings())
+    try:
+        again = _sign(other, record.kid)
+        assert again.status_code == 200, again.text
+        assert _verify(other, signed.json()["signature"]).json()["valid"] is True
+    finally:
+        other.close()
+
+    api.state.signatures.retire_key(record.kid, actor="user:admin")
+    assert bytes.fromhex(record.token_object_id) not in _private_objects(soft_token)
+    assert _verify(api, signed.json()["signature"]).json()["valid"] is True  # retired keys still verify
+    refused = _sign(api, record.kid)
+    assert refused.status_code == 409 and refused.json()["type"].endswith(":key-not-usable")
+
+
+def test_readiness_reports_the_token_and_turns_503_when_it_stops_answering(api: Service) -> None:
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["key_token"] == "ok"
+    token = api.state.signatures.token
+    assert token is not None
+    token.close()  # the token goes away under the running service
+    gone = api.client.get("/readyz")
+    assert gone.status_code == 503
+    assert gone.json()["checks"]["key_token"].startswith("unavailable")
+
+
+def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
+    api: Service, soft_token: SoftToken
+) -> None:
+    record = api.state.signatures.generate_key(Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True)
+    assert record.token_object_id is not None
+    behind_its_back = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
+    behind_its_back.destroy(record.token_object_id)
+    behind_its_back.close()
+    before = len(_entries(api, "signature.created"))
+    response = _sign(api, record.kid)
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["type"].endswith(":key-token-unavailable")
+    assert record.token_object_id not in response.text and soft_token.label not in response.text
+    assert len(_entries(api, "signature.created")) == before
+
+
+def test_generating_on_the_token_beside_an_active_key_is_refused_and_leaves_no_object(
+    api: Service, soft_token: SoftToken
+) -> None:
+    first = api.state.signatures.generate_key(Algorithm.ED25519, actor="user:admin", rotate=True, on_token=True)
+    objects = _private_objects(soft_token)
+    with pytest.raises(ActiveKeyExists):
+        api.state.signatures.generate_key(Algorithm.ED25519, actor="user:admin", on_token=True)
+    assert _private_objects(soft_token) == objects
+    api.state.signatures.revoke_key(first.kid, actor="user:admin")
+    assert bytes.fromhex(first.token_object_id or "") not in _private_objects(soft_token)
+
+
+def test_an_instance_without_the_token_or_with_a_wrong_pin_stops_with_a_clear_error(
+    api: Service, db_url: str, soft_token: SoftToken, tmp_path: Path
+) -> None:
+    api.state.signatures.generate_key(Algorithm.ES256, actor="user:admin", rotate=True, on_token=True)
+    with pytest.raises(TokenError, match="held on a PKCS#11 token: configure BHXH_PKCS11_MODULE"):
+        Service(db_url)
+    (tmp_path / "wrong-pin").write_text("000000\n")
+    with pytest.raises(ConfigurationError, match="PIN of token 'bhxh-test-token' is wrong"):
+        Service(db_url, **{**soft_token.settings(), "pkcs11_pin_file": tmp_path / "wrong-pin"})
+    with pytest.raises(ConfigurationError, match="BHXH_PKCS11_TOKEN_LABEL must name the token"):
+        Service(db_url, pkcs11_module=soft_token.module)
+    with pytest.raises(ConfigurationError, match="cannot read the PKCS#11 PIN file"):
+        Service(db_url, **{**soft_token.settings(), "pkcs11_pin_file": tmp_path / "absent"})
+    assert demo_settings(db_url).pkcs11_module is None  # the default: no token
+
+
+def test_without_a_token_configured_on_token_generation_is_refused_and_nothing_stored(service: Service) -> None:
+    before = service.state.signatures.list_keys()
+    with pytest.raises(TokenError, match="no PKCS#11 token is configured"):
+        service.state.signatures.generate_key(Algorithm.ES256, actor="user:admin", rotate=True, on_token=True)
+    assert service.state.signatures.list_keys() == before
+    assert service.client.get("/readyz").json()["checks"].get("key_token") is None
+
+
+def _cli(*args: str) -> Any:
+    return runner.invoke(cli.app, list(args))
+
+
+@pytest.fixture
+def cli_env(db_url: str, soft_token: SoftToken, monkeypatch: pytest.MonkeyPatch) -> SoftToken:
+    for key, value in {
+        "BHXH_DATABASE_URL": db_url, "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_LOG_LEVEL": "WARNING", **soft_token.env()
+    }.items():
+        monkeypatch.setenv(key, value)
+    return soft_token
+
+
+def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
+    cli_env: SoftToken, tmp_path: Path
+) -> None:
+    made = _cli("keys", "rotate", "--alg", "ES256", "--on-token", "--demo", "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["storage"] == "pkcs11"
+
+    # The officer's tools make a key pair with a label; a CA certifies it.
+    officer = KeyToken.open(cli_env.module, cli_env.label, cli_env.pin)
+    label, object_id = f"officer-{os.urandom(4).hex()}", os.urandom(8)
+    try:
+        library = pkcs11.lib(str(cli_env.module))
+        with library.get_token(token_label=cli_env.label).open(rw=True) as session:
+            public, _ = session.generate_keypair(pkcs11.KeyType.RSA, 2048, label=label, id=object_id, store=True)
+            public_key = load_der_public_key(encode_rsa_public_key(public))
+            # One it could hand out: refused, whatever its certificate.
+            session.generate_keypair(
+                pkcs11.KeyType.RSA, 2048, label=f"{label}-open", id=object_id[::-1],
+                store=True, private_template={pkcs11.Attribute.SENSITIVE: False, pkcs11.Attribute.EXTRACTABLE: True},
+            )
+        ca = TestCa.create()
+        (tmp_path / "chain.pem").write_bytes(pem(ca.issue(public_key, "Officer Key")) + pem(ca.cert))
+        (tmp_path / "other.pem").write_bytes(pem(ca.cert))
+        before = _cli("keys", "list", "--demo", "--json").stdout
+        mismatched = _cli("keys", "import-token", label, "--cert", str(tmp_path / "other.pem"), "--rotate", "--demo")
+        assert mismatched.exit_code == 2 and "does not certify" in mismatched.output
+        assert _cli("keys", "list", "--demo", "--json").stdout == before  # nothing stored, nothing retired
+        imported = _cli("keys", "import-token", label, "--cert", str(tmp_path / "chain.pem"), "--rotate", "--demo", "--json")
+        assert imported.exit_code == 0, imported.output
+        row = json.loads(imported.stdout)
+        assert row["storage"] == "pkcs11" and row["pkcs11_object_id"] == object_id.hex()
+        assert "CN=Officer Key" in row["certificate"]["subject"]
+        extractable = _cli("keys", "import-token", f"{label}-open", "--rotate", "--demo")
+        assert extractable.exit_code == 2 and "extractable or not sensitive" in extractable.output
+        absent = _cli("keys", "import-token", "no-such-label", "--demo")
+        assert absent.exit_code == 2 and "no private key labelled 'no-such-label'" in absent.output
+        listed = {r["kid"]: r for r in json.loads(_cli("keys", "list", "--demo", "--json").stdout)}
+        assert listed[row["kid"]]["state"] == "active"
+        assert _cli("keys", "revoke", row["kid"], "--demo").exit_code == 0
+        assert object_id not in _private_objects(cli_env)
+    finally:
+        for leftover in (object_id, object_id[::-1]):  # whatever the test left, so later tests see a clean token
+            officer.destroy(leftover.hex())
+        officer.close()
+
+    # The console entry point, without the token settings: one line on stderr and exit code 2.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BHXH_PKCS11_")}
+    no_token = subprocess.run(
+        [str(Path(sys.executable).with_name("bhxh-integrity")), "keys", "list", "--demo"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert no_token.returncode == 2, no_token.stderr
+    assert "held on a PKCS#11 token: configure BHXH_PKCS11_MODULE" in no_token.stderr
+    assert "Traceback" not in no_token.stderr
