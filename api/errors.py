@@ -81,8 +81,8 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     se.ActiveKeyExists: Problem(409, "active-key-exists", "An active key of that algorithm exists"),
     se.DuplicateKey: Problem(409, "duplicate-key", "The key is already in the keystore"),
     se.InvalidKeyState: Problem(409, "invalid-key-state", "The key's state does not allow this"),
-    # The detail names the token and the failed step, never the PIN; an unavailable HSM is the
-    # service's fault, not the caller's.
+    # An unavailable HSM is the service's fault, not the caller's; the detail (token label,
+    # failed step) stays in the service's log.
     se.TokenError: Problem(503, "key-token-unavailable", "The key token cannot be used now", expose_detail=False),
     se.KeystoreError: Problem(422, "key-refused", "The key material was refused"),
     se.UnknownFormat: Problem(422, "unknown-signature-format", "Unknown signature format"),
@@ -160,6 +160,10 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     problem = problem_for(exc)
     if problem is None:
         return await _unexpected(request, exc)
+    if problem.status >= 500:
+        # The service's own fault (a token, the audit log or a peer unavailable): the operator
+        # needs the reason, which the caller may not get.
+        get_logger().error("service_unavailable", problem=problem.slug, detail=str(exc), path=request.url.path)
     return problem_response(
         problem.status,
         problem.slug,

@@ -115,7 +115,7 @@ def test_readiness_reports_the_token_and_turns_503_when_it_stops_answering(api: 
 
 
 def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
-    api: Service, soft_token: SoftToken
+    api: Service, soft_token: SoftToken, capsys: pytest.CaptureFixture[str]
 ) -> None:
     record = api.state.signatures.generate_key(Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True)
     assert record.token_object_id is not None
@@ -130,6 +130,9 @@ def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
     assert problem["type"].endswith(":key-token-unavailable")
     assert record.token_object_id not in response.text and soft_token.label not in response.text
     assert len(_entries(api, "signature.created")) == before
+    # The operator's log has the reason that the caller did not get.
+    logged = capsys.readouterr().out
+    assert "service_unavailable" in logged and "signing failed" in logged and soft_token.label in logged
 
 
 def test_generating_on_the_token_beside_an_active_key_is_refused_and_leaves_no_object(
