@@ -5,6 +5,7 @@ token failures are clear errors and never leave a signature unlogged or a key ha
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from api import cli
 from integrity.errors import ConfigurationError
+from integrity.logs import configure_logging
 from signing.algorithms import Algorithm
 from signing.errors import ActiveKeyExists, TokenError
 from signing.pkcs11 import KeyToken
@@ -115,7 +117,7 @@ def test_readiness_reports_the_token_and_turns_503_when_it_stops_answering(api: 
 
 
 def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
-    api: Service, soft_token: SoftToken, capsys: pytest.CaptureFixture[str]
+    api: Service, soft_token: SoftToken
 ) -> None:
     record = api.state.signatures.generate_key(Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True)
     assert record.token_object_id is not None
@@ -123,7 +125,12 @@ def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
     behind_its_back.destroy(record.token_object_id)
     behind_its_back.close()
     before = len(_entries(api, "signature.created"))
-    response = _sign(api, record.kid)
+    log = io.StringIO()
+    configure_logging("INFO", log)
+    try:
+        response = _sign(api, record.kid)
+    finally:
+        configure_logging("INFO")
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
@@ -131,8 +138,9 @@ def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
     assert record.token_object_id not in response.text and soft_token.label not in response.text
     assert len(_entries(api, "signature.created")) == before
     # The operator's log has the reason that the caller did not get.
-    logged = capsys.readouterr().out
-    assert "service_unavailable" in logged and "signing failed" in logged and soft_token.label in logged
+    [line] = [json.loads(x) for x in log.getvalue().splitlines() if '"service_unavailable"' in x]
+    assert line["problem"] == "key-token-unavailable"
+    assert "signing failed" in line["detail"] and soft_token.label in line["detail"]
 
 
 def test_generating_on_the_token_beside_an_active_key_is_refused_and_leaves_no_object(
