@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer

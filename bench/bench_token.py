@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-MODULES = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"))
-PIN = "246810"
+from tests.token_support import init_soft_token, soft_hsm_module  # noqa: E402
+
 PAYLOAD = os.urandom(256)
 
 
@@ -59,38 +58,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    module = next((m for m in MODULES if m.exists()), None)
+    module = soft_hsm_module()
     if module is None:
         sys.exit("bench_token: Debian's softhsm2 is not installed (make bench installs it)")
-    work = Path(tempfile.mkdtemp(prefix="bench-token-"))
-    (work / "tokens").mkdir()
-    (work / "softhsm2.conf").write_text(f"directories.tokendir = {work / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    os.environ["SOFTHSM2_CONF"] = str(work / "softhsm2.conf")  # before the module is loaded
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", PIN, "--so-pin", "13579111"],
-        check=True, capture_output=True,
-    )
+    soft = init_soft_token(Path(tempfile.mkdtemp(prefix="bench-token-")), module, label="bench")
 
     import pkcs11
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     from signing import jws
-    from signing.algorithms import PSS_SALT_BYTES, Algorithm, pss_padding
+    from signing.algorithms import PSS_SALT_BYTES, Algorithm, sign_raw
     from signing.keystore import SigningKey
     from signing.pkcs11 import KeyToken
 
-    token = KeyToken.open(module, "bench", PIN.encode())
+    token = KeyToken.open(soft.module, soft.label, soft.pin)
     signed_at = datetime.now(UTC)
     memory_keys = {
         Algorithm.ED25519: ed25519.Ed25519PrivateKey.generate(),
         Algorithm.ES256: ec.generate_private_key(ec.SECP256R1()),
         Algorithm.PS256: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-    }
-    raw_memory: dict[Algorithm, Callable[[], object]] = {
-        Algorithm.ED25519: lambda: memory_keys[Algorithm.ED25519].sign(PAYLOAD),  # type: ignore[call-arg]
-        Algorithm.ES256: lambda: memory_keys[Algorithm.ES256].sign(PAYLOAD, ec.ECDSA(hashes.SHA256())),  # type: ignore[call-arg]
-        Algorithm.PS256: lambda: memory_keys[Algorithm.PS256].sign(PAYLOAD, pss_padding(), hashes.SHA256()),  # type: ignore[call-arg]
     }
     print(f"PKCS#11 token signing (SoftHSM2, one thread, {len(PAYLOAD)}-byte payload, {args.seconds:.0f} s per figure)")
     try:
@@ -112,7 +98,7 @@ def main() -> None:
             _line("raw token sign", token_raw)
             _line("JWS with the token key", _rate(lambda: jws.sign(on_token, PAYLOAD, signed_at=signed_at), args.seconds),
                   "raw token sign", token_raw)
-            memory_raw = _rate(raw_memory[algorithm], args.seconds)
+            memory_raw = _rate(lambda: sign_raw(memory_keys[algorithm], PAYLOAD), args.seconds)
             _line("raw cryptography sign (in memory)", memory_raw)
             _line("JWS with the in-memory key", _rate(lambda: jws.sign(in_memory, PAYLOAD, signed_at=signed_at), args.seconds),
                   "raw cryptography sign", memory_raw)

@@ -448,14 +448,7 @@ class SignatureService:
     ) -> KeyRecord:
         """Bring into the keystore a key pair already on the token (made there by the HSM's own
         tools, its certificate issued by a CA), found by its label."""
-        key = self._token().key_by_label(label)
-        return self._change(
-            "key.imported",
-            actor,
-            lambda conn: add_key(
-                conn, key, chain, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate
-            ),
-        )
+        return self.import_key(self._token().key_by_label(label), chain, actor=actor, rotate=rotate, owner=owner)
 
     def _token(self) -> KeyToken:
         if self.token is None:

@@ -47,8 +47,7 @@ def algorithm_for_key(key: PublicKeyTypes | PrivateKeyTypes) -> Algorithm:
             return Algorithm.ES256
         raise WeakKey(f"EC curve {key.curve.name} is not supported (only P-256)")
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
-        if key.key_size < MIN_RSA_BITS:
-            raise WeakKey(f"RSA {key.key_size} bits is below the {MIN_RSA_BITS}-bit minimum")
+        check_rsa_bits(key.key_size)
         return Algorithm.PS256
     raise WeakKey(f"unsupported key type {type(key).__name__}")
 
@@ -73,9 +72,14 @@ def generate_private_key(algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BI
         return ed25519.Ed25519PrivateKey.generate()
     if algorithm is Algorithm.ES256:
         return ec.generate_private_key(ec.SECP256R1())
-    if rsa_bits < MIN_RSA_BITS:
-        raise WeakKey(f"RSA {rsa_bits} bits is below the {MIN_RSA_BITS}-bit minimum")
+    check_rsa_bits(rsa_bits)
     return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+
+
+def check_rsa_bits(bits: int) -> None:
+    """Refuse (``WeakKey``) an RSA size under the Circular's minimum."""
+    if bits < MIN_RSA_BITS:
+        raise WeakKey(f"RSA {bits} bits is below the {MIN_RSA_BITS}-bit minimum")
 
 
 def sign_raw(private_key: PrivateKeyTypes, data: bytes) -> bytes:

@@ -37,7 +37,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
-from signing.algorithms import DEFAULT_RSA_BITS, MIN_RSA_BITS, PSS_SALT_BYTES, Algorithm
+from signing.algorithms import DEFAULT_RSA_BITS, PSS_SALT_BYTES, Algorithm, algorithm_for_key, check_rsa_bits
 from signing.errors import KeyNotUsable, TokenError, WeakKey
 
 _ID_BYTES = 16
@@ -149,8 +149,7 @@ class KeyToken:
         label = f"bhxh-{object_id.hex()}"
         with self._operation("key generation"):
             if algorithm is Algorithm.PS256:
-                if rsa_bits < MIN_RSA_BITS:
-                    raise WeakKey(f"RSA {rsa_bits} bits is below the {MIN_RSA_BITS}-bit minimum")
+                check_rsa_bits(rsa_bits)
                 self._session.generate_keypair(
                     KeyType.RSA, rsa_bits, id=object_id, label=label, store=True,
                     public_template=_PUBLIC_TEMPLATE, private_template=_PRIVATE_TEMPLATE,
@@ -326,18 +325,14 @@ class TokenRSAKey(_TokenKeyMixin, rsa.RSAPrivateKey):
 TokenKey = TokenEd25519Key | TokenECKey | TokenRSAKey
 
 
+_WRAPPERS: dict[Algorithm, type[TokenKey]] = {
+    Algorithm.ED25519: TokenEd25519Key, Algorithm.ES256: TokenECKey, Algorithm.PS256: TokenRSAKey,
+}
+
+
 def _wrap(token: KeyToken, private: Any, public: PublicKeyTypes, object_id: str) -> TokenKey:
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return TokenEd25519Key(token, private, public, object_id)
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        if not isinstance(public.curve, ec.SECP256R1):
-            raise WeakKey(f"EC curve {public.curve.name} is not supported (only P-256)")
-        return TokenECKey(token, private, public, object_id)
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < MIN_RSA_BITS:
-            raise WeakKey(f"RSA {public.key_size} bits is below the {MIN_RSA_BITS}-bit minimum")
-        return TokenRSAKey(token, private, public, object_id)
-    raise WeakKey(f"unsupported token key type {type(public).__name__}")
+    # The same policy as for keys in memory: a curve other than P-256 or RSA under 2048 is WeakKey.
+    return _WRAPPERS[algorithm_for_key(public)](token, private, public, object_id)
 
 
 def jws_signature(private_key: PrivateKeyTypes, data: bytes) -> bytes | None:

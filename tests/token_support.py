@@ -1,4 +1,5 @@
-"""A SoftHSM2 token (Debian's softhsm2) for the PKCS#11 tests, made once per test session.
+"""A SoftHSM2 token (Debian's softhsm2) for the PKCS#11 tests, made once per test session, and
+for bench/bench_token.py.
 
 SoftHSM2 reads ``SOFTHSM2_CONF`` when the module is first loaded into the process, so the token
 directory is created and the variable set before any test loads it. With CI=true a missing
@@ -13,7 +14,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 MODULE_PATHS = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"))
 LABEL = "bhxh-test-token"
@@ -40,22 +40,37 @@ class SoftToken:
         }
 
 
-def make_soft_token(base: Path) -> SoftToken:
-    module = next((p for p in MODULE_PATHS if p.exists()), None)
-    if module is None or shutil.which("softhsm2-util") is None:
-        message = "Debian package softhsm2 is needed for the PKCS#11 tests"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: they must run)")
-        pytest.skip(message)
+def soft_hsm_module() -> Path | None:
+    """Debian's SoftHSM2 PKCS#11 module, or None if softhsm2 is not installed."""
+    if shutil.which("softhsm2-util") is None:
+        return None
+    return next((p for p in MODULE_PATHS if p.exists()), None)
+
+
+def init_soft_token(base: Path, module: Path, label: str = LABEL) -> SoftToken:
+    """A fresh token under ``base``; call before the module is first loaded in this process."""
     (base / "tokens").mkdir(parents=True)
     conf = base / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", LABEL, "--pin", PIN, "--so-pin", SO_PIN],
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN],
         check=True, capture_output=True, text=True,
     )
     pin_file = base / "pin"
     pin_file.write_text(PIN + "\n")
     pin_file.chmod(0o600)
-    return SoftToken(module, LABEL, PIN.encode(), pin_file)
+    return SoftToken(module, label, PIN.encode(), pin_file)
+
+
+def make_soft_token(base: Path) -> SoftToken:
+    """The session's token for the tests: a missing SoftHSM2 skips, or fails with CI=true."""
+    import pytest
+
+    module = soft_hsm_module()
+    if module is None:
+        message = "Debian package softhsm2 is needed for the PKCS#11 tests"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: they must run)")
+        pytest.skip(message)
+    return init_soft_token(base, module)
