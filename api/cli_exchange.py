@@ -51,6 +51,8 @@ def _read_key(path: Path) -> bytes:
 
 def _show(peer: Peer) -> None:
     console.print(f"[bold]{peer.name}[/]  keyid={peer.keyid}  {peer.key.algorithm.value}  sha256:{peer.fingerprint()[:16]}…")
+    if peer.previous is not None and peer.previous_until is not None:
+        console.print(f"  previous keyid={peer.previous.keyid}  accepted until {peer.previous_until.isoformat()}")
     console.print(f"  base URL: {peer.base_url or '—'}")
     for route in peer.routes or ():
         console.print(f"  route: {route}")
@@ -109,10 +111,17 @@ def peers_update(
     no_routes: Annotated[bool, typer.Option("--no-routes", help="remove every route")] = False,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="new base URL")] = None,
     no_base_url: Annotated[bool, typer.Option("--no-base-url", help="remove the base URL")] = False,
+    overlap: Annotated[
+        int, typer.Option("--overlap", help="seconds the replaced key is still accepted (needs --key and a new --keyid)")
+    ] = 0,
+    end_overlap: Annotated[bool, typer.Option("--end-overlap", help="stop accepting the replaced key now")] = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a peer's key, routes or base URL (logged as exchange.peer.updated)."""
+    """Change a peer's key, routes or base URL (logged as exchange.peer.updated).
+
+    Key rotation without refusals: --key NEW.pem --keyid NEW-ID --overlap 86400 keeps the old
+    key accepted for a day while the peer's instances switch over."""
     if (route and no_routes) or (base_url and no_base_url):
         fail("--route and --no-routes (or --base-url and --no-base-url) exclude each other")
     pem = _read_key(key) if key is not None else None
@@ -120,7 +129,8 @@ def peers_update(
     state = open_state(demo)
     try:
         peer = _service(state).update_peer(
-            name, keyid=keyid, key_pem=pem, routes=routes, base_url=base_url, clear_base_url=no_base_url, actor=CLI_ACTOR
+            name, keyid=keyid, key_pem=pem, routes=routes, base_url=base_url, clear_base_url=no_base_url,
+            overlap_seconds=overlap, end_overlap=end_overlap, actor=CLI_ACTOR,
         )
     except IntegrityError as exc:
         fail(str(exc))

@@ -16,7 +16,8 @@ from integrity.receipts import ReceiptService, build_receipt_service
 from integrity.signatures import SignatureService, build_signature_service
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
-from integrity.keys import ServiceKeys, load_service_keys, open_key_token
+from integrity.errors import ConfigurationError
+from integrity.keys import ServiceKeys, checkpoint_key, load_service_keys, open_key_token, retired_checkpoint_keys
 from integrity.logs import get_logger
 from integrity.migrate import pending
 from integrity.settings import Settings
@@ -52,7 +53,7 @@ class AppState:
             checks["schema"] = "ok" if not todo else "migrations pending: run `bhxh-integrity migrate`"
         except (SQLAlchemyError, OSError) as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["keys"] = "ok" if self.keys.one_stop_signing and self.keys.audit_key else "not loaded"
+        checks["keys"] = "ok" if self.keys.one_stop_signing and self.audit.signer else "not loaded"
         if self.signatures.token is not None:
             checks["key_token"] = self.signatures.token.check()
         return Readiness(all(v == "ok" for v in checks.values()), checks)
@@ -84,16 +85,25 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
             "nothing signed by this instance has any legal value",
             keys_dir=str(keys.keys_dir),
         )
+    token = open_key_token(settings)
+    try:
+        audit_key = checkpoint_key(settings, keys, token)
+        retired = retired_checkpoint_keys(settings)
+    except ConfigurationError:
+        if token is not None:
+            token.close()
+        raise
     eng = engine or make_engine(settings.database_url)
     audit = AuditService(
         eng,
         clock=clock,
         log_id=settings.log_id,
-        checkpoint_key=keys.audit_key,
+        checkpoint_key=audit_key,
         checkpoint_key_name=keys.audit_key_name,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_seconds=settings.checkpoint_seconds,
         publish_dir=settings.checkpoint_publish_dir,
+        retired_keys=retired,
     )
     return AppState(
         settings=settings,
@@ -111,7 +121,7 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
             anchor_files=settings.trust_anchor_files,
             crl_files=settings.crl_files,
             fetch_revocation=settings.revocation_fetch,
-            token=open_key_token(settings),
+            token=token,
         ),
         receipts=build_receipt_service(settings, eng, clock, audit, keys),
         exchange=build_exchange_service(

@@ -17,6 +17,12 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+def stored_utc(value: datetime) -> datetime:
+    """A time read back from the database, aware: SQLite returns naive datetimes even for
+    ``DateTime(timezone=True)``, and every time this service stores is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 @dataclass
 class FrozenClock:
     """A clock for tests: stands still until moved."""

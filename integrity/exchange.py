@@ -1,7 +1,8 @@
 """Use case: every message between the portal and the one-stop system is checked and leaves
 evidence (Decision 352/QĐ-BHXH Art. 5.2–5.3; DESIGN.md "Portal ↔ one-stop exchange").
 
-A message is accepted only if, in this order: its ``keyid`` names a registered peer; that
+A message is accepted only if, in this order: its ``keyid`` names a registered peer's key
+(its current key, or the key it replaced while their rotation overlap lasts); that
 peer may use the route (method and path); the RFC 9421 signature verifies with the peer's key
 under the exchange profile; the Content-Digest equals the body; ``created`` lies within
 ±``skew_seconds`` and ``expires`` has not passed; and the (keyid, nonce) pair was never seen
@@ -27,18 +28,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from integrity.audit_service import AuditService
+from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
 from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
@@ -83,6 +85,9 @@ NONCE_PURGE_INTERVAL_SECONDS = 60
 _AMBIGUOUS_PATH = re.compile(r"%2e|%2f|%5c|\\", re.IGNORECASE)
 # A registry change made on another instance is seen within this many seconds.
 DEFAULT_PEER_CACHE_SECONDS = 2.0
+# The longest a replaced key may still be accepted after a rotation: enough to redeploy a
+# peer's fleet, short enough that a forgotten old key stops working by itself.
+MAX_OVERLAP_SECONDS = 30 * 24 * 3600
 MAX_CACHED_PEERS = 1_000
 _MISS = object()  # a peer-cache miss (None is a cached "no such peer")
 # What a refusal may echo of attacker-chosen text into the audit log.
@@ -168,10 +173,22 @@ class Peer:
     routes: tuple[Route, ...]
     created_at: datetime
     updated_at: datetime
+    # The key this one replaced, accepted until ``previous_until`` (a rotation overlap: the
+    # peer's instances switch to the new key one by one, and no message is refused meanwhile).
+    previous: PeerKey | None = None
+    previous_until: datetime | None = None
 
     @property
     def keyid(self) -> str:
         return self.key.keyid
+
+    def key_for(self, keyid: str, now: datetime) -> PeerKey | None:
+        """The key a message naming ``keyid`` must verify with at ``now``, or None."""
+        if keyid == self.key.keyid:
+            return self.key
+        if self.previous is not None and keyid == self.previous.keyid and self.previous_until is not None:
+            return self.previous if now < self.previous_until else None
+        return None
 
     def route_for(self, method: str, path: str) -> Route | None:
         return next((r for r in self.routes if r.matches(method, path)), None)
@@ -191,6 +208,8 @@ class Peer:
             "routes": [str(r) for r in self.routes],
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "previous_keyid": self.previous.keyid if self.previous else None,
+            "previous_until": self.previous_until.isoformat() if self.previous and self.previous_until else None,
         }
 
 
@@ -341,22 +360,28 @@ class ExchangeService:
 
     # ----------------------------------------------------------------- registry
 
-    def _row_to_peer(self, row: Any) -> Peer:
-        pem = row.certificate_pem or row.public_key_pem
-        cache_key = (row.keyid, pem)
-        key = self._key_cache.get(cache_key)
+    def _parsed_key(self, keyid: str, pem: str) -> PeerKey:
+        # Parsing is memoised (by keyid and PEM); which peer holds which key is always read
+        # from the database, so a removal takes effect at once on every instance.
+        key = self._key_cache.get((keyid, pem))
         if key is None:
-            # Parsing is memoised (by keyid and PEM); which peer holds which key is always read
-            # from the database, so a removal takes effect at once on every instance.
-            key = _peer_key(row.keyid, pem)
-            self._key_cache[cache_key] = key
+            key = _peer_key(keyid, pem)
+            self._key_cache[(keyid, pem)] = key
+        return key
+
+    def _row_to_peer(self, row: Any) -> Peer:
+        previous = None
+        if row.previous_keyid is not None:
+            previous = self._parsed_key(row.previous_keyid, row.previous_certificate_pem or row.previous_public_key_pem)
         return Peer(
             name=row.name,
-            key=key,
+            key=self._parsed_key(row.keyid, row.certificate_pem or row.public_key_pem),
             base_url=row.base_url,
             routes=tuple(Route.parse(r) for r in json.loads(row.routes)),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            previous=previous,
+            previous_until=stored_utc(row.previous_until) if previous is not None else None,
         )
 
     def _reader(self) -> Connection:
@@ -379,8 +404,11 @@ class ExchangeService:
         return self._row_to_peer(row)
 
     def peer_by_keyid(self, keyid: str) -> Peer | None:
-        """The peer holding ``keyid`` (read through the peer cache, see ``_cached``)."""
-        return self._cached(("keyid", keyid), exchange_peers.c.keyid == keyid)
+        """The peer holding ``keyid``, as its current or previous key (read through the peer
+        cache, see ``_cached``); ``Peer.key_for`` then says whether that key is still good."""
+        return self._cached(
+            ("keyid", keyid), (exchange_peers.c.keyid == keyid) | (exchange_peers.c.previous_keyid == keyid)
+        )
 
     def destination(self, name: str) -> Peer:
         """The peer named ``name``, for forwarding (read through the peer cache)."""
@@ -446,27 +474,12 @@ class ExchangeService:
         now = self.clock()
         try:
             with self.engine.begin() as conn:
-                taken = conn.execute(
-                    select(exchange_peers.c.name).where(
-                        (exchange_peers.c.name == name) | (exchange_peers.c.keyid == key.keyid)
-                    )
-                ).first()
-                if taken is not None:
+                _lock_registry(conn)
+                taken = conn.execute(select(exchange_peers.c.name).where(exchange_peers.c.name == name)).first()
+                if taken is not None or _keyid_holder(conn, key.keyid) is not None:
                     raise PeerAlreadyExists(f"a peer named {name!r} or holding keyid {key.keyid!r} exists")
-                conn.execute(
-                    insert(exchange_peers).values(
-                        name=name,
-                        keyid=key.keyid,
-                        algorithm=key.algorithm.value,
-                        public_key_pem=key.public_pem(),
-                        certificate_pem=key.certificate_pem(),
-                        base_url=url,
-                        routes=json.dumps([str(r) for r in parsed_routes]),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
                 peer = Peer(name, key, url, parsed_routes, now, now)
+                conn.execute(insert(exchange_peers).values(name=name, created_at=now, **_peer_row(peer)))
                 self.audit.record(actor, "exchange.peer.added", f"peer:{name}", _peer_log(peer), conn=conn)
         except DbIntegrityError as exc:  # a concurrent add won the race for the name or keyid
             raise PeerAlreadyExists(f"a peer named {name!r} or holding keyid {key.keyid!r} exists") from exc
@@ -483,48 +496,87 @@ class ExchangeService:
         routes: Sequence[str] | None = None,
         base_url: str | None = None,
         clear_base_url: bool = False,
+        overlap_seconds: int = 0,
+        end_overlap: bool = False,
         actor: str = "system",
     ) -> Peer:
-        """Change a peer's key, routes or base URL (``exchange.peer.updated``, with what changed)."""
-        current = self.get_peer(name)
+        """Change a peer's key, routes or base URL (``exchange.peer.updated``, with what changed).
+
+        A new key with ``overlap_seconds`` keeps the replaced key (under its own keyid) accepted
+        for that long, so a peer can roll the new key out instance by instance; without it the
+        old key is refused at once. A peer has one replaced key at a time: a new rotation drops
+        the one before. ``end_overlap`` stops accepting the replaced key now (say, when it is
+        suspected compromised)."""
+        if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
+            raise InvalidPeer(f"an overlap lasts from 1 second to {MAX_OVERLAP_SECONDS // 86400} days")
+        if overlap_seconds and end_overlap:
+            raise InvalidPeer("an overlap cannot be started and ended in one change")
+        if not PEER_NAME.fullmatch(name):
+            raise PeerNotFound(f"no peer named {_short(name)!r}")
+        new_routes = None if routes is None else _parse_routes(routes)
+        new_url = None if base_url is None else _check_base_url(base_url)
+        try:
+            with self.engine.begin() as conn:
+                # Read under the registry's write lock: the key being replaced is the one stored
+                # now, not one read before a concurrent change.
+                _lock_registry(conn)
+                row = conn.execute(select(exchange_peers).where(exchange_peers.c.name == name)).first()
+                if row is None:
+                    raise PeerNotFound(f"no peer named {name!r}")
+                current = self._row_to_peer(row)
+                peer = self._changed_peer(
+                    current, keyid, key_pem, new_routes, new_url, clear_base_url, overlap_seconds, end_overlap
+                )
+                holder = _keyid_holder(conn, peer.keyid)
+                if holder is not None and holder != name:
+                    raise PeerAlreadyExists(f"keyid {peer.keyid!r} is held by another peer")
+                changed = sorted(k for k, v in _peer_log(peer).items() if _peer_log(current).get(k) != v)
+                conn.execute(update(exchange_peers).where(exchange_peers.c.name == name).values(**_peer_row(peer)))
+                self.audit.record(
+                    actor, "exchange.peer.updated", f"peer:{name}", {**_peer_log(peer), "changed": changed}, conn=conn
+                )
+        except DbIntegrityError as exc:
+            raise PeerAlreadyExists(f"a keyid of {name!r} is held by another peer") from exc
+        finally:
+            self._peer_cache.clear()
+        return peer
+
+    def _changed_peer(
+        self,
+        current: Peer,
+        keyid: str | None,
+        key_pem: bytes | str | None,
+        routes: tuple[Route, ...] | None,
+        base_url: str | None,
+        clear_base_url: bool,
+        overlap_seconds: int,
+        end_overlap: bool,
+    ) -> Peer:
         if key_pem is not None:
             key = _peer_key(keyid or current.keyid, key_pem)
         elif keyid is not None and keyid != current.keyid:
             key = _peer_key(keyid, current.key.certificate_pem() or current.key.public_pem())
         else:
             key = current.key
-        new_routes = current.routes if routes is None else _parse_routes(routes)
-        url = None if clear_base_url else (current.base_url if base_url is None else _check_base_url(base_url))
         now = self.clock()
-        peer = Peer(name, key, url, new_routes, current.created_at, now)
-        changed = sorted(
-            k for k, v in _peer_log(peer).items() if _peer_log(current).get(k) != v
+        rotated = key.keyid != current.keyid or key.public_pem() != current.key.public_pem()
+        previous, until = current.previous, current.previous_until
+        if overlap_seconds:
+            if not rotated:
+                raise InvalidPeer("an overlap applies only to a change of key")
+            if key.keyid == current.keyid:
+                # Messages name their key by keyid alone (RFC 9421 §2.3): two live keys need two.
+                raise InvalidPeer("to keep the old key during an overlap, give the new key a new keyid")
+            previous, until = current.key, now + timedelta(seconds=overlap_seconds)
+        elif rotated or end_overlap:
+            previous, until = None, None
+        if previous is not None and previous.keyid == key.keyid:
+            previous, until = None, None  # rolled back to the previous key: it is current again
+        url = None if clear_base_url else (current.base_url if base_url is None else base_url)
+        return Peer(
+            current.name, key, url, current.routes if routes is None else routes, current.created_at, now,
+            previous, until,
         )
-        try:
-            with self.engine.begin() as conn:
-                done = conn.execute(
-                    update(exchange_peers)
-                    .where(exchange_peers.c.name == name)
-                    .values(
-                        keyid=key.keyid,
-                        algorithm=key.algorithm.value,
-                        public_key_pem=key.public_pem(),
-                        certificate_pem=key.certificate_pem(),
-                        base_url=url,
-                        routes=json.dumps([str(r) for r in new_routes]),
-                        updated_at=now,
-                    )
-                )
-                if done.rowcount != 1:
-                    raise PeerNotFound(f"no peer named {name!r}")
-                self.audit.record(
-                    actor, "exchange.peer.updated", f"peer:{name}", {**_peer_log(peer), "changed": changed}, conn=conn
-                )
-        except DbIntegrityError as exc:
-            raise PeerAlreadyExists(f"keyid {key.keyid!r} is held by another peer") from exc
-        finally:
-            self._peer_cache.clear()
-        return peer
 
     def remove_peer(self, name: str, *, actor: str = "system") -> Peer:
         """Unregister a peer (``exchange.peer.removed``): its messages are refused from now on."""
@@ -615,16 +667,20 @@ class ExchangeService:
     def _check_request(
         self, request: HttpRequest, seen: _Seen, context: dict[str, Any], params: SignatureParams, peer: Peer | None
     ) -> _Checked:
-        if peer is None:
-            return _Checked(seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid))
+        key = self._key_of(peer, params)
+        if key is None:
+            return self._unknown_key(seen, context, params, peer)
+        assert peer is not None
         path = urlsplit(request.url).path or "/"
         route = peer.route_for(request.method, path)
         if route is None:
-            return _Checked(seen, context, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", peer=peer)
+            return _Checked(
+                seen, context, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", peer=peer, keyid=key.keyid
+            )
         try:
-            verified = verify_request(request, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
+            verified = verify_request(request, key, clock=self.clock, skew_seconds=self.skew_seconds)
         except MessageSignatureError as exc:
-            return _Checked(seen, context, exc.reason, str(exc), peer=peer, route=route)
+            return _Checked(seen, context, exc.reason, str(exc), peer=peer, route=route, keyid=key.keyid)
         return _Checked(seen, context, peer=peer, route=route, verified=verified)
 
     def _check_response(
@@ -636,15 +692,34 @@ class ExchangeService:
         peer: Peer | None,
         expected_peer: str,
     ) -> _Checked:
+        key = self._key_of(peer, params)
+        if key is None:
+            return self._unknown_key(seen, context, params, peer)
+        assert peer is not None
+        if peer.name != expected_peer:
+            return _Checked(
+                seen, context, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", peer=peer, keyid=key.keyid
+            )
+        try:
+            verified = verify_response(response, key, clock=self.clock, skew_seconds=self.skew_seconds)
+        except MessageSignatureError as exc:
+            return _Checked(seen, context, exc.reason, str(exc), peer=peer, keyid=key.keyid)
+        return _Checked(seen, context, peer=peer, verified=verified)
+
+    def _key_of(self, peer: Peer | None, params: SignatureParams) -> PeerKey | None:
+        return None if peer is None or params.keyid is None else peer.key_for(params.keyid, self.clock())
+
+    @staticmethod
+    def _unknown_key(seen: _Seen, context: dict[str, Any], params: SignatureParams, peer: Peer | None) -> _Checked:
         if peer is None:
             return _Checked(seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid))
-        if peer.name != expected_peer:
-            return _Checked(seen, context, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", peer=peer)
-        try:
-            verified = verify_response(response, peer.key, clock=self.clock, skew_seconds=self.skew_seconds)
-        except MessageSignatureError as exc:
-            return _Checked(seen, context, exc.reason, str(exc), peer=peer)
-        return _Checked(seen, context, peer=peer, verified=verified)
+        # A replaced key after its overlap: refused like an unknown one, but the evidence says
+        # whose it was, so the operator can tell that peer to finish its rotation.
+        ended = peer.previous_until.isoformat() if peer.previous_until else "?"
+        return _Checked(
+            seen, context, UNKNOWN_KEY, f"this keyid is {peer.name}'s replaced key; its overlap ended at {ended}",
+            peer=peer, keyid=params.keyid,
+        )
 
     def _settle(self, checked: _Checked) -> ExchangeVerdict:
         """Make the outcome durable (see above) and return its verdict."""
@@ -767,13 +842,13 @@ class _Checked:
     peer: Peer | None = None
     route: Route | None = None
     verified: VerifiedSignature | None = None
-    keyid: str | None = None  # as the message names it, when no peer holds it
+    keyid: str | None = None  # as the message names it (when no peer holds it, or before it verified)
 
     @property
     def logged_keyid(self) -> str | None:
         if self.verified is not None:
             return self.verified.keyid
-        return self.peer.keyid if self.peer else self.keyid
+        return self.keyid if self.keyid is not None or self.peer is None else self.peer.keyid
 
     def replayed(self) -> _Checked:
         return replace(self, verified=None, reason=REPLAYED_NONCE, detail="this keyid and nonce were already accepted")
@@ -876,7 +951,46 @@ def _peer_log(peer: Peer) -> dict[str, Any]:
         "key_sha256": peer.fingerprint(),
         "base_url": peer.base_url,
         "routes": [str(r) for r in peer.routes],
+        "previous_keyid": peer.previous.keyid if peer.previous else None,
+        "previous_until": peer.previous_until.isoformat() if peer.previous_until else None,
     }
+
+
+def _peer_row(peer: Peer) -> dict[str, Any]:
+    """The stored columns of ``peer`` except its name and creation time."""
+    previous = peer.previous
+    return {
+        "keyid": peer.keyid,
+        "algorithm": peer.key.algorithm.value,
+        "public_key_pem": peer.key.public_pem(),
+        "certificate_pem": peer.key.certificate_pem(),
+        "base_url": peer.base_url,
+        "routes": json.dumps([str(r) for r in peer.routes]),
+        "updated_at": peer.updated_at,
+        "previous_keyid": previous.keyid if previous else None,
+        "previous_public_key_pem": previous.public_pem() if previous else None,
+        "previous_certificate_pem": previous.certificate_pem() if previous else None,
+        "previous_until": peer.previous_until if previous else None,
+    }
+
+
+def _lock_registry(conn: Connection) -> None:
+    """Serialise registry changes for the rest of the transaction, so that the check "no other
+    peer holds this keyid, current or previous" (two columns, no single constraint) and the
+    write are one step. SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL
+    takes a table lock that conflicts only with other registry writers, never with readers."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE exchange_peers IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def _keyid_holder(conn: Connection, keyid: str) -> str | None:
+    """The peer holding ``keyid`` as its current or previous key (expired or not: a keyid
+    names one key for good, or a message could verify under a key it never meant)."""
+    return conn.execute(
+        select(exchange_peers.c.name).where(
+            (exchange_peers.c.keyid == keyid) | (exchange_peers.c.previous_keyid == keyid)
+        )
+    ).scalar()
 
 
 def build_exchange_service(

@@ -3,7 +3,9 @@ the Alembic branch ``exchange``).
 
 - ``exchange_peers``: the registry of peers (portal, one-stop, gateway, other BHXH systems):
   RFC 9421 keyid, public key and certificate, the routes each may use, and the base URL the
-  gateway forwards to.
+  gateway forwards to; after a key rotation with an overlap, the previous keyid and key too,
+  accepted until ``previous_until``. A keyid names one key: no keyid appears twice in the two
+  keyid columns together (the registry checks it under its write lock).
 - ``exchange_nonces``: the replay guard, one row per (keyid, nonce) accepted, kept until the
   signature's ``expires`` (epoch seconds) and then purged. The primary key makes the insert
   the atomic "never seen before" test on both back ends.
@@ -47,7 +49,12 @@ exchange_peers = Table(
     Column("routes", Text, nullable=False),  # JSON list of "METHOD /path-pattern"
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("previous_keyid", String(KEYID_LENGTH), nullable=True),
+    Column("previous_public_key_pem", Text, nullable=True),
+    Column("previous_certificate_pem", Text, nullable=True),
+    Column("previous_until", DateTime(timezone=True), nullable=True),
     UniqueConstraint("keyid", name="uq_exchange_peers_keyid"),
+    UniqueConstraint("previous_keyid", name="uq_exchange_peers_previous_keyid"),
 )
 
 exchange_nonces = Table(

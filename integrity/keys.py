@@ -16,10 +16,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from audit.checkpoint import VerifierKey
+from audit.errors import MalformedVerifierKey
 from integrity.devpki import DEMO_MARKER, AUDIT_KEY_NAME, CA_NAME
 from integrity.errors import ConfigurationError, DemoKeysRefused
 from integrity.settings import Settings
-from signing.errors import TokenError
+from signing.errors import KeyNotUsable, TokenError, WeakKey
 from signing.pkcs11 import KeyToken
 
 SECRETS_KEY_BYTES = 32
@@ -36,7 +38,7 @@ class ServiceKeys:
     keys_dir: Path
     passphrase: bytes | None
     ca_certificates: tuple[x509.Certificate, ...]
-    audit_key: ed25519.Ed25519PrivateKey
+    audit_key: ed25519.Ed25519PrivateKey | None  # None when the checkpoint key is on the token
     audit_key_name: str
     secrets_key: bytes
     one_stop_signing: CertifiedKey
@@ -104,9 +106,11 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
             "pass --demo or set BHXH_DEMO=1 to run the demo"
         )
     passphrase = resolve_passphrase(settings, keys_dir, demo_dir)
-    audit_key = _private(keys_dir / "audit-log.key.pem", passphrase)
-    if not isinstance(audit_key, ed25519.Ed25519PrivateKey):
-        raise ConfigurationError("audit-log.key.pem must be an Ed25519 key (C2SP signed-note)")
+    audit_key = None
+    if settings.checkpoint_key_label is None:
+        audit_key = _private(keys_dir / "audit-log.key.pem", passphrase)
+        if not isinstance(audit_key, ed25519.Ed25519PrivateKey):
+            raise ConfigurationError("audit-log.key.pem must be an Ed25519 key (C2SP signed-note)")
     try:
         secrets_key = base64.b64decode(_read(keys_dir / "secrets.key").strip(), validate=True)
     except binascii.Error as exc:
@@ -128,6 +132,46 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
         exchange=exchange,
         demo=demo_dir,
     )
+
+
+def checkpoint_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -> ed25519.Ed25519PrivateKey:
+    """The key that signs the audit log's checkpoints: ``audit-log.key.pem``, or, when
+    ``BHXH_CHECKPOINT_KEY_LABEL`` is set, the Ed25519 key pair of that label on the PKCS#11
+    token, made there by the HSM officer (sensitive, never extractable). A forger holding this
+    key could sign a checkpoint over a rewritten log, so production keeps it on the HSM."""
+    label = settings.checkpoint_key_label
+    if label is None:
+        assert keys.audit_key is not None  # load_service_keys read the file
+        return keys.audit_key
+    if token is None:
+        raise ConfigurationError(
+            "BHXH_CHECKPOINT_KEY_LABEL names a token key: set BHXH_PKCS11_MODULE, _TOKEN_LABEL and _PIN_FILE"
+        )
+    try:
+        key = token.key_by_label(label)
+    except (TokenError, KeyNotUsable, WeakKey) as exc:
+        raise ConfigurationError(f"audit checkpoint key: {exc}") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ConfigurationError(
+            f"the token key labelled {label!r} is not Ed25519: checkpoints are C2SP signed notes (Ed25519)"
+        )
+    return key
+
+
+def retired_checkpoint_keys(settings: Settings) -> list[VerifierKey]:
+    """The verifier keys of checkpoint keys used before a rotation (say, from the file to the
+    token), so that the checkpoints they signed still verify; one C2SP verifier key a line."""
+    path = settings.checkpoint_retired_keys_file
+    if path is None:
+        return []
+    keys = []
+    for number, line in enumerate(_read(path).decode("utf-8", "replace").splitlines(), 1):
+        if line.strip():
+            try:
+                keys.append(VerifierKey.from_text(line.strip()))
+            except MalformedVerifierKey as exc:
+                raise ConfigurationError(f"{path}, line {number}: not a verifier key ({exc})") from exc
+    return keys
 
 
 def open_key_token(settings: Settings) -> KeyToken | None:

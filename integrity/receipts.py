@@ -21,7 +21,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -32,6 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from integrity.audit_service import AuditService
+from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.dossier_code import MAX_SEQUENCE, DossierCode, receipt_day
 from integrity.errors import (
@@ -320,14 +321,10 @@ def _row_to_record(row: Any) -> ReceiptRecord:
         issued_by=row.issued_by,
         official_name=row.official_name,
         official_title=row.official_title,
-        issued_at=_aware(row.issued_at),
+        issued_at=stored_utc(row.issued_at),
         audit_seq=row.audit_seq,
     )
 
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored here is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _text(value: str, what: str, limit: int = MAX_NAME, *, required: bool = True) -> str:
@@ -595,7 +592,7 @@ class ReceiptService:
         now = self._clock()
         # The registry is our proof of existence: bytes registered at issue time are judged
         # at that time, so a receipt outlives its signer certificate; anything else is judged now.
-        at = _aware(by_hash.issued_at) if by_hash is not None else now
+        at = stored_utc(by_hash.issued_at) if by_hash is not None else now
         try:
             # The bytes come from outside: parsed in a child process under memory and CPU limits,
             # so a PDF bomb costs a refused request, never the service.
@@ -619,7 +616,7 @@ class ReceiptService:
             if row is None:
                 reasons.append("code_not_registered")
             else:
-                registered_at = _aware(row.issued_at)
+                registered_at = stored_utc(row.issued_at)
                 hash_matches = hmac.compare_digest(row.sha256, digest)
                 if not hash_matches:
                     reasons.append("hash_mismatch")

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     pkcs11_token_label: str | None = Field(None, description="label of the token on that module")
     pkcs11_pin: str | None = Field(None, description="user PIN of that token (prefer the _FILE variant)")
     pkcs11_pin_file: Path | None = Field(None, description="file holding that PIN")
+    checkpoint_key_label: str | None = Field(
+        None, description="label of the Ed25519 audit checkpoint key on that token; unset: audit-log.key.pem"
+    )
+    checkpoint_retired_keys_file: Path | None = Field(
+        None, description="verifier keys (.vkey lines) of earlier checkpoint keys: they verify, never sign"
+    )
     demo: bool = Field(False, description="allow the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
     host: str = Field("127.0.0.1", description="address serve binds to")
     port: int = Field(8000, ge=1, le=65535, description="port serve binds to")

@@ -143,10 +143,11 @@ class KeyToken:
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"PKCS#11 token {self.label!r}: {what} failed ({type(exc).__name__})") from exc
 
-    def generate(self, algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BITS) -> TokenKey:
-        """A new key pair made on the token; its private half never leaves it."""
+    def generate(self, algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BITS, label: str | None = None) -> TokenKey:
+        """A new key pair made on the token; its private half never leaves it. ``label`` names
+        it for ``key_by_label`` (default: ``bhxh-`` and its object id)."""
         object_id = os.urandom(_ID_BYTES)
-        label = f"bhxh-{object_id.hex()}"
+        label = label or f"bhxh-{object_id.hex()}"
         with self._operation("key generation"):
             if algorithm is Algorithm.PS256:
                 check_rsa_bits(rsa_bits)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.deps import Principal, get_state, require_scope
 from integrity.app_state import AppState
-from integrity.exchange import ExchangeService, Peer
+from integrity.exchange import MAX_OVERLAP_SECONDS, ExchangeService, Peer
 from signing.httpsig import HttpRequest
 
 router = APIRouter(tags=["exchange"])
@@ -113,6 +113,11 @@ class PeerPatch(_Strict):
     key_pem: str | None = Field(None, min_length=1, max_length=20_000)
     routes: list[str] | None = Field(None, max_length=200)
     base_url: str | None = Field(None, max_length=2048, description="null removes the base URL")
+    overlap_seconds: int = Field(
+        0, ge=0, le=MAX_OVERLAP_SECONDS,
+        description="with a new key and keyid: how long the replaced key is still accepted (rotation overlap)",
+    )
+    end_overlap: bool = Field(False, description="stop accepting the replaced key now")
 
 
 class PeerOut(BaseModel):
@@ -125,6 +130,8 @@ class PeerOut(BaseModel):
     routes: list[str]
     created_at: str
     updated_at: str
+    previous_keyid: str | None = Field(None, description="the replaced key, accepted until previous_until")
+    previous_until: str | None = None
 
 
 def _out(peer: Peer) -> dict[str, Any]:
@@ -170,6 +177,8 @@ def update_peer(
         routes=body.routes,
         base_url=body.base_url,
         clear_base_url=clear,
+        overlap_seconds=body.overlap_seconds,
+        end_overlap=body.end_overlap,
         actor=admin.actor,
     )
     return _out(peer)

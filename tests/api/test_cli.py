@@ -89,3 +89,19 @@ def test_dev_pki_writes_a_pki_and_refuses_to_overwrite(tmp_path: Path) -> None:
     second = runner.invoke(app, ["keys", "dev-pki", "--out", str(out)])
     assert second.exit_code == 2
     assert (out / "ca.crt.pem").read_bytes() == before
+
+
+def test_a_served_worker_freezes_its_start_up_heap(cli_env: dict[str, str]) -> None:
+    # The uvicorn entry point (``serve`` and every worker) moves the start-up objects out of
+    # the collector's generations, so full collections under load do not walk them.
+    code = (
+        "import gc; from api.asgi import app_factory; before = gc.get_freeze_count(); app_factory(); "
+        "print(before, gc.get_freeze_count())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env={**os.environ, **cli_env, "BHXH_DEMO": "1"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = map(int, result.stdout.split())
+    assert before == 0 and after > 10_000

@@ -145,6 +145,53 @@ def test_admin_manages_peers_and_every_change_is_logged(svc: Any) -> None:
     ]
 
 
+def test_admin_rotates_a_peer_key_with_an_overlap_then_ends_it(svc: Any) -> None:
+    _register_portal(svc)
+    auth, verify = svc.auth("admin"), {"Authorization": f"Bearer {svc.api_key('verify')}"}
+    new_key = ExchangeSigningKey.from_private_key("portal-2", ed25519.Ed25519PrivateKey.generate())
+    rotated = svc.client.patch(
+        "/v1/admin/peers/portal",
+        json={"keyid": "portal-2", "key_pem": new_key.peer_key().public_pem(), "overlap_seconds": 3600},
+        headers=auth,
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["keyid"] == "portal-2" and rotated.json()["previous_keyid"] == "portal"
+    assert rotated.json()["previous_until"] is not None
+    # Both keys verify while the portal's instances switch over.
+    for key in (PORTAL_KEY, new_key):
+        out = svc.client.post("/v1/exchange/verify", json=_payload(key=key), headers=verify).json()
+        assert out["valid"] is True and out["keyid"] == key.keyid
+
+    ended = svc.client.patch("/v1/admin/peers/portal", json={"end_overlap": True}, headers=auth)
+    assert ended.status_code == 200 and ended.json()["previous_keyid"] is None
+    old = svc.client.post("/v1/exchange/verify", json=_payload(), headers=verify).json()
+    assert old["valid"] is False and old["reason"] == "unknown-key" and old["peer"] is None
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"overlap_seconds": 60},
+        {"keyid": "portal", "key_pem": "NEW", "overlap_seconds": 60},
+        {"keyid": "portal-2", "key_pem": "NEW", "overlap_seconds": 60, "end_overlap": True},
+        {"keyid": "portal-2", "key_pem": "NEW", "overlap_seconds": 31 * 86_400},
+        {"keyid": "portal-2", "key_pem": "NEW", "overlap_seconds": "soon"},
+    ],
+    ids=["no-new-key", "same-keyid", "start-and-end", "too-long", "not-a-number"],
+)
+def test_a_refused_rotation_is_422_and_changes_nothing(svc: Any, patch: dict[str, Any]) -> None:
+    _register_portal(svc)
+    auth = svc.auth("admin")
+    before = svc.client.get("/v1/admin/peers/portal", headers=auth).json()
+    if patch.get("key_pem") == "NEW":
+        patch = {**patch, "key_pem": ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem()}
+    response = svc.client.patch("/v1/admin/peers/portal", json=patch, headers=auth)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert svc.client.get("/v1/admin/peers/portal", headers=auth).json() == before
+    assert not _entries(svc, "exchange.peer.updated")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "slug"),
     [

@@ -57,6 +57,19 @@ def test_peer_lifecycle_from_the_command_line(cli_env: str) -> None:
     ]
 
 
+def test_a_key_rotation_with_an_overlap_from_the_command_line(cli_env: str) -> None:
+    added = _run("peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"))
+    assert added.exit_code == 0, added.output
+    rotated = _run("peers", "update", "portal", "--key", str(DEMO_KEYS / "gateway-exchange.crt.pem"),
+                   "--keyid", "portal-2", "--overlap", "3600")
+    assert rotated.exit_code == 0, rotated.output
+    assert "previous keyid=portal" in rotated.stdout and "accepted until" in rotated.stdout
+    shown = json.loads(_run("peers", "list", "--json").stdout)[0]
+    assert (shown["keyid"], shown["previous_keyid"]) == ("portal-2", "portal")
+    ended = _run("peers", "update", "portal", "--end-overlap", "--json")
+    assert ended.exit_code == 0 and json.loads(ended.stdout)["previous_keyid"] is None
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -65,8 +78,9 @@ def test_peer_lifecycle_from_the_command_line(cli_env: str) -> None:
         ["peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"), "--route", "FETCH /x"],
         ["peers", "remove", "nobody"],
         ["peers", "update", "nobody", "--no-routes"],
+        ["peers", "update", "nobody", "--overlap", "60"],
     ],
-    ids=["missing-file", "not-a-key", "bad-route", "remove-unknown", "update-unknown"],
+    ids=["missing-file", "not-a-key", "bad-route", "remove-unknown", "update-unknown", "overlap-unknown"],
 )
 def test_bad_input_exits_2_with_one_line(cli_env: str, args: list[str]) -> None:
     result = _run(*args)

@@ -246,3 +246,99 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
     assert no_token.returncode == 2, no_token.stderr
     assert "held on a PKCS#11 token: configure BHXH_PKCS11_MODULE" in no_token.stderr
     assert "Traceback" not in no_token.stderr
+
+
+# --- the audit log's checkpoint key on the token ------------------------------------------------
+
+
+def _token_checkpoint_key(soft_token: SoftToken, algorithm: Algorithm) -> tuple[str, Any]:
+    label = f"checkpoint-{os.urandom(4).hex()}"
+    token = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
+    try:
+        return label, token.generate(algorithm, label=label).public_key()
+    finally:
+        token.close()
+
+
+def _keys_without_the_checkpoint_file(tmp_path: Path) -> Path:
+    import shutil
+
+    keys = tmp_path / "keys"
+    shutil.copytree(DEMO_KEYS, keys)
+    (keys / "audit-log.key.pem").unlink()  # the file key is not needed, and so not read
+    return keys
+
+
+def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_token: SoftToken, tmp_path: Path) -> None:
+    from audit.checkpoint import SignedCheckpoint, VerifierKey
+
+    label, public = _token_checkpoint_key(soft_token, Algorithm.ED25519)
+    svc = Service(db_url, keys_dir=_keys_without_the_checkpoint_file(tmp_path), checkpoint_key_label=label,
+                  **soft_token.settings())
+    try:
+        audit = svc.state.audit
+        assert audit.ensure_genesis() is not None
+        svc.state.clients.create("x", ["sign"])  # one more entry, then a checkpoint over it
+        signed = audit.checkpoint_now()
+        token_key = VerifierKey.from_public_key(audit.signer.name, public)
+        assert audit.verifier_keys()[0] == token_key.to_text()
+        assert SignedCheckpoint.from_text(signed.note).verify([token_key]) == (token_key,)
+        file_key = VerifierKey.from_text((DEMO_KEYS / "audit-log.vkey").read_text().strip())
+        assert file_key.to_text() != token_key.to_text()
+        report = audit.verify()
+        assert report.ok, report
+        assert svc.client.get("/readyz").json()["checks"]["keys"] == "ok"
+    finally:
+        svc.close()
+
+
+def test_a_wrong_checkpoint_key_on_the_token_stops_start_up_with_a_clear_error(
+    db_url: str, soft_token: SoftToken, tmp_path: Path
+) -> None:
+    keys = _keys_without_the_checkpoint_file(tmp_path)
+    ec_label, _ = _token_checkpoint_key(soft_token, Algorithm.ES256)
+    with pytest.raises(ConfigurationError, match="is not Ed25519"):
+        Service(db_url, keys_dir=keys, checkpoint_key_label=ec_label, **soft_token.settings())
+    with pytest.raises(ConfigurationError, match="no private key labelled 'nowhere'"):
+        Service(db_url, keys_dir=keys, checkpoint_key_label="nowhere", **soft_token.settings())
+    with pytest.raises(ConfigurationError, match="BHXH_PKCS11_MODULE"):
+        Service(db_url, keys_dir=keys, checkpoint_key_label=ec_label)
+    # Without a label the file is required, as before.
+    with pytest.raises(ConfigurationError, match="audit-log.key.pem"):
+        Service(db_url, keys_dir=keys)
+
+
+def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_key_retired(
+    db_url: str, soft_token: SoftToken, tmp_path: Path
+) -> None:
+    before = Service(db_url)  # checkpoints signed with the file key audit-log.key.pem
+    try:
+        before.state.audit.ensure_genesis()
+        file_key = before.state.audit.verifier_keys()[0]
+    finally:
+        before.close()
+    label, _ = _token_checkpoint_key(soft_token, Algorithm.ED25519)
+    keys = _keys_without_the_checkpoint_file(tmp_path)
+    retired = tmp_path / "retired.vkey"
+    retired.write_text(file_key + "\n")
+
+    moved = Service(db_url, keys_dir=keys, checkpoint_key_label=label, **soft_token.settings())
+    try:
+        moved.state.clients.create("x", ["sign"])
+        moved.state.audit.checkpoint_now()
+        # The file key's checkpoints are no longer trusted by this configuration…
+        assert not moved.state.audit.verify().ok
+    finally:
+        moved.close()
+    with_retired = Service(db_url, keys_dir=keys, checkpoint_key_label=label, checkpoint_retired_keys_file=retired,
+                           **soft_token.settings())
+    try:
+        # …until the old key is named as retired: it verifies, and the token key signs.
+        assert with_retired.state.audit.verifier_keys()[1] == file_key
+        assert with_retired.state.audit.verify().ok
+    finally:
+        with_retired.close()
+    retired.write_text("not a key\n")
+    with pytest.raises(ConfigurationError, match="line 1: not a verifier key"):
+        Service(db_url, keys_dir=keys, checkpoint_key_label=label, checkpoint_retired_keys_file=retired,
+                **soft_token.settings())

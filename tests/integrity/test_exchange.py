@@ -288,6 +288,121 @@ def test_removed_peer_is_refused_from_then_on(world: World) -> None:
     assert verdict.reason == "unknown-key"
 
 
+# --- key rotation: the replaced key during and after its overlap ----------------------------------
+
+
+def _rotate_portal(world: World, **kwargs: Any) -> ExchangeSigningKey:
+    new = ExchangeSigningKey.from_private_key("portal-2", ed25519.Ed25519PrivateKey.generate())
+    world.service.update_peer("portal", keyid="portal-2", key_pem=new.peer_key().public_pem(), actor="user:admin", **kwargs)
+    return new
+
+
+def test_a_replaced_key_is_accepted_during_its_overlap_and_refused_after_it(world: World) -> None:
+    old = world.portal
+    new = _rotate_portal(world, overlap_seconds=3600)
+    peer = world.service.get_peer("portal")
+    assert (peer.keyid, peer.previous.keyid if peer.previous else None) == ("portal-2", "portal")
+    assert peer.previous_until == world.clock() + timedelta(seconds=3600)
+    updated = _only(world.entries("exchange.peer.updated"))
+    assert updated.data["previous_keyid"] == "portal" and updated.data["keyid"] == "portal-2"
+    assert {"keyid", "key_sha256", "previous_keyid", "previous_until"} <= set(updated.data["changed"])
+
+    during_old = world.service.verify_request(world.signed(old), via="test")
+    during_new = world.service.verify_request(world.signed(new), via="test")
+    assert during_old.accepted and during_old.keyid == "portal" and during_old.peer == "portal"
+    assert during_new.accepted and during_new.keyid == "portal-2"
+
+    world.clock.advance(3600)
+    after = world.service.verify_request(world.signed(old), via="test")
+    assert not after.accepted and after.reason == "unknown-key"
+    assert (after.peer, after.keyid) == ("portal", "portal")
+    refused = _only(world.entries("exchange.rejected"))
+    assert refused.data["keyid"] == "portal" and "replaced key" in refused.data["detail"]
+    assert world.service.verify_request(world.signed(new), via="test").accepted
+    # The two first nonces expired and were purged; the refused message burnt none.
+    assert world.nonces() == 1
+
+
+def test_a_rotation_without_overlap_refuses_the_old_key_at_once(world: World) -> None:
+    old = world.portal
+    new = _rotate_portal(world)
+    assert world.service.get_peer("portal").previous is None
+    assert world.service.verify_request(world.signed(old), via="test").reason == "unknown-key"
+    assert world.service.verify_request(world.signed(new), via="test").accepted
+
+
+def test_ending_the_overlap_early_refuses_the_replaced_key_from_then_on(world: World) -> None:
+    old = world.portal
+    _rotate_portal(world, overlap_seconds=86_400)
+    assert world.service.verify_request(world.signed(old), via="test").accepted
+    world.service.update_peer("portal", end_overlap=True, actor="user:admin")
+    ended = world.entries("exchange.peer.updated")[-1]
+    assert ended.data["previous_keyid"] is None and "previous_keyid" in ended.data["changed"]
+    assert world.service.verify_request(world.signed(old), via="test").reason == "unknown-key"
+
+
+def test_a_response_signed_with_the_replaced_key_is_accepted_during_the_overlap(world: World) -> None:
+    new = ExchangeSigningKey.from_private_key("one-stop-2", ed25519.Ed25519PrivateKey.generate())
+    world.service.update_peer("one-stop", keyid="one-stop-2", key_pem=new.peer_key().public_pem(), overlap_seconds=60)
+    request = HttpRequest("POST", "http://127.0.0.1:9/v1/dossiers", {}, b"{}")
+    response = HttpResponse(201, {"Content-Type": "application/json"}, b"{}", request)
+    signed_old = response.with_headers(sign_response(response, world.one_stop, clock=world.clock).as_dict())
+    assert world.service.verify_response(signed_old, expected_peer="one-stop", via="test").accepted
+    world.clock.advance(61)
+    signed_old = response.with_headers(sign_response(response, world.one_stop, clock=world.clock).as_dict())
+    assert world.service.verify_response(signed_old, expected_peer="one-stop", via="test").reason == "unknown-key"
+
+
+def test_going_back_to_the_replaced_key_makes_it_current_again(world: World) -> None:
+    old = world.portal
+    _rotate_portal(world, overlap_seconds=3600)
+    world.service.update_peer("portal", keyid="portal", key_pem=old.peer_key().public_pem())
+    peer = world.service.get_peer("portal")
+    assert peer.keyid == "portal" and peer.previous is None
+    assert world.service.verify_request(world.signed(old), via="test").accepted
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"overlap_seconds": 60}, InvalidPeer),  # no new key
+        ({"new_key": True, "keyid": "portal", "overlap_seconds": 60}, InvalidPeer),  # same keyid for both keys
+        ({"new_key": True, "keyid": "portal-2", "overlap_seconds": 31 * 86_400}, InvalidPeer),
+        ({"new_key": True, "keyid": "portal-2", "overlap_seconds": -1}, InvalidPeer),
+        ({"new_key": True, "keyid": "portal-2", "overlap_seconds": 60, "end_overlap": True}, InvalidPeer),
+        ({"new_key": True, "keyid": "one-stop"}, PeerAlreadyExists),  # another peer's current keyid
+        ({"new_key": True, "keyid": "one-stop-old"}, PeerAlreadyExists),  # another peer's replaced keyid
+    ],
+    ids=["no-key-change", "same-keyid", "too-long", "negative", "start-and-end", "taken", "taken-previous"],
+)
+def test_a_refused_rotation_writes_nothing(world: World, kwargs: dict[str, Any], error: type[Exception]) -> None:
+    # one-stop holds "one-stop" as its current keyid and "one-stop-old" as its replaced one.
+    rotated = ExchangeSigningKey.from_private_key("one-stop", ed25519.Ed25519PrivateKey.generate())
+    world.service.update_peer("one-stop", keyid="one-stop-old")
+    world.service.update_peer("one-stop", keyid="one-stop", key_pem=rotated.peer_key().public_pem(), overlap_seconds=60)
+    taken = world.service.get_peer("one-stop")
+    assert (taken.keyid, taken.previous.keyid if taken.previous else None) == ("one-stop", "one-stop-old")
+    before, stored = len(world.entries()), world.service.get_peer("portal")
+    args = dict(kwargs)
+    if args.pop("new_key", False):
+        args["key_pem"] = ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem()
+    with pytest.raises(error):
+        world.service.update_peer("portal", **args)
+    assert len(world.entries()) == before
+    assert world.service.get_peer("portal") == stored
+
+
+def test_a_new_peer_cannot_take_a_keyid_kept_for_an_overlap(world: World) -> None:
+    _rotate_portal(world, overlap_seconds=3600)
+    before = len(world.entries())
+    other = ExchangeSigningKey.from_private_key("portal", ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(PeerAlreadyExists):
+        world.service.add_peer("vssid", keyid="portal", key_pem=other.peer_key().public_pem())
+    assert len(world.entries()) == before
+    with pytest.raises(PeerNotFound):
+        world.service.get_peer("vssid")
+
+
 def test_rejections_never_raise_on_garbage(world: World) -> None:
     garbage = HttpRequest("POST", URL, {"Signature-Input": "x=(", "Signature": "\u00ff" * 10}, b"\x00" * 10)
     _rejected(world, world.service.verify_request(garbage, via="test"), "malformed-signature")
@@ -367,3 +482,26 @@ def test_demo_peers_are_seeded_once_from_the_demo_certificates(engine: Engine) -
         assert w.service.get_peer("portal").route_for("POST", "/gateway/one-stop/v1/dossiers") is not None
     finally:
         w.audit.close()
+
+
+def test_a_registry_from_before_rotation_overlaps_keeps_its_peers_through_the_upgrade(engine: Engine) -> None:
+    # exchange_0002 adds the previous-key columns: an existing registry keeps its peers, which
+    # verify as before, with no previous key; the migration also steps back down cleanly.
+    from alembic import command
+
+    from integrity.migrate import _config, upgrade
+
+    world = World(engine)
+    world.register()
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "exchange_0001")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(exchange_peers)).scalar_one() == 2
+    assert upgrade(engine) == ["exchange_0002"]
+    fresh = ExchangeService(engine, clock=world.clock, audit=world.audit, skew_seconds=300)
+    peer = fresh.get_peer("portal")
+    assert peer.keyid == "portal" and peer.previous is None and peer.previous_until is None
+    assert fresh.verify_request(world.signed(), via="test").accepted
+    world.audit.close()
