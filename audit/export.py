@@ -90,8 +90,13 @@ def load_verifier_keys(text: str, names: Iterable[str] = ()) -> list[VerifierKey
             except MalformedVerifierKey:
                 continue
         return keys
-    lines = [line.strip() for line in text.splitlines()]
-    keys = [VerifierKey.from_text(line) for line in lines if line and not line.startswith("#")]
+    keys = []
+    for number, line in enumerate((line.strip() for line in text.splitlines()), 1):
+        if line and not line.startswith("#"):
+            try:
+                keys.append(VerifierKey.from_text(line))
+            except MalformedVerifierKey as exc:
+                raise MalformedVerifierKey(f"line {number}: not a verifier key ({exc})") from None
     if not keys:
         raise MalformedVerifierKey("the public key file holds no verifier key")
     return keys

@@ -88,7 +88,7 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
     token = open_key_token(settings)
     try:
         audit_key = checkpoint_key(settings, keys, token)
-        retired = retired_checkpoint_keys(settings)
+        retired = retired_checkpoint_keys(settings, keys.audit_key_name)
     except ConfigurationError:
         if token is not None:
             token.close()

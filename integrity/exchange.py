@@ -406,9 +406,7 @@ class ExchangeService:
     def peer_by_keyid(self, keyid: str) -> Peer | None:
         """The peer holding ``keyid``, as its current or previous key (read through the peer
         cache, see ``_cached``); ``Peer.key_for`` then says whether that key is still good."""
-        return self._cached(
-            ("keyid", keyid), (exchange_peers.c.keyid == keyid) | (exchange_peers.c.previous_keyid == keyid)
-        )
+        return self._cached(("keyid", keyid), _holds(keyid))
 
     def destination(self, name: str) -> Peer:
         """The peer named ``name``, for forwarding (read through the peer cache)."""
@@ -986,11 +984,12 @@ def _lock_registry(conn: Connection) -> None:
 def _keyid_holder(conn: Connection, keyid: str) -> str | None:
     """The peer holding ``keyid`` as its current or previous key (expired or not: a keyid
     names one key for good, or a message could verify under a key it never meant)."""
-    return conn.execute(
-        select(exchange_peers.c.name).where(
-            (exchange_peers.c.keyid == keyid) | (exchange_peers.c.previous_keyid == keyid)
-        )
-    ).scalar()
+    return conn.execute(select(exchange_peers.c.name).where(_holds(keyid))).scalar()
+
+
+def _holds(keyid: str) -> Any:
+    """The registry rows holding ``keyid`` as their current or replaced key."""
+    return (exchange_peers.c.keyid == keyid) | (exchange_peers.c.previous_keyid == keyid)
 
 
 def build_exchange_service(

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from audit.checkpoint import VerifierKey
 from audit.errors import MalformedVerifierKey
+from audit.export import load_verifier_keys
 from integrity.devpki import DEMO_MARKER, AUDIT_KEY_NAME, CA_NAME
 from integrity.errors import ConfigurationError, DemoKeysRefused
 from integrity.settings import Settings
@@ -158,20 +159,20 @@ def checkpoint_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None
     return key
 
 
-def retired_checkpoint_keys(settings: Settings) -> list[VerifierKey]:
+def retired_checkpoint_keys(settings: Settings, name: str) -> list[VerifierKey]:
     """The verifier keys of checkpoint keys used before a rotation (say, from the file to the
-    token), so that the checkpoints they signed still verify; one C2SP verifier key a line."""
+    token), so that the checkpoints they signed still verify: the same file format as
+    ``audit verify --public-key`` (verifier-key lines, or a PEM key for the signer ``name``)."""
     path = settings.checkpoint_retired_keys_file
     if path is None:
         return []
-    keys = []
-    for number, line in enumerate(_read(path).decode("utf-8", "replace").splitlines(), 1):
-        if line.strip():
-            try:
-                keys.append(VerifierKey.from_text(line.strip()))
-            except MalformedVerifierKey as exc:
-                raise ConfigurationError(f"{path}, line {number}: not a verifier key ({exc})") from exc
-    return keys
+    text = _read(path).decode("utf-8", "replace")
+    if not any(line.strip() and not line.strip().startswith("#") for line in text.splitlines()):
+        return []  # an empty list of retired keys
+    try:
+        return load_verifier_keys(text, [name])
+    except MalformedVerifierKey as exc:
+        raise ConfigurationError(f"{path}, {exc}") from exc
 
 
 def open_key_token(settings: Settings) -> KeyToken | None:
