@@ -1,5 +1,6 @@
 """``bhxh-integrity exchange``: the peer registry (``peers add|list|update|remove``), the replay
-guard's housekeeping (``nonces purge``) and a standalone verifying gateway (``gateway``).
+guard's housekeeping (``nonces purge``), a standalone verifying gateway (``gateway``) and the
+public key that gateway signs with (``gateway-key``).
 
 Every registry change is logged in the audit log by ``integrity.exchange`` (actor ``system``).
 Exit codes: 0 done, 2 bad usage or input (one line on stderr).
@@ -183,12 +184,37 @@ def gateway(
 
     def _needs_gateway_key(state: AppState) -> None:
         if _service(state).gateway_key is None:
-            fail("the keys directory has no gateway-exchange.key.pem: the gateway cannot sign what it forwards")
+            fail(
+                "no gateway key (gateway-exchange.key.pem in the keys directory, or BHXH_GATEWAY_KEY_LABEL): "
+                "the gateway cannot sign what it forwards"
+            )
 
     run_server(
         "api.cli_exchange:gateway_app_factory",
         demo=demo, host=host, port=port, workers=workers, check=_needs_gateway_key,
     )
+
+
+@app.command("gateway-key")
+def gateway_key(demo: DemoOption = False, as_json: JsonOption = False) -> None:
+    """The gateway's keyid, algorithm and public key (PEM), to register with the portal and
+    the one-stop system, which check every message the gateway signs."""
+    state = open_state(demo)
+    try:
+        service = _service(state)
+        try:
+            key = service.gateway_public_key()
+        except IntegrityError as exc:
+            fail(str(exc))
+        on_token = service.gateway_key_on_token
+    finally:
+        state.close()
+    shown = {"keyid": key.keyid, "algorithm": key.algorithm.value, "on_token": on_token, "public_key_pem": key.public_pem()}
+    if as_json:
+        emit_json(shown)
+        return
+    console.print(f"keyid={key.keyid}  {key.algorithm.value}  {'on the PKCS#11 token' if on_token else 'key file'}")
+    typer.echo(key.public_pem(), nl=False)
 
 
 def gateway_app_factory() -> object:

@@ -40,6 +40,7 @@ from integrity.errors import (
     UpstreamRejected,
 )
 from integrity.exchange import ROUTE_NOT_ALLOWED, ExchangeService, ExchangeVerdict
+from signing.errors import TokenError
 from signing.httpsig import HttpRequest, HttpResponse
 
 router = APIRouter(tags=["gateway"])
@@ -207,9 +208,15 @@ class Gateway:
         headers = [(k, v) for k, v in incoming.headers if k.lower() not in _DROP_FORWARD]
         # Identity coding, so the body the peer signs is the body we digest.
         headers.append(("Accept-Encoding", "identity"))
-        outgoing = self.exchange.gateway_sign_request(
-            HttpRequest(incoming.method, peer.base_url + forward_target, headers, incoming.body)
-        )
+        try:
+            outgoing = await self.exchange.gateway_sign_request_async(
+                HttpRequest(incoming.method, peer.base_url + forward_target, headers, incoming.body)
+            )
+        except TokenError as exc:
+            # The HSM holding the gateway key does not answer: the accepted message is not
+            # forwarded, and the log says why (503 from the error table).
+            await self._failed(verdict, destination, "gateway-key-unavailable", type(exc).__name__)
+            raise
         status, answer_headers, answer_body = await self._send(outgoing, destination=destination, verdict=verdict)
         answer = HttpResponse(status, answer_headers, answer_body, outgoing)
         checked = await self.exchange.verify_response_async(
@@ -221,7 +228,7 @@ class Gateway:
                 reason=str(checked.reason),
             )
         relayed = [(k, v) for k, v in answer_headers if k.lower() not in _DROP_RELAY]
-        return self.exchange.gateway_sign_response(HttpResponse(status, relayed, answer_body, incoming))
+        return await self.exchange.gateway_sign_response_async(HttpResponse(status, relayed, answer_body, incoming))
 
     async def _send(
         self, outgoing: HttpRequest, *, destination: str, verdict: ExchangeVerdict
@@ -243,7 +250,7 @@ class Gateway:
     async def _failed(self, verdict: ExchangeVerdict, destination: str, reason: str, detail: str) -> None:
         await self.exchange.record_forward_failure_async(verdict, destination=destination, reason=reason, detail=detail)
 
-    def signed_problem(self, incoming: HttpRequest, exc: Exception, instance: str) -> Response | None:
+    async def signed_problem(self, incoming: HttpRequest, exc: Exception, instance: str) -> Response | None:
         """The problem+json answer to a refusal, signed by the gateway over the response
         components and bound to ``incoming`` (DESIGN.md: every response between the systems is
         signed). None when the error has no problem row or the gateway has no key: the
@@ -258,7 +265,9 @@ class Gateway:
         )
         lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered.raw_headers]
         return _as_response(
-            self.exchange.gateway_sign_response(HttpResponse(rendered.status_code, lines, bytes(rendered.body), incoming))
+            await self.exchange.gateway_sign_response_async(
+                HttpResponse(rendered.status_code, lines, bytes(rendered.body), incoming)
+            )
         )
 
 
@@ -314,7 +323,7 @@ async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(
     try:
         answer = await gw.relay(peer, incoming, _forward_target(request.scope, peer))
     except _GATEWAY_ERRORS as exc:
-        signed = gw.signed_problem(incoming, exc, request.url.path)
+        signed = await gw.signed_problem(incoming, exc, request.url.path)
         if signed is None:
             raise
         return signed

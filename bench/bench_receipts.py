@@ -71,12 +71,11 @@ def _request(unit: str):  # type: ignore[no-untyped-def]
 def _worker(setup: Setup, threads: int, per_thread: int, units: list[str], start: mp.Barrier, out: mp.Queue) -> None:
     from integrity.app_state import build_state
     from integrity.logs import configure_logging
-    from integrity.receipts import build_receipt_service
 
     configure_logging("ERROR")
     settings = _settings(setup)
     state = build_state(settings)
-    receipts = build_receipt_service(settings, state.engine, state.clock, state.audit, state.keys)
+    receipts = state.receipts
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -103,12 +102,11 @@ def _worker(setup: Setup, threads: int, per_thread: int, units: list[str], start
 def _verify_worker(setup: Setup, threads: int, pdfs: list[bytes], start: mp.Barrier, out: mp.Queue) -> None:
     from integrity.app_state import build_state
     from integrity.logs import configure_logging
-    from integrity.receipts import build_receipt_service
 
     configure_logging("ERROR")
     settings = _settings(setup)
     state = build_state(settings)
-    receipts = build_receipt_service(settings, state.engine, state.clock, state.audit, state.keys)
+    receipts = state.receipts
     assert receipts.verify(pdfs[0]).issued_by_system
     ok = 0
     lock = threading.Lock()

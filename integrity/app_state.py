@@ -16,11 +16,19 @@ from integrity.receipts import ReceiptService, build_receipt_service
 from integrity.signatures import SignatureService, build_signature_service
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
-from integrity.errors import ConfigurationError
-from integrity.keys import ServiceKeys, checkpoint_key, load_service_keys, open_key_token, retired_checkpoint_keys
+from integrity.keys import (
+    ServiceKeys,
+    checkpoint_key,
+    gateway_key,
+    load_service_keys,
+    open_key_token,
+    receipt_key,
+    retired_checkpoint_keys,
+)
 from integrity.logs import get_logger
 from integrity.migrate import pending
 from integrity.settings import Settings
+from signing.pkcs11 import KeyToken
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class AppState:
             checks["schema"] = "ok" if not todo else "migrations pending: run `bhxh-integrity migrate`"
         except (SQLAlchemyError, OSError) as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["keys"] = "ok" if self.keys.one_stop_signing and self.audit.signer else "not loaded"
+        checks["keys"] = "ok" if self.keys.one_stop_certificate and self.audit.signer else "not loaded"
         if self.signatures.token is not None:
             checks["key_token"] = self.signatures.token.check()
         return Readiness(all(v == "ok" for v in checks.values()), checks)
@@ -87,12 +95,22 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
         )
     token = open_key_token(settings)
     try:
-        audit_key = checkpoint_key(settings, keys, token)
-        retired = retired_checkpoint_keys(settings, keys.audit_key_name)
-    except ConfigurationError:
+        return _build(settings, keys, token, clock, engine)
+    except BaseException:
+        # Whatever stops start-up (a wrong token key, a receipt key that is not the
+        # certificate's…) must not leave the token's session logged in.
         if token is not None:
             token.close()
         raise
+
+
+def _build(
+    settings: Settings, keys: ServiceKeys, token: KeyToken | None, clock: Clock, engine: Engine | None
+) -> AppState:
+    audit_key = checkpoint_key(settings, keys, token)
+    retired = retired_checkpoint_keys(settings, keys.audit_key_name)
+    exchange_key = gateway_key(settings, keys, token)
+    receipt_signing = receipt_key(settings, keys, token)
     eng = engine or make_engine(settings.database_url)
     audit = AuditService(
         eng,
@@ -123,12 +141,12 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
             fetch_revocation=settings.revocation_fetch,
             token=token,
         ),
-        receipts=build_receipt_service(settings, eng, clock, audit, keys),
+        receipts=build_receipt_service(settings, eng, clock, audit, keys, receipt_signing),
         exchange=build_exchange_service(
             engine=eng,
             clock=clock,
             audit=audit,
-            keys=keys,
+            gateway_key=exchange_key,
             skew_seconds=settings.clock_skew_seconds,
             archive=settings.exchange_archive,
             peer_cache_seconds=settings.exchange_peer_cache_seconds,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -44,7 +45,7 @@ from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
 from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
-from integrity.keys import ServiceKeys
+from integrity.keys import GATEWAY_KEYID
 from signing.errors import MessageSignatureError, UnsupportedExchangeKey
 from signing.httpsig import (
     ExchangeSigningKey,
@@ -60,6 +61,7 @@ from signing.httpsig import (
     verify_request,
     verify_response,
 )
+from signing.pkcs11 import token_object_id
 
 __all__ = [
     "Direction",
@@ -72,7 +74,6 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 
-GATEWAY_KEYID = "gateway"
 PEER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 MAX_ROUTES = 200
@@ -793,9 +794,33 @@ class ExchangeService:
         key = self._require_gateway_key()
         return response.with_headers(sign_response(response, key, clock=self.clock).as_dict())
 
+    async def gateway_sign_request_async(self, request: HttpRequest) -> HttpRequest:
+        """``gateway_sign_request`` for the event loop. A key in memory signs in ~0.1 ms, inline;
+        a token key is a PKCS#11 round trip that may wait on the HSM (or on the token's session
+        lock), so it signs in a worker thread, never on the event loop."""
+        if self.gateway_key_on_token:
+            return await asyncio.to_thread(self.gateway_sign_request, request)
+        return self.gateway_sign_request(request)
+
+    async def gateway_sign_response_async(self, response: HttpResponse) -> HttpResponse:
+        if self.gateway_key_on_token:
+            return await asyncio.to_thread(self.gateway_sign_response, response)
+        return self.gateway_sign_response(response)
+
+    @property
+    def gateway_key_on_token(self) -> bool:
+        key = self.gateway_key
+        return key is not None and token_object_id(key.private_key) is not None
+
+    def gateway_public_key(self) -> PeerKey:
+        """The gateway's verification key, for the peers that check what it signs."""
+        return self._require_gateway_key().peer_key()
+
     def _require_gateway_key(self) -> ExchangeSigningKey:
         if self.gateway_key is None:
-            raise GatewayNotConfigured("the gateway has no exchange signing key (gateway-exchange.key.pem)")
+            raise GatewayNotConfigured(
+                "the gateway has no exchange signing key (gateway-exchange.key.pem or BHXH_GATEWAY_KEY_LABEL)"
+            )
         return self.gateway_key
 
     # ------------------------------------------------------------------ nonces
@@ -997,16 +1022,15 @@ def build_exchange_service(
     engine: Engine,
     clock: Clock,
     audit: AuditService,
-    keys: ServiceKeys | None,
+    gateway_key: PrivateKeyTypes | None,
     skew_seconds: int,
     archive: bool = False,
     peer_cache_seconds: float = DEFAULT_PEER_CACHE_SECONDS,
 ) -> ExchangeService:
-    """The wiring's constructor: the gateway signs with ``gateway-exchange.key.pem`` when the
-    keys directory has it (keyid ``gateway``)."""
-    gateway = keys.exchange.get(GATEWAY_KEYID) if keys is not None else None
-    gateway_key = ExchangeSigningKey.from_private_key(GATEWAY_KEYID, gateway.private_key) if gateway else None
+    """The wiring's constructor: the gateway signs with ``gateway_key`` (``integrity.keys.
+    gateway_key``: the file or the token) under keyid ``gateway``; None: no gateway."""
+    signing_key = ExchangeSigningKey.from_private_key(GATEWAY_KEYID, gateway_key) if gateway_key is not None else None
     return ExchangeService(
-        engine, clock=clock, audit=audit, skew_seconds=skew_seconds, archive=archive, gateway_key=gateway_key,
+        engine, clock=clock, audit=audit, skew_seconds=skew_seconds, archive=archive, gateway_key=signing_key,
         peer_cache_seconds=peer_cache_seconds,
     )

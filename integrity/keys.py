@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from audit.checkpoint import VerifierKey
@@ -26,6 +26,7 @@ from signing.errors import KeyNotUsable, TokenError, WeakKey
 from signing.pkcs11 import KeyToken
 
 SECRETS_KEY_BYTES = 32
+GATEWAY_KEYID = "gateway"  # the gateway's RFC 9421 keyid (DESIGN.md, exchange)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class ServiceKeys:
     audit_key: ed25519.Ed25519PrivateKey | None  # None when the checkpoint key is on the token
     audit_key_name: str
     secrets_key: bytes
-    one_stop_signing: CertifiedKey
+    one_stop_certificate: x509.Certificate
+    one_stop_key: PrivateKeyTypes | None  # None when BHXH_RECEIPT_KEY_LABEL puts it on the token
     exchange: dict[str, CertifiedKey]  # RFC 9421 keyid -> key
     demo: bool
 
@@ -119,7 +121,10 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
     if len(secrets_key) != SECRETS_KEY_BYTES:
         raise ConfigurationError("secrets.key must hold a 256-bit key")
     exchange = {}
-    for stem, keyid in (("portal-exchange", "portal"), ("one-stop-exchange", "one-stop"), ("gateway-exchange", "gateway")):
+    stems = [("portal-exchange", "portal"), ("one-stop-exchange", "one-stop")]
+    if settings.gateway_key_label is None:
+        stems.append(("gateway-exchange", GATEWAY_KEYID))  # else the token holds it: the file is not read
+    for stem, keyid in stems:
         if (keys_dir / f"{stem}.key.pem").exists():
             exchange[keyid] = _certified(keys_dir, stem, passphrase)
     return ServiceKeys(
@@ -129,7 +134,10 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
         audit_key=audit_key,
         audit_key_name=AUDIT_KEY_NAME if demo_dir else f"bhxh-integrity/audit/{settings.log_id}",
         secrets_key=secrets_key,
-        one_stop_signing=_certified(keys_dir, "one-stop-signing", passphrase),
+        one_stop_certificate=_cert(keys_dir / "one-stop-signing.crt.pem"),
+        one_stop_key=(
+            _private(keys_dir / "one-stop-signing.key.pem", passphrase) if settings.receipt_key_label is None else None
+        ),
         exchange=exchange,
         demo=demo_dir,
     )
@@ -144,19 +152,54 @@ def checkpoint_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None
     if label is None:
         assert keys.audit_key is not None  # load_service_keys read the file
         return keys.audit_key
-    if token is None:
-        raise ConfigurationError(
-            "BHXH_CHECKPOINT_KEY_LABEL names a token key: set BHXH_PKCS11_MODULE, _TOKEN_LABEL and _PIN_FILE"
-        )
-    try:
-        key = token.key_by_label(label)
-    except (TokenError, KeyNotUsable, WeakKey) as exc:
-        raise ConfigurationError(f"audit checkpoint key: {exc}") from exc
+    key = _token_key(token, label, "BHXH_CHECKPOINT_KEY_LABEL", "audit checkpoint key")
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigurationError(
             f"the token key labelled {label!r} is not Ed25519: checkpoints are C2SP signed notes (Ed25519)"
         )
     return key
+
+
+def gateway_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -> PrivateKeyTypes | None:
+    """The key the gateway signs forwarded requests and relayed answers with (RFC 9421 keyid
+    ``gateway``): ``gateway-exchange.key.pem`` when the keys directory has it, or, when
+    ``BHXH_GATEWAY_KEY_LABEL`` is set, the key pair of that label on the PKCS#11 token. Whoever
+    holds this key can forge messages between the portal and the one-stop system in the
+    gateway's name (Regulation Art. 5.3), so production keeps it on the HSM."""
+    label = settings.gateway_key_label
+    if label is None:
+        certified = keys.exchange.get(GATEWAY_KEYID)
+        return certified.private_key if certified is not None else None
+    key = _token_key(token, label, "BHXH_GATEWAY_KEY_LABEL", "gateway key")
+    if not isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
+        # The exchange signs RSA as rsa-pss-sha512 (RFC 9421 §3.3.1); a token RSA key here signs
+        # RSASSA-PSS with SHA-256 only, so it could never make a valid exchange signature.
+        raise ConfigurationError(
+            f"the token key labelled {label!r} is RSA: the gateway's token key must be Ed25519 or ECDSA P-256"
+        )
+    return key
+
+
+def receipt_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -> CertifiedKey:
+    """The one-stop system's key that signs the receipts (PAdES) with its certificate
+    ``one-stop-signing.crt.pem``: ``one-stop-signing.key.pem``, or, when ``BHXH_RECEIPT_KEY_LABEL``
+    is set, the RSA or P-256 key pair of that label on the PKCS#11 token. A receipt is the
+    applicant's proof of filing (Regulation Art. 4.5): a stolen key could issue false ones."""
+    label = settings.receipt_key_label
+    if label is None:
+        assert keys.one_stop_key is not None  # load_service_keys read the file
+        return CertifiedKey(keys.one_stop_key, keys.one_stop_certificate)
+    # PdfSigner checks that the key is the certificate's (a mismatch stops start-up).
+    return CertifiedKey(_token_key(token, label, "BHXH_RECEIPT_KEY_LABEL", "receipt key"), keys.one_stop_certificate)
+
+
+def _token_key(token: KeyToken | None, label: str, setting: str, what: str) -> PrivateKeyTypes:
+    if token is None:
+        raise ConfigurationError(f"{setting} names a token key: set BHXH_PKCS11_MODULE, _TOKEN_LABEL and _PIN_FILE")
+    try:
+        return token.key_by_label(label)
+    except (TokenError, KeyNotUsable, WeakKey) as exc:
+        raise ConfigurationError(f"{what}: {exc}") from exc
 
 
 def retired_checkpoint_keys(settings: Settings, name: str) -> list[VerifierKey]:

@@ -46,7 +46,7 @@ from integrity.errors import (
     UnreadableReceipt,
 )
 from integrity.receipt_tables import receipt_idempotency_keys, receipt_pdfs, receipt_sequences, receipts
-from integrity.keys import ServiceKeys
+from integrity.keys import CertifiedKey, ServiceKeys
 from integrity.settings import Settings
 from integrity.units import UnitRegistry, load_units
 from signing.errors import MalformedPdf, SigningError
@@ -643,11 +643,11 @@ class ReceiptService:
 
 
 def build_receipt_service(
-    settings: Settings, engine: Engine, clock: Clock, audit: AuditService, keys: ServiceKeys
+    settings: Settings, engine: Engine, clock: Clock, audit: AuditService, keys: ServiceKeys, signing: CertifiedKey
 ) -> ReceiptService:
-    """The service as the application wires it: the one-stop signing key parsed once, B-T when
-    ``BHXH_TSA_URL`` is set, units from ``BHXH_UNITS_FILE`` (or the demo list)."""
-    signing = keys.one_stop_signing
+    """The service as the application wires it: ``signing`` (``integrity.keys.receipt_key``: the
+    one-stop signing key, parsed once, or its token key), B-T when ``BHXH_TSA_URL`` is set, units
+    from ``BHXH_UNITS_FILE`` (or the demo list)."""
     if not isinstance(signing.private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise ConfigurationError("the one-stop signing key must be RSA or ECDSA for PAdES receipts")
     try:

@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     checkpoint_key_label: str | None = Field(
         None, description="label of the Ed25519 audit checkpoint key on that token; unset: audit-log.key.pem"
     )
+    gateway_key_label: str | None = Field(
+        None,
+        description="label of the gateway's RFC 9421 key pair (Ed25519 or P-256) on that token; "
+        "unset: gateway-exchange.key.pem",
+    )
+    receipt_key_label: str | None = Field(
+        None,
+        description="label of the receipt (PAdES) key pair on that token, certified by one-stop-signing.crt.pem; "
+        "unset: one-stop-signing.key.pem",
+    )
     checkpoint_retired_keys_file: Path | None = Field(
         None, description="verifier keys (.vkey lines) of earlier checkpoint keys: they verify, never sign"
     )

@@ -527,9 +527,11 @@ def build_signature_service(
         [path.read_bytes() for path in crl_files],
         fetch_revocation=fetch_revocation,
     )
-    signing = keys.one_stop_signing
-    chain = (signing.certificate, *(c for c in keys.ca_certificates if c != signing.certificate))
+    certificate = keys.one_stop_certificate
+    chain = (certificate, *(c for c in keys.ca_certificates if c != certificate))
+    # A receipt key on the token is not seeded into the keystore: retiring a keystore key erases
+    # its token object, which would take the receipts' key with it.
+    bootstrap = [(keys.one_stop_key, chain)] if keys.one_stop_key is not None else []
     return SignatureService.open(
-        engine, clock, audit, passphrase=keys.passphrase, trust=trust, token=token,
-        bootstrap=[(signing.private_key, chain)], **limits,
+        engine, clock, audit, passphrase=keys.passphrase, trust=trust, token=token, bootstrap=bootstrap, **limits,
     )

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 MODULE_PATHS = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"))
@@ -31,6 +32,18 @@ class SoftToken:
     def settings(self) -> dict[str, object]:
         """The BHXH_PKCS11_* settings for this token, as ``demo_settings`` overrides."""
         return {"pkcs11_module": self.module, "pkcs11_token_label": self.label, "pkcs11_pin_file": self.pin_file}
+
+    def officer_key(self, algorithm: Any, prefix: str) -> tuple[str, Any]:
+        """A key pair made on the token as an HSM officer would (sensitive, not extractable,
+        labelled): its fresh label and its public key."""
+        from signing.pkcs11 import KeyToken
+
+        label = f"{prefix}-{os.urandom(4).hex()}"
+        token = KeyToken.open(self.module, self.label, self.pin)
+        try:
+            return label, token.generate(algorithm, rsa_bits=2048, label=label).public_key()
+        finally:
+            token.close()
 
     def env(self) -> dict[str, str]:
         return {

@@ -251,15 +251,6 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
 # --- the audit log's checkpoint key on the token ------------------------------------------------
 
 
-def _token_checkpoint_key(soft_token: SoftToken, algorithm: Algorithm) -> tuple[str, Any]:
-    label = f"checkpoint-{os.urandom(4).hex()}"
-    token = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
-    try:
-        return label, token.generate(algorithm, label=label).public_key()
-    finally:
-        token.close()
-
-
 def _keys_without_the_checkpoint_file(tmp_path: Path) -> Path:
     import shutil
 
@@ -272,7 +263,7 @@ def _keys_without_the_checkpoint_file(tmp_path: Path) -> Path:
 def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_token: SoftToken, tmp_path: Path) -> None:
     from audit.checkpoint import SignedCheckpoint, VerifierKey
 
-    label, public = _token_checkpoint_key(soft_token, Algorithm.ED25519)
+    label, public = soft_token.officer_key(Algorithm.ED25519, "checkpoint")
     svc = Service(db_url, keys_dir=_keys_without_the_checkpoint_file(tmp_path), checkpoint_key_label=label,
                   **soft_token.settings())
     try:
@@ -292,20 +283,41 @@ def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_
         svc.close()
 
 
-def test_a_wrong_checkpoint_key_on_the_token_stops_start_up_with_a_clear_error(
-    db_url: str, soft_token: SoftToken, tmp_path: Path
+@pytest.mark.parametrize(
+    ("setting", "what", "file", "wrong", "refusal"),
+    [
+        ("checkpoint_key_label", "audit checkpoint key", "audit-log.key.pem", Algorithm.ES256,
+         "is not Ed25519: checkpoints are C2SP signed notes"),
+        ("gateway_key_label", "gateway key", "gateway-exchange.key.pem", Algorithm.PS256,
+         "is RSA: the gateway's token key must be Ed25519 or ECDSA P-256"),
+        ("receipt_key_label", "receipt key", "one-stop-signing.key.pem", Algorithm.ED25519,
+         "must be RSA or ECDSA for PAdES receipts"),
+    ],
+)
+def test_a_wrong_token_key_label_stops_start_up_with_a_clear_error(
+    db_url: str, soft_token: SoftToken, tmp_path: Path, setting: str, what: str, file: str, wrong: Algorithm,
+    refusal: str,
 ) -> None:
-    keys = _keys_without_the_checkpoint_file(tmp_path)
-    ec_label, _ = _token_checkpoint_key(soft_token, Algorithm.ES256)
-    with pytest.raises(ConfigurationError, match="is not Ed25519"):
-        Service(db_url, keys_dir=keys, checkpoint_key_label=ec_label, **soft_token.settings())
-    with pytest.raises(ConfigurationError, match="no private key labelled 'nowhere'"):
-        Service(db_url, keys_dir=keys, checkpoint_key_label="nowhere", **soft_token.settings())
-    with pytest.raises(ConfigurationError, match="BHXH_PKCS11_MODULE"):
-        Service(db_url, keys_dir=keys, checkpoint_key_label=ec_label)
-    # Without a label the file is required, as before.
-    with pytest.raises(ConfigurationError, match="audit-log.key.pem"):
-        Service(db_url, keys_dir=keys)
+    import shutil
+
+    keys = tmp_path / "keys"
+    shutil.copytree(DEMO_KEYS, keys)
+    (keys / file).unlink()  # the label replaces the file, which is then not read
+    wrong_label, _ = soft_token.officer_key(wrong, "wrong")
+    with pytest.raises(ConfigurationError, match=refusal):
+        Service(db_url, keys_dir=keys, **{setting: wrong_label}, **soft_token.settings())
+    with pytest.raises(ConfigurationError, match=f"{what}: token .* holds no private key labelled 'nowhere'"):
+        Service(db_url, keys_dir=keys, **{setting: "nowhere"}, **soft_token.settings())
+    with pytest.raises(ConfigurationError, match=f"BHXH_{setting.upper()} names a token key: set BHXH_PKCS11_MODULE"):
+        Service(db_url, keys_dir=keys, **{setting: "nowhere"})
+    if setting == "gateway_key_label":
+        # Without a label and without the file there is simply no gateway.
+        no_gateway = Service(db_url, keys_dir=keys)
+        assert no_gateway.state.exchange.gateway_key is None
+        no_gateway.close()
+    else:
+        with pytest.raises(ConfigurationError, match=file):  # without a label the file is required
+            Service(db_url, keys_dir=keys)
 
 
 def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_key_retired(
@@ -317,7 +329,7 @@ def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_ke
         file_key = before.state.audit.verifier_keys()[0]
     finally:
         before.close()
-    label, _ = _token_checkpoint_key(soft_token, Algorithm.ED25519)
+    label, _ = soft_token.officer_key(Algorithm.ED25519, "checkpoint")
     keys = _keys_without_the_checkpoint_file(tmp_path)
     retired = tmp_path / "retired.vkey"
     retired.write_text(file_key + "\n")

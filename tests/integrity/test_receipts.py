@@ -38,7 +38,6 @@ from integrity.receipts import (
     Official,
     ReceiptRequest,
     ReceiptService,
-    build_receipt_service,
 )
 from signing.pdf import PdfSigner, sha256_hex
 from signing.receipt_pdf import ReceiptSlip, SlipDocument
@@ -64,9 +63,7 @@ class Env:
         self.clock = clock
         self.settings = demo_settings(db_url, **overrides)
         self.state: AppState = build_state(self.settings, clock=clock)
-        self.receipts: ReceiptService = build_receipt_service(
-            self.settings, self.state.engine, clock, self.state.audit, self.state.keys
-        )
+        self.receipts: ReceiptService = self.state.receipts
 
     @property
     def engine(self) -> Engine:
