@@ -16,7 +16,6 @@ validity and revocation through the trust policy.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from signing.errors import (
     WeakKey,
 )
 from signing.keystore import Keystore, SigningKey
+from signing.loops import run_sync
 from signing.results import Signer as SignerInfo
 from signing.results import VerificationResult
 from signing.trust import TrustPolicy
@@ -115,7 +115,7 @@ def pyhanko_signer(key: SigningKey) -> Signer:
 def sign(key: SigningKey, payload: bytes, *, signed_at: datetime) -> CmsSignature:
     """A detached CAdES-B signature over ``payload`` (DER ``ContentInfo``)."""
     signer = pyhanko_signer(key)
-    content_info = asyncio.run(
+    content_info = run_sync(
         signer.async_sign_general_data(
             payload,
             _DIGEST_FOR[key.algorithm],

@@ -15,20 +15,15 @@ which is why the modification level is a fact of its own here.
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import hashlib
 import io
 import logging
-import os
-import threading
-import weakref
 import zlib
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, TypeVar
 
 from asn1crypto import algos, tsp
 from asn1crypto import x509 as asn1_x509
@@ -54,6 +49,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from signing.errors import MalformedPdf, PdfSigningError
+from signing.loops import run_sync
 
 DIGEST_ALGORITHM = "sha256"
 DEFAULT_FIELD_NAME = "BHXH-Signature"
@@ -75,49 +71,6 @@ _PDF_HEADER_WINDOW = 1024
 # flood the service log (and the CLI's stderr) with certificate details.
 for _noisy in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
-
-
-_T = TypeVar("_T")
-_LOOPS = threading.local()
-# Every loop made by ``_run``, and, across a fork, strong references to them. A forked child
-# (signing.pdf_sandbox) shares each inherited loop's epoll instance with the parent: were the
-# child to close one (a garbage collection finalising an unreferenced loop does), it would
-# unregister the parent's wake-up pipe from that epoll, and the parent's loop would never wake
-# again for work finished on another thread (a TSA request then hangs for ever). So the child
-# keeps them all referenced until it leaves with os._exit, and starts its own loop.
-_ALL_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-_PINNED: list[asyncio.AbstractEventLoop] = []
-
-
-def _pin_loops() -> None:
-    _PINNED[:] = list(_ALL_LOOPS)
-
-
-def _unpin_loops() -> None:
-    _PINNED.clear()
-
-
-def _forget_loop() -> None:
-    # Runs in the forking thread of the child; the inherited loop stays pinned, never closed.
-    _LOOPS.__dict__.clear()
-
-
-os.register_at_fork(before=_pin_loops, after_in_parent=_unpin_loops, after_in_child=_forget_loop)
-
-
-def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
-    """Run one of pyHanko's coroutines on this thread's own event loop.
-
-    Not ``asyncio.run``: in the main thread it installs a SIGINT handler whose teardown reprs
-    the finished task, result included (asn1crypto objects dump themselves for that), and it
-    builds and tears down a loop per document. Call from synchronous code only.
-    """
-    loop = getattr(_LOOPS, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _LOOPS.loop = loop
-        _ALL_LOOPS.add(loop)
-    return loop.run_until_complete(coroutine)
 
 
 class ModificationLevel(str, Enum):
@@ -362,7 +315,7 @@ class PdfSigner:
         except (pdf_misc.PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise MalformedPdf(f"cannot read the PDF to sign: {exc}") from exc
         try:
-            return _run(self._sign(writer, signing_time))
+            return run_sync(self._sign(writer, signing_time))
         except TimestampRequestError as exc:
             raise PdfSigningError(f"the timestamp authority failed: {exc}") from exc
         except (_PyhankoSigningError, pdf_misc.PdfError) as exc:
@@ -484,7 +437,7 @@ def validate_pdf(
     context = ValidationContext(trust_roots=roots, moment=at, allow_fetching=False, revocation_mode="soft-fail")
     ts_context = ValidationContext(trust_roots=ts_roots, moment=at, allow_fetching=False, revocation_mode="soft-fail")
     try:
-        status = _run(
+        status = run_sync(
             async_validate_pdf_signature(sig, signer_validation_context=context, ts_validation_context=ts_context)
         )
     except (SignatureValidationError, _PyhankoSigningError, *_PARSE_ERRORS) as exc:

@@ -8,7 +8,6 @@ error that names its ETSI EN 319 102-1 sub-indication.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from signing.errors import (
     SignerRevoked,
     SignerRevokedNoPoe,
 )
+from signing.loops import run_sync
 
 # SHA-1 and MD5 are refused anywhere in the path (Circular 15/2025/TT-BKHCN: SHA-256 or better).
 WEAK_HASHES = frozenset({"md2", "md5", "sha1"})
@@ -139,7 +139,7 @@ class TrustPolicy:
         )
         validator = CertificateValidator(_asn1_cert(cert), validation_context=context)
         try:
-            path = asyncio.run(validator.async_validate_path())
+            path = run_sync(validator.async_validate_path())
         except PathBuildingError as exc:
             raise NoCertificateChain(f"no path to a trust anchor: {exc}") from exc
         except RevokedError as exc:
