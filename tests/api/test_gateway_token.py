@@ -1,7 +1,7 @@
 """The gateway's own RFC 9421 key on a PKCS#11 token (SoftHSM2): forwarded requests and relayed
 answers are signed there and verify only with the token's public key; a token that fails while
-forwarding is a 503 with the reason logged and nothing
-forwarded; ``exchange gateway-key`` hands the public key to the peers."""
+forwarding is a 503 with the reason logged and nothing forwarded; ``exchange gateway-key``
+hands the public key to the peers."""
 
 from __future__ import annotations
 
