@@ -45,7 +45,6 @@ from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
 from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
-from integrity.keys import GATEWAY_KEYID
 from signing.errors import MessageSignatureError, UnsupportedExchangeKey
 from signing.httpsig import (
     ExchangeSigningKey,
@@ -74,6 +73,7 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 
+GATEWAY_KEYID = "gateway"
 PEER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 MAX_ROUTES = 200

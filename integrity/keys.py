@@ -26,7 +26,6 @@ from signing.errors import KeyNotUsable, TokenError, WeakKey
 from signing.pkcs11 import KeyToken
 
 SECRETS_KEY_BYTES = 32
-GATEWAY_KEYID = "gateway"  # the gateway's RFC 9421 keyid (DESIGN.md, exchange)
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class ServiceKeys:
     secrets_key: bytes
     one_stop_certificate: x509.Certificate
     one_stop_key: PrivateKeyTypes | None  # None when BHXH_RECEIPT_KEY_LABEL puts it on the token
-    exchange: dict[str, CertifiedKey]  # RFC 9421 keyid -> key
+    gateway_exchange_key: PrivateKeyTypes | None  # gateway-exchange.key.pem, if there and no token label
     demo: bool
 
 
@@ -85,10 +84,6 @@ def _cert(path: Path) -> x509.Certificate:
         raise ConfigurationError(f"cannot load certificate {path}: not a PEM X.509 certificate") from exc
 
 
-def _certified(keys_dir: Path, stem: str, passphrase: bytes | None) -> CertifiedKey:
-    return CertifiedKey(_private(keys_dir / f"{stem}.key.pem", passphrase), _cert(keys_dir / f"{stem}.crt.pem"))
-
-
 def resolve_passphrase(settings: Settings, keys_dir: Path, demo: bool) -> bytes | None:
     explicit = settings.passphrase()
     if explicit is not None:
@@ -120,13 +115,12 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
         raise ConfigurationError("secrets.key must be one line of base64") from exc
     if len(secrets_key) != SECRETS_KEY_BYTES:
         raise ConfigurationError("secrets.key must hold a 256-bit key")
-    exchange = {}
-    stems = [("portal-exchange", "portal"), ("one-stop-exchange", "one-stop")]
-    if settings.gateway_key_label is None:
-        stems.append(("gateway-exchange", GATEWAY_KEYID))  # else the token holds it: the file is not read
-    for stem, keyid in stems:
-        if (keys_dir / f"{stem}.key.pem").exists():
-            exchange[keyid] = _certified(keys_dir, stem, passphrase)
+    # The gateway's is the only exchange key this service signs with: the portal's and the
+    # one-stop system's keys in the demo directory belong to those systems and are not read.
+    gateway_file = keys_dir / "gateway-exchange.key.pem"
+    gateway_exchange_key = (
+        _private(gateway_file, passphrase) if settings.gateway_key_label is None and gateway_file.exists() else None
+    )
     return ServiceKeys(
         keys_dir=keys_dir,
         passphrase=passphrase,
@@ -138,7 +132,7 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
         one_stop_key=(
             _private(keys_dir / "one-stop-signing.key.pem", passphrase) if settings.receipt_key_label is None else None
         ),
-        exchange=exchange,
+        gateway_exchange_key=gateway_exchange_key,
         demo=demo_dir,
     )
 
@@ -168,8 +162,7 @@ def gateway_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -
     gateway's name (Regulation Art. 5.3), so production keeps it on the HSM."""
     label = settings.gateway_key_label
     if label is None:
-        certified = keys.exchange.get(GATEWAY_KEYID)
-        return certified.private_key if certified is not None else None
+        return keys.gateway_exchange_key
     key = _token_key(token, label, "BHXH_GATEWAY_KEY_LABEL", "gateway key")
     if not isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
         # The exchange signs RSA as rsa-pss-sha512 (RFC 9421 §3.3.1); a token RSA key here signs

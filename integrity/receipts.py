@@ -326,7 +326,6 @@ def _row_to_record(row: Any) -> ReceiptRecord:
     )
 
 
-
 def _text(value: str, what: str, limit: int = MAX_NAME, *, required: bool = True) -> str:
     clean = unicodedata.normalize("NFC", value).strip()
     if required and not clean:

@@ -154,6 +154,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_KEYS = REPO_ROOT / "keys.example"
 
 
+def demo_keys_without(tmp_path: Path, file: str) -> Path:
+    """A copy of the demo keys without ``file`` (a key that a token label replaces: the service
+    must then not need, nor read, the file)."""
+    keys = tmp_path / "keys"
+    shutil.copytree(DEMO_KEYS, keys)
+    (keys / file).unlink()
+    return keys
+
+
 def demo_settings(db_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": db_url,

@@ -45,6 +45,16 @@ class SoftToken:
         finally:
             token.close()
 
+    def erase(self, object_id: str) -> None:
+        """Delete a key pair from the token behind the service's back (a token failure)."""
+        from signing.pkcs11 import KeyToken
+
+        token = KeyToken.open(self.module, self.label, self.pin)
+        try:
+            token.destroy(object_id)
+        finally:
+            token.close()
+
     def env(self) -> dict[str, str]:
         return {
             "BHXH_PKCS11_MODULE": str(self.module),

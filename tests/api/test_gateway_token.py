@@ -6,7 +6,6 @@ hands the public key to the peers."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ from api.gateway import Gateway
 from signing.algorithms import Algorithm
 from signing.errors import MessageSignatureError
 from signing.httpsig import PeerKey
-from signing.pkcs11 import KeyToken
 from tests.api.exchange_support import LoopbackServer, StandIn, demo_cert_pem, demo_peer_key, demo_signing_key
-from tests.conftest import DEMO_KEYS, Service
+from tests.conftest import DEMO_KEYS, Service, demo_keys_without
 from tests.token_support import SoftToken
 
 PORTAL_KEY = demo_signing_key("portal-exchange", "portal")
@@ -33,13 +31,6 @@ FILE_GATEWAY_KEY = demo_peer_key("gateway-exchange", "gateway")
 GW = "http://testserver/gateway"
 DOSSIER = {"thu_tuc": "1.000.001", "ho_ten": "Lê Văn C", "so_dinh_danh": "079300000002"}
 runner = CliRunner()
-
-
-def _keys_without_the_gateway_file(tmp_path: Path) -> Path:
-    keys = tmp_path / "keys"
-    shutil.copytree(DEMO_KEYS, keys)
-    (keys / "gateway-exchange.key.pem").unlink()  # the token holds the key: the file is not needed
-    return keys
 
 
 class TokenGateway:
@@ -51,8 +42,8 @@ class TokenGateway:
         self.public = PeerKey.from_public_key("gateway", public)
         self.one_stop = StandIn("one-stop", ONE_STOP_KEY, self.public)
         self.server = LoopbackServer(self.one_stop.app())
-        self.svc = Service(db_url, keys_dir=_keys_without_the_gateway_file(tmp_path), gateway_key_label=self.label,
-                           **soft_token.settings())
+        keys = demo_keys_without(tmp_path, "gateway-exchange.key.pem")
+        self.svc = Service(db_url, keys_dir=keys, gateway_key_label=self.label, **soft_token.settings())
         exchange = self.svc.state.exchange
         self.svc.state.services["gateway"] = Gateway(exchange, timeout_seconds=5)
         exchange.add_peer("portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"),
@@ -109,9 +100,7 @@ def test_a_token_that_fails_while_forwarding_is_503_logged_and_nothing_is_forwar
     try:
         key = gw.svc.state.exchange.gateway_key
         assert key is not None
-        behind_its_back = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
-        behind_its_back.destroy(key.private_key.object_id)  # type: ignore[union-attr]
-        behind_its_back.close()
+        soft_token.erase(key.private_key.object_id)  # type: ignore[union-attr]
         gw.svc.client.auth = ExchangeAuth(PORTAL_KEY, server_key=None)  # a 503 from the error table is unsigned
         response = gw.svc.client.post(f"{GW}/one-stop/v1/dossiers", json=DOSSIER)
         assert response.status_code == 503, response.text
@@ -144,7 +133,7 @@ def test_cli_shows_the_public_key_of_the_gateway_for_its_peers(
     assert from_file["public_key_pem"] == FILE_GATEWAY_KEY.public_pem()
 
     label, public = cli_env.officer_key(Algorithm.ED25519, "gateway")
-    monkeypatch.setenv("BHXH_KEYS_DIR", str(_keys_without_the_gateway_file(tmp_path)))
+    monkeypatch.setenv("BHXH_KEYS_DIR", str(demo_keys_without(tmp_path, "gateway-exchange.key.pem")))
     monkeypatch.setenv("BHXH_GATEWAY_KEY_LABEL", label)
     shown = runner.invoke(cli.app, ["exchange", "gateway-key", "--demo"])
     assert shown.exit_code == 0, shown.output
@@ -157,7 +146,7 @@ def test_cli_gateway_key_without_any_key_is_one_clear_line(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, value in {"BHXH_DATABASE_URL": db_url, "BHXH_LOG_LEVEL": "WARNING",
-                       "BHXH_KEYS_DIR": str(_keys_without_the_gateway_file(tmp_path))}.items():
+                       "BHXH_KEYS_DIR": str(demo_keys_without(tmp_path, "gateway-exchange.key.pem"))}.items():
         monkeypatch.setenv(key, value)
     shown = runner.invoke(cli.app, ["exchange", "gateway-key", "--demo"])
     assert shown.exit_code == 2

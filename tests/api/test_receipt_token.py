@@ -6,7 +6,6 @@ tests/api/test_token_keys.py)."""
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from integrity.errors import ConfigurationError
 from signing.algorithms import Algorithm
 from signing.keystore import key_id_for
 from tests.api.test_receipts_api import body
-from tests.conftest import DEMO_KEYS, Service
+from tests.conftest import DEMO_KEYS, Service, demo_keys_without
 from tests.signing._pki import TestCa
 from tests.token_support import SoftToken
 
@@ -32,9 +31,7 @@ def _demo_ca() -> TestCa:
 def _keys_for(tmp_path: Path, certificate: x509.Certificate) -> Path:
     """The demo keys without ``one-stop-signing.key.pem`` (the token holds the key), with the
     certificate the CA issued for the token key in its place."""
-    keys = tmp_path / "keys"
-    shutil.copytree(DEMO_KEYS, keys)
-    (keys / "one-stop-signing.key.pem").unlink()
+    keys = demo_keys_without(tmp_path, "one-stop-signing.key.pem")
     (keys / "one-stop-signing.crt.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return keys
 

@@ -28,7 +28,7 @@ from signing.algorithms import Algorithm
 from signing.errors import ActiveKeyExists, TokenError
 from signing.pkcs11 import KeyToken
 from signing.tables import signing_keys
-from tests.conftest import DEMO_KEYS, Service, demo_settings
+from tests.conftest import DEMO_KEYS, Service, demo_keys_without, demo_settings
 from tests.signing._pki import TestCa, pem
 from tests.token_support import SoftToken
 
@@ -121,9 +121,7 @@ def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
 ) -> None:
     record = api.state.signatures.generate_key(Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True)
     assert record.token_object_id is not None
-    behind_its_back = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
-    behind_its_back.destroy(record.token_object_id)
-    behind_its_back.close()
+    soft_token.erase(record.token_object_id)
     before = len(_entries(api, "signature.created"))
     log = io.StringIO()
     configure_logging("INFO", log)
@@ -251,20 +249,11 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
 # --- the audit log's checkpoint key on the token ------------------------------------------------
 
 
-def _keys_without_the_checkpoint_file(tmp_path: Path) -> Path:
-    import shutil
-
-    keys = tmp_path / "keys"
-    shutil.copytree(DEMO_KEYS, keys)
-    (keys / "audit-log.key.pem").unlink()  # the file key is not needed, and so not read
-    return keys
-
-
 def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_token: SoftToken, tmp_path: Path) -> None:
     from audit.checkpoint import SignedCheckpoint, VerifierKey
 
     label, public = soft_token.officer_key(Algorithm.ED25519, "checkpoint")
-    svc = Service(db_url, keys_dir=_keys_without_the_checkpoint_file(tmp_path), checkpoint_key_label=label,
+    svc = Service(db_url, keys_dir=demo_keys_without(tmp_path, "audit-log.key.pem"), checkpoint_key_label=label,
                   **soft_token.settings())
     try:
         audit = svc.state.audit
@@ -298,11 +287,7 @@ def test_a_wrong_token_key_label_stops_start_up_with_a_clear_error(
     db_url: str, soft_token: SoftToken, tmp_path: Path, setting: str, what: str, file: str, wrong: Algorithm,
     refusal: str,
 ) -> None:
-    import shutil
-
-    keys = tmp_path / "keys"
-    shutil.copytree(DEMO_KEYS, keys)
-    (keys / file).unlink()  # the label replaces the file, which is then not read
+    keys = demo_keys_without(tmp_path, file)
     wrong_label, _ = soft_token.officer_key(wrong, "wrong")
     with pytest.raises(ConfigurationError, match=refusal):
         Service(db_url, keys_dir=keys, **{setting: wrong_label}, **soft_token.settings())
@@ -330,7 +315,7 @@ def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_ke
     finally:
         before.close()
     label, _ = soft_token.officer_key(Algorithm.ED25519, "checkpoint")
-    keys = _keys_without_the_checkpoint_file(tmp_path)
+    keys = demo_keys_without(tmp_path, "audit-log.key.pem")
     retired = tmp_path / "retired.vkey"
     retired.write_text(file_key + "\n")
 
