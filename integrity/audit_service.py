@@ -16,11 +16,11 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine
@@ -49,9 +49,24 @@ WATCH_SECONDS = 1.0
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A guard that claims a unique ``key`` (a replay-guard nonce): the entry is appended only
+    if the key was new. The writer hands all claims of one ``claim_many`` in a batch to ONE
+    call, which inserts them in one statement and returns the keys that were new: a statement
+    per caller was most of the writer's time under exchange load (bench/bench_exchange.py).
+    Within a batch the first caller of a key gets it and later ones are refused, as if each
+    had run alone, one after the other."""
+
+    claim_many: Callable[[Connection, Sequence[Claim]], Collection[Hashable]]
+    key: Hashable
+    data: Any = None
+
+
 # Runs inside the group-commit transaction before a request's entries are appended; False
-# means "append nothing for this request" (e.g. a replayed nonce). One statement, no commit.
-Guard = Callable[[Connection], bool]
+# (or a claim on a key already taken) means "append nothing for this request", e.g. a
+# replayed nonce. No commit inside.
+Guard = Callable[[Connection], bool] | Claim
 
 
 class _Request:
@@ -335,6 +350,7 @@ class AuditService:
         appended or the commit failed)."""
         try:
             with self.engine.begin() as conn:
+                self._claim(batch, conn)
                 accepted = [r for r in batch if r.guard is None or self._passes(r, conn)]
                 events = [event for r in accepted for event in r.events]
                 entries = store.append(conn, events, self.clock, cache=self._frontier) if events else []
@@ -368,7 +384,33 @@ class AuditService:
                     pass  # that loop is closed: nobody is waiting there any more
 
     @staticmethod
+    def _claim(batch: Sequence[_Request], conn: Connection) -> None:
+        """Settle every claim of the batch (see ``Claim``): one call per kind of claim."""
+        kinds: dict[Callable[..., Collection[Hashable]], dict[Hashable, _Request]] = {}
+        for request in batch:
+            claim = request.guard
+            if isinstance(claim, Claim):
+                first = kinds.setdefault(claim.claim_many, {})
+                if claim.key in first:
+                    request.refused = True  # the same key twice in one batch: the later one is a replay
+                else:
+                    first[claim.key] = request
+        for claim_many, first in kinds.items():
+            try:
+                new = set(claim_many(conn, [cast(Claim, r.guard) for r in first.values()]))
+            except SQLAlchemyError:
+                raise  # the transaction may be unusable: the whole batch fails, and says so
+            except Exception as exc:  # noqa: BLE001 - a claim's own bug fails its callers only
+                for request in first.values():
+                    request.error = exc
+                continue
+            for key, request in first.items():
+                request.refused = key not in new
+
+    @staticmethod
     def _passes(request: _Request, conn: Connection) -> bool:
+        if isinstance(request.guard, Claim):
+            return not request.refused and request.error is None  # settled by _claim
         assert request.guard is not None
         try:
             passed = bool(request.guard(conn))

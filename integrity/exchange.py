@@ -21,26 +21,25 @@ Bodies go only to the optional message archive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from sqlalchemy import Connection, Engine, delete, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, TextClause, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
-from integrity.audit_service import AuditService
+from integrity.audit_service import AuditService, Claim
 from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
@@ -941,29 +940,46 @@ def _forward_failure(verdict: ExchangeVerdict, destination: str, reason: str, de
     )
 
 
-# RETURNING, not rowcount: a driver may report -1 for an INSERT … ON CONFLICT. Built once per
-# dialect; the values are bound at execution, so the compiled statement is cached too.
-_NONCE_INSERTS = {
-    name: dialect_insert(exchange_nonces).on_conflict_do_nothing(index_elements=["keyid", "nonce"]).returning(
-        exchange_nonces.c.nonce
+# Rows per nonce INSERT: a group commit with more claims sends several statements, so that at
+# most this many statement texts are ever compiled and cached.
+_NONCE_ROWS = 64
+
+
+@functools.lru_cache(maxsize=_NONCE_ROWS)
+def _nonce_insert(rows: int) -> TextClause:
+    """INSERT of ``rows`` (keyid, nonce) pairs that skips those already there and returns the
+    new ones; the same SQL on SQLite (3.35+) and PostgreSQL. Written as text because
+    SQLAlchemy compiles a multi-row ``insert().values()`` anew on every execution; a text
+    clause is compiled once per size and then served from its statement cache."""
+    values = ", ".join(f"(:k{i}, :n{i}, :e{i})" for i in range(rows))
+    return text(
+        f"INSERT INTO {exchange_nonces.name} (keyid, nonce, expires_at) VALUES {values} "
+        "ON CONFLICT (keyid, nonce) DO NOTHING RETURNING keyid, nonce"
     )
-    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
 
 
-def _insert_nonce(conn: Connection, keyid: str, nonce: str, expires_at: int) -> bool:
-    """True if (keyid, nonce) was new. One statement on the primary key: atomic on both back
-    ends, also between instances sharing a PostgreSQL database."""
-    stmt = _NONCE_INSERTS[conn.dialect.name]
-    return conn.execute(stmt, {"keyid": keyid, "nonce": nonce, "expires_at": expires_at}).first() is not None
+def _claim_nonces(conn: Connection, claims: Sequence[Claim]) -> set[Hashable]:
+    """Insert the (keyid, nonce) pairs of one group commit, up to ``_NONCE_ROWS`` per
+    statement, and return those that were new. The primary key makes each insert atomic on
+    both back ends, also between instances sharing a PostgreSQL database. RETURNING, not
+    rowcount: a driver may report -1 for an INSERT … ON CONFLICT. Sorted, so that two
+    instances inserting overlapping pairs take them in the same order and cannot deadlock."""
+    pairs = sorted((cast(tuple[str, str], c.key), cast(int, c.data)) for c in claims)
+    new: set[Hashable] = set()
+    for start in range(0, len(pairs), _NONCE_ROWS):
+        chunk = pairs[start : start + _NONCE_ROWS]
+        params: dict[str, Any] = {}
+        for i, ((keyid, nonce), expires_at) in enumerate(chunk):
+            params[f"k{i}"], params[f"n{i}"], params[f"e{i}"] = keyid, nonce, expires_at
+        new.update((row.keyid, row.nonce) for row in conn.execute(_nonce_insert(len(chunk)), params))
+    return new
 
 
-def _nonce_guard(verified: VerifiedSignature) -> Callable[[Connection], bool]:
+def _nonce_guard(verified: VerifiedSignature) -> Claim:
     """The group-commit guard of an acceptance: the nonce is inserted only now, after the
     signature verified (so nobody can burn a peer's nonces), and kept until it expires."""
     assert verified.nonce is not None and verified.expires is not None  # the profile demands both
-    keyid, nonce, expires_at = verified.keyid, verified.nonce, int(verified.expires.timestamp())
-    return lambda conn: _insert_nonce(conn, keyid, nonce, expires_at)
+    return Claim(_claim_nonces, (verified.keyid, verified.nonce), int(verified.expires.timestamp()))
 
 
 def _peer_log(peer: Peer) -> dict[str, Any]:

@@ -5,7 +5,8 @@ append-only guards of the database."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from audit import merkle
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import EntryNotFound, InvalidEntry, InvalidTreeSize, PiiAlreadyErased, PiiNotFound
 from audit.tables import audit_checkpoints, audit_entries, audit_pii
-from integrity.audit_service import AuditService
+from integrity.audit_service import AuditService, Claim
 from integrity.clock import FrozenClock
 
 KEY_NAME = "bhxh-integrity/audit/test-log"
@@ -127,6 +128,96 @@ def test_concurrent_callers_share_group_commits_without_gaps(audit: AuditService
     assert audit.size() == 200
     report = audit.verify()
     assert report.ok and report.entries_checked == 200 and report.first_seq == 0 and report.last_seq == 199
+
+
+class _Keys:
+    """A ``claim_many`` over a set in memory that remembers what each call was given."""
+
+    def __init__(self, taken: tuple[str, ...] = (), fail: Exception | None = None) -> None:
+        self.taken = set(taken)
+        self.calls: list[list[object]] = []
+        self.fail = fail
+
+    def __call__(self, conn: object, claims: Sequence[Claim]) -> set[object]:
+        self.calls.append([c.key for c in claims])
+        if self.fail is not None:
+            raise self.fail
+        new = {c.key for c in claims} - self.taken
+        self.taken |= new
+        return new
+
+
+def _in_one_batch(audit: AuditService, calls: list[Callable[[], object]]) -> list[object]:
+    """Run ``calls`` on threads while the writer is held inside a batch, so that all of them
+    queue up and are committed together in the next one; returns each result or exception."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> bool:
+        entered.set()
+        return release.wait(10)
+
+    holder = threading.Thread(target=audit.record_if, args=(hold, "system", "test.hold", "h"))
+    holder.start()
+    assert entered.wait(10)
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while audit._waiters < len(calls) + 1 and time.monotonic() < deadline:  # all queued behind the holder
+        time.sleep(0.005)
+    time.sleep(0.05)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    return results
+
+
+def test_a_claim_appends_only_for_a_key_not_yet_taken(audit: AuditService) -> None:
+    keys = _Keys(taken=("old",))
+    first = audit.record_if(Claim(keys, "k1"), "client:p", "exchange.accepted", "m1")
+    assert first is not None
+    assert audit.record_if(Claim(keys, "k1"), "client:p", "exchange.accepted", "m1-again") is None
+    assert audit.record_if(Claim(keys, "old"), "client:p", "exchange.accepted", "m0") is None
+    assert [e.subject for e in audit.entries(0, audit.size())] == ["m1"]
+
+
+def test_claims_of_one_batch_take_one_call_and_a_key_goes_to_one_caller(audit: AuditService) -> None:
+    keys = _Keys(taken=("old",))
+
+    def claim(key: str, subject: str) -> Callable[[], object]:
+        return lambda: audit.record_if(Claim(keys, key), "client:p", "exchange.accepted", subject)
+
+    results = _in_one_batch(
+        audit, [claim("a", "a1"), claim("b", "b1"), claim("a", "a2"), claim("c", "c1"), claim("old", "o1")]
+    )
+    assert len(keys.calls) == 1 and sorted(keys.calls[0]) == ["a", "b", "c", "old"]  # "a" offered once
+    accepted = {subject for subject, seq in zip(["a1", "b1", "a2", "c1", "o1"], results) if seq is not None}
+    assert accepted in ({"a1", "b1", "c1"}, {"a2", "b1", "c1"})
+    assert all(isinstance(r, int) or r is None for r in results)
+    logged = [e.subject for e in audit.entries(0, audit.size())]
+    assert sorted(logged) == sorted(["h", *accepted])
+    assert audit.verify().ok
+
+
+def test_a_failing_claim_fails_its_own_callers_only(audit: AuditService) -> None:
+    broken = _Keys(fail=ValueError("claim store broken"))
+    results = _in_one_batch(audit, [
+        lambda: audit.record_if(Claim(broken, "x"), "client:p", "exchange.accepted", "x1"),
+        lambda: audit.record("client:p", "signature.created", "s1"),
+        lambda: audit.record_if(Claim(broken, "y"), "client:p", "exchange.accepted", "y1"),
+    ])
+    assert isinstance(results[0], ValueError) and isinstance(results[2], ValueError)
+    assert isinstance(results[1], int)
+    assert len(broken.calls) == 1
+    assert sorted(e.subject for e in audit.entries(0, audit.size())) == ["h", "s1"]
 
 
 def test_checkpoints_every_n_entries_and_every_n_seconds(audit: AuditService, clock: FrozenClock) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -428,6 +429,56 @@ def test_concurrent_copies_of_one_message_are_accepted_exactly_once(world: World
     assert sorted(v.accepted for v in verdicts) == [False] * 7 + [True]
     assert {v.reason for v in verdicts if not v.accepted} == {"replayed-nonce"}
     assert len(world.entries("exchange.accepted")) == 1
+
+
+def test_concurrent_distinct_messages_are_each_accepted_with_their_own_nonce(world: World) -> None:
+    messages = [world.signed() for _ in range(12)]
+    verdicts: list[ExchangeVerdict] = []
+    barrier = threading.Barrier(len(messages))
+
+    def check(message: HttpRequest) -> None:
+        barrier.wait()
+        verdicts.append(world.service.verify_request(message, via="test"))
+
+    threads = [threading.Thread(target=check, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [v.accepted for v in verdicts] == [True] * len(messages)
+    assert world.nonces() == len(messages)
+    assert len(world.entries("exchange.accepted")) == len(messages)
+
+
+def test_a_large_group_commit_claims_every_nonce_once(world: World) -> None:
+    """More messages than one nonce INSERT holds, committed together: the writer is held in a
+    batch while they queue up behind it. Each is accepted once; each copy sent again is not."""
+    messages = [world.signed() for _ in range(80)]
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> bool:
+        entered.set()
+        return release.wait(10)
+
+    holder = threading.Thread(target=world.audit.record_if, args=(hold, "system", "test.hold", "h"))
+    holder.start()
+    assert entered.wait(10)
+    verdicts: list[ExchangeVerdict] = []
+    threads = [
+        threading.Thread(target=lambda m=m: verdicts.append(world.service.verify_request(m, via="test")))
+        for m in messages + messages[:5]
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # let them all queue behind the held batch
+    release.set()
+    for t in [holder, *threads]:
+        t.join(30)
+    assert sum(v.accepted for v in verdicts) == 80
+    assert sorted(str(v.reason) for v in verdicts if not v.accepted) == ["replayed-nonce"] * 5
+    assert world.nonces() == 80
+    assert len(world.entries("exchange.accepted")) == 80
+    assert [v.accepted for v in (world.service.verify_request(m, via="test") for m in messages[-3:])] == [False] * 3
 
 
 def test_nonces_are_kept_until_expiry_then_purged(world: World) -> None:
