@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from integrity.audit_service import AuditService
 from integrity.db import make_engine
 from integrity.migrate import upgrade
 from integrity.settings import Settings
@@ -161,6 +165,31 @@ def demo_keys_without(tmp_path: Path, file: str) -> Path:
     shutil.copytree(DEMO_KEYS, keys)
     (keys / file).unlink()
     return keys
+
+
+@contextmanager
+def writer_held(audit: AuditService, callers: int) -> Iterator[None]:
+    """Hold the audit log's group-commit writer inside a batch (a guard that waits) for the
+    body of the ``with``; on leaving, wait until ``callers`` more callers queue behind it, then
+    let it go, so that they are all committed together in the next batch."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> bool:
+        entered.set()
+        return release.wait(10)
+
+    holder = threading.Thread(target=audit.record_if, args=(hold, "system", "test.hold", "h"))
+    holder.start()
+    assert entered.wait(10)
+    try:
+        yield
+        deadline = time.monotonic() + 10
+        while audit._waiters < callers + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)  # a caller counts itself as waiting just before it enqueues
+    finally:
+        release.set()
+        holder.join(10)
 
 
 def demo_settings(db_url: str, **overrides: object) -> Settings:

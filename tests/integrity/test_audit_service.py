@@ -5,7 +5,6 @@ append-only guards of the database."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from audit.errors import EntryNotFound, InvalidEntry, InvalidTreeSize, PiiAlread
 from audit.tables import audit_checkpoints, audit_entries, audit_pii
 from integrity.audit_service import AuditService, Claim
 from integrity.clock import FrozenClock
+from tests.conftest import writer_held
 
 KEY_NAME = "bhxh-integrity/audit/test-log"
 
@@ -148,17 +148,8 @@ class _Keys:
 
 
 def _in_one_batch(audit: AuditService, calls: list[Callable[[], object]]) -> list[object]:
-    """Run ``calls`` on threads while the writer is held inside a batch, so that all of them
-    queue up and are committed together in the next one; returns each result or exception."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(conn: object) -> bool:
-        entered.set()
-        return release.wait(10)
-
-    holder = threading.Thread(target=audit.record_if, args=(hold, "system", "test.hold", "h"))
-    holder.start()
-    assert entered.wait(10)
+    """Run ``calls`` on threads queued behind a held writer, so that they are committed
+    together in one batch; returns each result or exception."""
     results: list[object] = [None] * len(calls)
 
     def run(i: int) -> None:
@@ -168,14 +159,10 @@ def _in_one_batch(audit: AuditService, calls: list[Callable[[], object]]) -> lis
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    with writer_held(audit, len(calls)):
+        for t in threads:
+            t.start()
     for t in threads:
-        t.start()
-    deadline = time.monotonic() + 10
-    while audit._waiters < len(calls) + 1 and time.monotonic() < deadline:  # all queued behind the holder
-        time.sleep(0.005)
-    time.sleep(0.05)
-    release.set()
-    for t in [holder, *threads]:
         t.join(10)
     return results
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from integrity.errors import InvalidPeer, PeerAlreadyExists, PeerNotFound
 from integrity.exchange import ExchangeService, ExchangeVerdict, Route
 from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
 from signing.httpsig import ExchangeSigningKey, HttpRequest, HttpResponse, sign_request, sign_response
+from tests.conftest import writer_held
 
 URL = "http://gw.test/gateway/one-stop/v1/dossiers?cmnd=079123456789"
 BODY = '{"ho_ten": "Nguyễn Văn A"}'.encode()
@@ -454,25 +454,15 @@ def test_a_large_group_commit_claims_every_nonce_once(world: World) -> None:
     """More messages than one nonce INSERT holds, committed together: the writer is held in a
     batch while they queue up behind it. Each is accepted once; each copy sent again is not."""
     messages = [world.signed() for _ in range(80)]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(conn: object) -> bool:
-        entered.set()
-        return release.wait(10)
-
-    holder = threading.Thread(target=world.audit.record_if, args=(hold, "system", "test.hold", "h"))
-    holder.start()
-    assert entered.wait(10)
     verdicts: list[ExchangeVerdict] = []
     threads = [
         threading.Thread(target=lambda m=m: verdicts.append(world.service.verify_request(m, via="test")))
         for m in messages + messages[:5]
     ]
+    with writer_held(world.audit, len(threads)):
+        for t in threads:
+            t.start()
     for t in threads:
-        t.start()
-    time.sleep(0.5)  # let them all queue behind the held batch
-    release.set()
-    for t in [holder, *threads]:
         t.join(30)
     assert sum(v.accepted for v in verdicts) == 80
     assert sorted(str(v.reason) for v in verdicts if not v.accepted) == ["replayed-nonce"] * 5
