@@ -129,9 +129,13 @@ from integrity.accounts import build_account_service
 from integrity.app_state import build_state
 from integrity.db import make_engine
 from integrity.migrate import upgrade
+from integrity.logs import configure_logging
 from integrity.settings import Settings
 from auth.errors import UsernameTaken
 settings = Settings()
+# As `serve` does: log lines at BHXH_LOG_LEVEL on stderr. Unconfigured, structlog prints every
+# access line to stdout, a pipe nobody reads after READY: it fills and the server blocks.
+configure_logging(settings.log_level)
 engine = make_engine(settings.database_url)
 upgrade(engine)
 engine.dispose()

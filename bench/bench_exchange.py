@@ -164,11 +164,14 @@ class _Server:
     def __init__(self, factory: str, env: dict[str, str], workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: nobody reads a pipe while the load runs, and a server whose log
+        # lines fill it would block on its next write.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", f"bench.bench_exchange:{factory}", "--factory",
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "warning", "--no-access-log"],
-            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log,
         )
 
     def wait(self, probe: str = "/healthz") -> None:
@@ -177,7 +180,8 @@ class _Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.url} died: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                self.log.seek(0)
+                raise RuntimeError(f"{self.url} died: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 httpx.get(self.url + probe, timeout=1)
                 return  # any HTTP answer: the server is up
@@ -192,6 +196,7 @@ class _Server:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 def _cpu_seconds(root: int) -> float:
