@@ -28,6 +28,7 @@ from integrity.keys import (
 from integrity.logs import get_logger
 from integrity.migrate import pending
 from integrity.settings import Settings
+from signing.pdf_sandbox import close_idle_children
 from signing.pkcs11 import KeyToken
 
 
@@ -78,6 +79,7 @@ class AppState:
         if gateway is not None:
             gateway.close()
         self.audit.close()
+        close_idle_children()
         if self.signatures.token is not None:
             self.signatures.token.close()
         self.engine.dispose()

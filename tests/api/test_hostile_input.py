@@ -12,14 +12,21 @@ import base64
 import copy
 import json
 import multiprocessing
+import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +34,13 @@ from sqlalchemy import func, inspect, select, table
 
 from api.errors import PROBLEM_JSON, TYPE_PREFIX
 from auth.scopes import SCOPES
+from signing import pdf_sandbox
 from signing.errors import MalformedPdf
-from signing.pdf_sandbox import SandboxLimits, validate_pdf_sandboxed
+from signing.pdf_sandbox import SandboxLimits, close_idle_children, validate_pdf_sandboxed
 from tests.auth.support import STRONG, wire_accounts
-from tests.conftest import DEMO_KEYS, Service
+from tests.conftest import DEMO_KEYS, REPO_ROOT, Service
+from tests.signing.test_pdf_signing import NOW as PDF_NOW
+from tests.signing.test_pdf_signing import signer_for, throwaway_pki, unsigned_pdf
 
 PASSWD = "/etc/passwd"
 PASSWD_MARK = "root:"  # the first line of /etc/passwd on every Linux
@@ -251,6 +261,7 @@ def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
     # 64 MiB of inflated whitespace in an object stream: fits the memory cap, and the reader's
     # byte-by-byte scan of it takes tens of CPU seconds; the child is killed after one.
     bomb = _object_stream_bomb(64)
+    close_idle_children()
     started = time.monotonic()
     with pytest.raises(MalformedPdf, match="resource limits"):
         validate_pdf_sandboxed(
@@ -262,6 +273,7 @@ def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
 
 def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
     bomb = _object_stream_bomb(64)
+    close_idle_children()
     started = time.monotonic()
     with pytest.raises(MalformedPdf, match="within 0.5 seconds"):
         validate_pdf_sandboxed(
@@ -270,6 +282,133 @@ def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
         )
     assert time.monotonic() - started < BOMB_SECONDS
     assert not [p for p in multiprocessing.active_children() if p.name == "pdf-sandbox"]
+
+
+# --- the sandbox's children -------------------------------------------------------------------
+# A child checks one PDF after another (a fork per check cost more than the check); these pin
+# down what makes that safe: a child that failed is never reused, a dead one is replaced, each
+# serves a bounded number of checks and holds none of the service's sockets.
+
+
+@pytest.fixture(scope="module")
+def genuine() -> tuple[bytes, dict[str, Any]]:
+    pki = throwaway_pki()
+    pdf = signer_for("signer").sign(unsigned_pdf(), signing_time=PDF_NOW)
+    return pdf, {"trust_roots": [pki["ca"][1]], "expected_signers": [pki["signer"][1]], "at": PDF_NOW}
+
+
+def _sandbox_pids() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.name == "pdf-sandbox" and p.pid is not None}
+
+
+def _check_genuine(genuine: tuple[bytes, dict[str, Any]]) -> None:
+    pdf, options = genuine
+    verdict = validate_pdf_sandboxed(pdf, **options)
+    assert (verdict.intact, verdict.valid, verdict.chain_trusted, verdict.expected_signer) == (True, True, True, True)
+
+
+def test_one_child_checks_pdf_after_pdf_and_an_unreadable_one_does_not_cost_it(
+    genuine: tuple[bytes, dict[str, Any]],
+) -> None:
+    close_idle_children()
+    assert not _sandbox_pids()
+    _check_genuine(genuine)
+    child = _sandbox_pids()
+    assert len(child) == 1
+    with pytest.raises(MalformedPdf, match="unreadable PDF"):
+        validate_pdf_sandboxed(b"%PDF-1.7\nno objects, no cross-reference table\n%%EOF\n", **genuine[1])
+    _check_genuine(genuine)
+    assert _sandbox_pids() == child
+
+
+@pytest.mark.parametrize(
+    ("bomb", "limits", "stopped_by"),
+    [
+        (lambda: _object_stream_bomb(64), SandboxLimits(cpu_seconds=1), "resource limits"),
+        (lambda: _flate_xref_bomb(1024), SandboxLimits(), "memory"),
+    ],
+    ids=["cpu-limit", "memory-limit"],
+)
+def test_a_child_stopped_at_a_limit_is_never_used_again(
+    genuine: tuple[bytes, dict[str, Any]], bomb: Callable[[], bytes], limits: SandboxLimits, stopped_by: str
+) -> None:
+    close_idle_children()
+    _check_genuine(genuine)
+    (first,) = _sandbox_pids()
+    with pytest.raises(MalformedPdf, match=stopped_by):
+        validate_pdf_sandboxed(bomb(), **genuine[1], limits=limits)
+    assert first not in _sandbox_pids()
+    _check_genuine(genuine)
+    assert len(_sandbox_pids()) == 1 and first not in _sandbox_pids()
+
+
+def test_an_idle_child_killed_from_outside_is_replaced(genuine: tuple[bytes, dict[str, Any]]) -> None:
+    close_idle_children()
+    _check_genuine(genuine)
+    (first,) = _sandbox_pids()
+    os.kill(first, signal.SIGKILL)  # what the kernel's OOM killer does to an idle child
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed child did not die"
+        time.sleep(0.01)
+    _check_genuine(genuine)
+    assert len(_sandbox_pids()) == 1 and first not in _sandbox_pids()
+
+
+def test_a_child_is_replaced_after_its_quota_of_checks(
+    genuine: tuple[bytes, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pdf_sandbox, "CHECKS_PER_CHILD", 2)
+    close_idle_children()
+    _check_genuine(genuine)
+    first = _sandbox_pids()
+    _check_genuine(genuine)
+    assert not _sandbox_pids(), "the child was kept past its quota"
+    _check_genuine(genuine)
+    assert len(_sandbox_pids()) == 1 and not _sandbox_pids() & first
+
+
+def test_a_child_holds_none_of_the_services_sockets(genuine: tuple[bytes, dict[str, Any]]) -> None:
+    # Forked while the service listens: once the service closes its port, nobody may accept on it.
+    close_idle_children()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        _check_genuine(genuine)
+        assert _sandbox_pids()
+    finally:
+        listener.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+_EXITING_SERVICE = """
+import signal, sys
+from tests.signing.test_pdf_signing import NOW, signer_for, throwaway_pki, unsigned_pdf
+from signing.pdf_sandbox import validate_pdf_sandboxed
+signal.signal(signal.SIGTERM, lambda *_: None)  # as uvicorn does: a SIGTERM only notes a shutdown
+pki = throwaway_pki()
+pdf = signer_for("signer").sign(unsigned_pdf(), signing_time=NOW)
+assert validate_pdf_sandboxed(pdf, trust_roots=[pki["ca"][1]], expected_signers=[pki["signer"][1]], at=NOW).valid
+print("checked", flush=True)
+sys.exit(0)  # without closing the idle child: the interpreter's exit must end it
+"""
+
+
+def test_a_process_that_exits_leaves_no_sandbox_child_and_does_not_wait_for_one() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", _EXITING_SERVICE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "checked"
+
+
+def test_concurrent_checks_share_at_most_one_child_per_cpu(genuine: tuple[bytes, dict[str, Any]]) -> None:
+    close_idle_children()
+    with ThreadPoolExecutor(4) as clients:
+        # Each client's failure is raised here, by list().
+        list(clients.map(lambda _client: [_check_genuine(genuine) for _ in range(3)], range(4)))
+    assert 1 <= len(_sandbox_pids()) <= (os.cpu_count() or 1)
 
 
 # --- XML --------------------------------------------------------------------------------------

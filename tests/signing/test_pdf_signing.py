@@ -33,7 +33,7 @@ from pyhanko.sign.timestamps import DummyTimeStamper
 
 from signing.errors import MalformedPdf, PdfSigningError
 from signing.pdf import ModificationLevel, PdfSigner, validate_pdf
-from signing.pdf_sandbox import validate_pdf_sandboxed
+from signing.pdf_sandbox import close_idle_children, validate_pdf_sandboxed
 from signing.receipt_pdf import ReceiptRenderer, ReceiptSlip, SlipDocument
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -531,6 +531,7 @@ def test_a_sandboxed_validation_never_breaks_this_threads_event_loop(signed: byt
     signer = signer_for("signer", tsa_url=tsa_url)
     signer.sign(unsigned_pdf(), signing_time=NOW)
     ca_cert = throwaway_pki()["ca"][1]
+    close_idle_children()  # so that this check forks its child
     _COLLECT_IN_CHILD["on"] = True
     try:
         verdict = validate_pdf_sandboxed(
