@@ -1,6 +1,16 @@
 """Signing domain: keys and certificates, JWS / CMS (CAdES) / XMLDSig (XAdES) signatures, ETSI
 EN 319 102-1 style verification results. Imports nothing else from this repository."""
 
+import warnings
+
+from cryptography.utils import CryptographyDeprecationWarning
+
+# pyHanko imports cryptography's DSA key type to recognise it; that import alone warns on every
+# start of the service and the CLI. DSA keys themselves are refused here (signing.algorithms).
+warnings.filterwarnings(
+    "ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning, module=r"pyhanko\."
+)
+
 from signing.algorithms import Algorithm, algorithm_for_key
 from signing.errors import SigningError
 from signing.keystore import KeyRecord, KeyState, Keystore, SigningKey

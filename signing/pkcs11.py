@@ -259,6 +259,10 @@ class _TokenKeyMixin:
     def __copy__(self) -> Any:
         return self
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        # A handle to a key on the token: a copy is the same key, and there is nothing to copy.
+        return self
+
 
 class TokenEd25519Key(_TokenKeyMixin, ed25519.Ed25519PrivateKey):
     def sign(self, data: bytes) -> bytes:

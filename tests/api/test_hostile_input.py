@@ -160,6 +160,18 @@ def _flate_xref_bomb(mebibytes: int) -> bytes:
     return head + body + xref + data + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref_at
 
 
+def _hex_string_bomb(mebibytes: int) -> bytes:
+    """A hex string of ``mebibytes`` MiB in the catalog. Nothing is compressed, so no decode
+    limit applies, and the reader takes it one digit at a time: about a CPU second per MiB."""
+    return _catalog_with(b"<" + b"0" * (mebibytes << 20) + b">")
+
+
+def _number_array_bomb(count: int) -> bytes:
+    """An array of ``count`` numbers in the catalog: two bytes each on the wire, a Python object
+    of tens of bytes each once read."""
+    return _catalog_with(b"[" + b"0 " * count + b"]")
+
+
 def _object_stream_bomb(mebibytes: int, declared: int = 10_000_000, unit: bytes = b"\0") -> bytes:
     """The catalog lives in an object stream declaring ten million objects, whose content
     inflates to ``mebibytes`` MiB of PDF whitespace that a reader scans byte by byte."""
@@ -229,9 +241,10 @@ PDF_BOMBS = [
     _Bomb("array-nested-100000-deep", lambda: _catalog_with(b"[" * 100_000 + b"]" * 100_000), "unreadable PDF"),
     _Bomb("array-nested-100000-deep-unclosed", lambda: _catalog_with(b"[" * 100_000), "unreadable PDF"),
     _Bomb("dict-nested-100000-deep", lambda: _catalog_with(b"<< /A " * 100_000 + b"1" + b" >>" * 100_000), "unreadable PDF"),
-    # ~1 MiB on the wire, 1 GiB once inflated: the child's memory cap stops them.
-    _Bomb("flate-xref-stream-1GiB", lambda: _flate_xref_bomb(1024), "memory"),
-    _Bomb("object-stream-10M-objects-1GiB", lambda: _object_stream_bomb(1024), "memory"),
+    # ~1 MiB on the wire, 1 GiB once inflated: pyHanko's own decode limits (0.38) refuse them
+    # before the child's memory cap would.
+    _Bomb("flate-xref-stream-1GiB", lambda: _flate_xref_bomb(1024), "PdfDecodeLimitError"),
+    _Bomb("object-stream-10M-objects-1GiB", lambda: _object_stream_bomb(1024), "PdfDecodeLimitError"),
 ]
 
 
@@ -258,9 +271,9 @@ def test_pdf_bombs_are_refused_422_within_time_and_memory_bounds(
 
 
 def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
-    # 64 MiB of inflated whitespace in an object stream: fits the memory cap, and the reader's
-    # byte-by-byte scan of it takes tens of CPU seconds; the child is killed after one.
-    bomb = _object_stream_bomb(64)
+    # A 16 MiB hex string: fits the memory cap, and the reader's digit-by-digit scan of it
+    # takes over ten CPU seconds; the child is killed after one.
+    bomb = _hex_string_bomb(16)
     close_idle_children()
     started = time.monotonic()
     with pytest.raises(MalformedPdf, match="resource limits"):
@@ -272,7 +285,7 @@ def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
 
 
 def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
-    bomb = _object_stream_bomb(64)
+    bomb = _hex_string_bomb(16)
     close_idle_children()
     started = time.monotonic()
     with pytest.raises(MalformedPdf, match="within 0.5 seconds"):
@@ -324,8 +337,8 @@ def test_one_child_checks_pdf_after_pdf_and_an_unreadable_one_does_not_cost_it(
 @pytest.mark.parametrize(
     ("bomb", "limits", "stopped_by"),
     [
-        (lambda: _object_stream_bomb(64), SandboxLimits(cpu_seconds=1), "resource limits"),
-        (lambda: _flate_xref_bomb(1024), SandboxLimits(), "memory"),
+        (lambda: _hex_string_bomb(16), SandboxLimits(cpu_seconds=1), "resource limits"),
+        (lambda: _number_array_bomb(3_000_000), SandboxLimits(cpu_seconds=60, memory_bytes=32 << 20), "memory"),
     ],
     ids=["cpu-limit", "memory-limit"],
 )
