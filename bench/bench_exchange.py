@@ -280,14 +280,14 @@ def _prepare(url: str, upstream_url: str) -> str:
 Item = tuple[str, str, list[tuple[str, str]], bytes]
 
 
-async def _drive(items: list[Item], clients: int) -> tuple[float, list[float], Counter[int]]:
+async def _drive(items: list[Item], clients: int) -> tuple[float, list[float], Counter[int | str]]:
     import httpx
 
     queue: asyncio.Queue[Item] = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
     latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    statuses: Counter[int | str] = Counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
@@ -298,7 +298,13 @@ async def _drive(items: list[Item], clients: int) -> tuple[float, list[float], C
                 except asyncio.QueueEmpty:
                     return
                 started = time.perf_counter()
-                response = await client.request(method, url, headers=headers, content=body)
+                try:
+                    response = await client.request(method, url, headers=headers, content=body)
+                except httpx.TransportError as exc:
+                    # Counted and shown beside the statuses, not fatal: one reset connection
+                    # must not cost the whole run its figures.
+                    statuses[type(exc).__name__] += 1
+                    continue
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status_code] += 1
 
