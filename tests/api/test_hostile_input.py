@@ -355,6 +355,17 @@ def test_a_child_stopped_at_a_limit_is_never_used_again(
     assert len(_sandbox_pids()) == 1 and first not in _sandbox_pids()
 
 
+def test_a_child_whose_heap_grew_answers_and_is_then_replaced() -> None:
+    # 100,000 numbers grow the heap by about 30 MiB: within a 64 MiB allowance, past its quarter.
+    close_idle_children()
+    verdict = validate_pdf_sandboxed(
+        _number_array_bomb(100_000), trust_roots=[], expected_signers=[], at=datetime.now(UTC),
+        limits=SandboxLimits(memory_bytes=64 << 20),
+    )
+    assert verdict.signature_found is False
+    assert not _sandbox_pids(), "a child with a grown heap was kept"
+
+
 def test_an_idle_child_killed_from_outside_is_replaced(genuine: tuple[bytes, dict[str, Any]]) -> None:
     close_idle_children()
     _check_genuine(genuine)
