@@ -270,6 +270,10 @@ def test_pdf_bombs_are_refused_422_within_time_and_memory_bounds(
     untouched.check()
 
 
+def _sandbox_pids() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.name == "pdf-sandbox" and p.pid is not None}
+
+
 def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
     # A 16 MiB hex string: fits the memory cap, and the reader's digit-by-digit scan of it
     # takes over ten CPU seconds; the child is killed after one.
@@ -281,7 +285,7 @@ def test_a_pdf_that_would_run_for_long_is_stopped_at_the_cpu_limit() -> None:
             bomb, trust_roots=[], expected_signers=[], at=datetime.now(UTC), limits=SandboxLimits(cpu_seconds=1)
         )
     assert time.monotonic() - started < BOMB_SECONDS
-    assert not [p for p in multiprocessing.active_children() if p.name == "pdf-sandbox"]
+    assert not _sandbox_pids()
 
 
 def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
@@ -294,7 +298,7 @@ def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
             limits=SandboxLimits(cpu_seconds=60, wall_seconds=0.5),
         )
     assert time.monotonic() - started < BOMB_SECONDS
-    assert not [p for p in multiprocessing.active_children() if p.name == "pdf-sandbox"]
+    assert not _sandbox_pids()
 
 
 # --- the sandbox's children -------------------------------------------------------------------
@@ -308,10 +312,6 @@ def genuine() -> tuple[bytes, dict[str, Any]]:
     pki = throwaway_pki()
     pdf = signer_for("signer").sign(unsigned_pdf(), signing_time=PDF_NOW)
     return pdf, {"trust_roots": [pki["ca"][1]], "expected_signers": [pki["signer"][1]], "at": PDF_NOW}
-
-
-def _sandbox_pids() -> set[int]:
-    return {p.pid for p in multiprocessing.active_children() if p.name == "pdf-sandbox" and p.pid is not None}
 
 
 def _check_genuine(genuine: tuple[bytes, dict[str, Any]]) -> None:
