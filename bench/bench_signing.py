@@ -9,6 +9,14 @@ this script starts, 1 worker unless ``--workers``):
   * POST /v1/signatures/batch (N items per call) signatures/s, p50, p99 per call
 Targets (issue 4): batch ≥ 50% of bare Ed25519; single ≥ 70% of the trivial endpoint.
 
+Then where the time goes, measured in the same run:
+  * a second server, ``signing_floor.py`` (this folder; never part of the service), serves probe
+    routes that peel ``POST /v1/signatures`` apart: the same body and response models with no
+    work, plus the API-key check, plus the JWS signature without its audit entry; each is a
+    share of that server's own /healthz;
+  * in this process, one thread, no HTTP: the JWS signatures alone, the audit entries alone
+    (``record_many`` of the batch size) and ``sign_batch`` (both), each a share of bare signing.
+
 The load comes from ``wrk`` (Debian package ``wrk``) when installed, else from Python threads.
 
     .venv/bin/python bench/bench_signing.py [--seconds 10] [--clients 32] [--batch 100] [--database-url URL]
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +94,58 @@ def setup(database_url: str) -> tuple[str, str]:
     finally:
         state.close()
     return api_key, kid
+
+
+def in_process(database_url: str, kid: str, payloads: list[bytes], seconds: float) -> dict[str, float]:
+    """Items/s on one thread without HTTP: JWS signing alone, audit entries alone, both."""
+    from integrity.app_state import build_state
+    from integrity.settings import Settings
+    from integrity.signatures import SignRequest, payload_digest
+    from signing import jws
+
+    state = build_state(Settings())
+    try:
+        key = state.signatures.keystore.signing_key(kid)
+        clock = state.signatures.clock
+        events = [
+            ("client:bench", "signature.created", payload_digest(p),
+             {"format": "jws", "key_id": kid, "alg": "Ed25519", "detached": False, "bytes": len(p)}, None)
+            for p in payloads
+        ]
+        requests = [SignRequest("jws", p, False, kid) for p in payloads]
+
+        def rate(step: Callable[[], object]) -> float:
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                step()
+                done += len(payloads)
+            return done / (time.perf_counter() - start)
+
+        return {
+            "jws": rate(lambda: [jws.sign(key, p, signed_at=clock()) for p in payloads]),
+            "audit": rate(lambda: state.audit.record_many(events)),
+            "both": rate(lambda: state.signatures.sign_batch(requests, actor="client:bench")),
+        }
+    finally:
+        state.close()
+
+
+def start_server(argv: list[str], database_url: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**_env(database_url), "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)])}
+    server = subprocess.Popen(argv, env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, server)
+    except BaseException:
+        server.terminate()
+        server.wait(timeout=30)
+        raise
+    return server, base
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=30)
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -180,23 +241,23 @@ def main() -> None:
         tmp = Path(tmpdir)
         database_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
         api_key, kid = setup(database_url)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
+        load = run_wrk if shutil.which("wrk") else run_threads
+        payloads = [os.urandom(PAYLOAD_BYTES) for _ in range(args.batch)]
+        auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        single_body = json.dumps({"format": "jws", "payload_b64": base64.b64encode(payloads[0]).decode(), "key_id": kid})
+        batch_body = json.dumps({"items": [
+            {"format": "jws", "payload_b64": base64.b64encode(p).decode(), "key_id": kid} for p in payloads
+        ]})
+
+        def post(path: str, body: str) -> dict[str, float]:
+            return load(base + path, args.seconds, args.clients, "POST", body, auth, tmp)
+
         # The service exactly as deployed: `bhxh-integrity serve` (uvicorn, the app factory).
-        server = subprocess.Popen(
+        port = _free_port()
+        server, base = start_server(
             [str(Path(sys.executable).parent / "bhxh-integrity"), "serve", "--port", str(port),
-             "--workers", str(args.workers)],
-            env=_env(database_url), cwd=REPO,
-        )
+             "--workers", str(args.workers)], database_url, port)
         try:
-            wait_ready(base, server)
-            load = run_wrk if shutil.which("wrk") else run_threads
-            payloads = [os.urandom(PAYLOAD_BYTES) for _ in range(args.batch)]
-            auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-            single_body = json.dumps({"format": "jws", "payload_b64": base64.b64encode(payloads[0]).decode(), "key_id": kid})
-            batch_body = json.dumps({"items": [
-                {"format": "jws", "payload_b64": base64.b64encode(p).decode(), "key_id": kid} for p in payloads
-            ]})
             # Warm up (first requests pay imports, connection pools, JIT-free caches).
             with httpx.Client(headers=auth, timeout=60) as client:
                 for _ in range(20):
@@ -206,11 +267,28 @@ def main() -> None:
 
             bare = bare_ed25519(payloads, min(args.seconds, 5))
             trivial = load(base + "/healthz", args.seconds, args.clients, "GET", None, {}, tmp)
-            single = load(base + "/v1/signatures", args.seconds, args.clients, "POST", single_body, auth, tmp)
-            batch = load(base + "/v1/signatures/batch", args.seconds, args.clients, "POST", batch_body, auth, tmp)
+            single = post("/v1/signatures", single_body)
+            batch = post("/v1/signatures/batch", batch_body)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
+
+        # Where a single signature's time goes: the probe server (signing_floor.py).
+        port = _free_port()
+        server, base = start_server(
+            [sys.executable, "-m", "uvicorn", "signing_floor:app_factory", "--factory", "--port", str(port),
+             "--workers", str(args.workers), "--no-access-log", "--log-level", "warning"], database_url, port)
+        try:
+            with httpx.Client(headers=auth, timeout=60) as client:
+                for path in ("/floor/parse", "/floor/auth", "/floor/sign", "/v1/signatures"):
+                    for _ in range(20):
+                        response = client.post(base + path, content=single_body)
+                        assert response.status_code == 200, (path, response.text)
+            floor_trivial = load(base + "/healthz", args.seconds, args.clients, "GET", None, {}, tmp)
+            floors = {path: post(path, single_body) for path in ("/floor/parse", "/floor/auth", "/floor/sign", "/v1/signatures")}
+        finally:
+            stop_server(server)
+
+        stages = in_process(database_url, kid, payloads, min(args.seconds, 5))
 
     batch_sigs = batch["rps"] * args.batch
     backend = (args.database_url or "sqlite").split(":", 1)[0]
@@ -223,7 +301,30 @@ def main() -> None:
           f"  = {single['rps'] / trivial['rps']:.0%} of trivial (target ≥ 70%)")
     print(f"  POST /v1/signatures/batch x{args.batch:<5}          {batch_sigs:10.0f} sig/s  p50 {batch['p50_ms']:.2f} ms  p99 {batch['p99_ms']:.2f} ms per call"
           f"  = {batch_sigs / bare:.0%} of bare Ed25519 (target ≥ 50%)")
-    failures = trivial["non_2xx"] + single["non_2xx"] + batch["non_2xx"]
+    print("  where a single signature's time goes (probe server, signing_floor.py; share of its own /healthz):")
+    print(f"    GET /healthz                                 {floor_trivial['rps']:10.0f} req/s")
+    labels = {
+        "/floor/parse": "same body + response models, no work",
+        "/floor/auth": "+ API-key check",
+        "/floor/sign": "+ JWS signature, no audit entry",
+        "/v1/signatures": "+ audit entry (the real route)",
+    }
+    # With every client waiting on a busy server, 1/rate is the server's time per request, so the
+    # step from one probe to the next is what that stage adds to a request.
+    previous = 1e6 / floor_trivial["rps"]
+    for path, label in labels.items():
+        took = 1e6 / floors[path]["rps"]
+        print(f"    {label:44s} {floors[path]['rps']:10.0f} req/s  = {floors[path]['rps'] / floor_trivial['rps']:.0%}"
+              f"  (+{took - previous:.0f} µs/request)")
+        previous = took
+    print(f"    the 70% target leaves {(1 / 0.7 - 1) * 1e6 / floor_trivial['rps']:.0f} µs/request beyond /healthz for all of the above")
+    print("  where a batch item's time goes (this process, 1 thread, no HTTP; share of bare Ed25519):")
+    for name, label in (("jws", "JWS signatures alone"), ("audit", f"audit entries alone (record_many of {args.batch})"),
+                        ("both", "sign_batch: both, one transaction")):
+        print(f"    {label:44s} {stages[name]:10.0f} items/s = {stages[name] / bare:.0%}  ({1e6 / stages[name]:.1f} µs/item)")
+    print(f"    the 50% target leaves {2e6 / bare:.1f} µs/item, bare signing ({1e6 / bare:.1f} µs) included, for all of the above and HTTP")
+    failures = trivial["non_2xx"] + single["non_2xx"] + batch["non_2xx"] + floor_trivial["non_2xx"]
+    failures += sum(f["non_2xx"] for f in floors.values())
     if failures:
         print(f"  WARNING: {failures:.0f} responses were not 2xx")
 
