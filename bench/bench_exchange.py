@@ -494,6 +494,13 @@ def main() -> None:
           f"by CPU {cpu_costs[0]:.0%}–{cpu_costs[-1]:.0%}; rates plain "
           f"{', '.join(f'{r.rate:.0f}' for r in plain_runs)}, gateway {', '.join(f'{r.rate:.0f}' for r in gateway_runs)} msg/s")
     print(f"      → added latency p50 {gateway.p50 - plain_fw.p50:+.1f} ms, p99 {gateway.p99 - plain_fw.p99:+.1f} ms")
+    # The budget in CPU: a cost ≤ 30% lets the checks add at most 1/0.7 − 1 of plain forwarding's
+    # CPU per message. The gateway must verify the request, sign the forwarded copy, verify the
+    # response and sign it back: two sign+verify round trips of the profile before anything else.
+    allowed = (1 / 0.7 - 1) * plain_fw.cpu_ms[0]
+    print(f"      → the 30% target leaves {allowed:.2f} CPU ms/msg for the checks; the gateway's four signature "
+          f"operations alone take {2000 / profile:.2f} ms (2 profile round trips, 1 core); the checks took "
+          f"{gateway.cpu_ms[0] - plain_fw.cpu_ms[0]:.2f} ms")
     # Sizing from CPU per message (robust on a shared machine): an instance of `cores` cores
     # kept at 70% busy, on PostgreSQL (SQLite is one writer on one host: no scale-out).
     budget = cores * 0.7 * 1000

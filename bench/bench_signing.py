@@ -10,10 +10,10 @@ this script starts, 1 worker unless ``--workers``):
 Targets (issue 4): batch ≥ 50% of bare Ed25519; single ≥ 70% of the trivial endpoint.
 
 Then where the time goes, measured in the same run:
-  * a second server, ``signing_floor.py`` (this folder; never part of the service), serves probe
-    routes that peel ``POST /v1/signatures`` apart: the same body and response models with no
-    work, plus the API-key check, plus the JWS signature without its audit entry; each is a
-    share of that server's own /healthz;
+  * a second server on one worker, ``signing_floor.py`` (this folder; never part of the
+    service), serves probe routes that peel ``POST /v1/signatures`` apart: the same body and
+    response models with no work, plus the API-key check, plus the JWS signature without its
+    audit entry; each is a share of that server's own /healthz;
   * in this process, one thread, no HTTP: the JWS signatures alone, the audit entries alone
     (``record_many`` of the batch size) and ``sign_batch`` (both), each a share of bare signing.
 
@@ -272,11 +272,12 @@ def main() -> None:
         finally:
             stop_server(server)
 
-        # Where a single signature's time goes: the probe server (signing_floor.py).
+        # Where a single signature's time goes: the probe server (signing_floor.py), on one
+        # worker whatever --workers says: 1/rate is then the time one request takes.
         port = _free_port()
         server, base = start_server(
             [sys.executable, "-m", "uvicorn", "signing_floor:app_factory", "--factory", "--port", str(port),
-             "--workers", str(args.workers), "--no-access-log", "--log-level", "warning"], database_url, port)
+             "--workers", "1", "--no-access-log", "--log-level", "warning"], database_url, port)
         try:
             with httpx.Client(headers=auth, timeout=60) as client:
                 for path in ("/floor/parse", "/floor/auth", "/floor/sign", "/v1/signatures"):
@@ -301,7 +302,7 @@ def main() -> None:
           f"  = {single['rps'] / trivial['rps']:.0%} of trivial (target ≥ 70%)")
     print(f"  POST /v1/signatures/batch x{args.batch:<5}          {batch_sigs:10.0f} sig/s  p50 {batch['p50_ms']:.2f} ms  p99 {batch['p99_ms']:.2f} ms per call"
           f"  = {batch_sigs / bare:.0%} of bare Ed25519 (target ≥ 50%)")
-    print("  where a single signature's time goes (probe server, signing_floor.py; share of its own /healthz):")
+    print("  where a single signature's time goes (probe server, signing_floor.py, 1 worker; share of its own /healthz):")
     print(f"    GET /healthz                                 {floor_trivial['rps']:10.0f} req/s")
     labels = {
         "/floor/parse": "same body + response models, no work",
