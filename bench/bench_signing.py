@@ -48,6 +48,13 @@ import httpx  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 PAYLOAD_BYTES = 256
+# The probe server's routes (signing_floor.py) in the order each adds one step, then the real route.
+PROBE_STEPS = {
+    "/floor/parse": "same body + response models, no work",
+    "/floor/auth": "+ API-key check",
+    "/floor/sign": "+ JWS signature, no audit entry",
+    "/v1/signatures": "+ audit entry (the real route)",
+}
 DEMO_KEYS = REPO / "keys.example"
 
 
@@ -137,8 +144,7 @@ def start_server(argv: list[str], database_url: str, port: int) -> tuple[subproc
     try:
         wait_ready(base, server)
     except BaseException:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
         raise
     return server, base
 
@@ -280,12 +286,12 @@ def main() -> None:
              "--workers", "1", "--no-access-log", "--log-level", "warning"], database_url, port)
         try:
             with httpx.Client(headers=auth, timeout=60) as client:
-                for path in ("/floor/parse", "/floor/auth", "/floor/sign", "/v1/signatures"):
+                for path in PROBE_STEPS:
                     for _ in range(20):
                         response = client.post(base + path, content=single_body)
                         assert response.status_code == 200, (path, response.text)
             floor_trivial = load(base + "/healthz", args.seconds, args.clients, "GET", None, {}, tmp)
-            floors = {path: post(path, single_body) for path in ("/floor/parse", "/floor/auth", "/floor/sign", "/v1/signatures")}
+            floors = {path: post(path, single_body) for path in PROBE_STEPS}
         finally:
             stop_server(server)
 
@@ -304,16 +310,10 @@ def main() -> None:
           f"  = {batch_sigs / bare:.0%} of bare Ed25519 (target ≥ 50%)")
     print("  where a single signature's time goes (probe server, signing_floor.py, 1 worker; share of its own /healthz):")
     print(f"    GET /healthz                                 {floor_trivial['rps']:10.0f} req/s")
-    labels = {
-        "/floor/parse": "same body + response models, no work",
-        "/floor/auth": "+ API-key check",
-        "/floor/sign": "+ JWS signature, no audit entry",
-        "/v1/signatures": "+ audit entry (the real route)",
-    }
     # With every client waiting on a busy server, 1/rate is the server's time per request, so the
     # step from one probe to the next is what that stage adds to a request.
     previous = 1e6 / floor_trivial["rps"]
-    for path, label in labels.items():
+    for path, label in PROBE_STEPS.items():
         took = 1e6 / floors[path]["rps"]
         print(f"    {label:44s} {floors[path]['rps']:10.0f} req/s  = {floors[path]['rps'] / floor_trivial['rps']:.0%}"
               f"  (+{took - previous:.0f} µs/request)")
