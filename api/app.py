@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import gateway, web
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from api import gateway, web
 from api.routes import admin_clients, admin_users, audit, auth, exchange, health, keys, receipts, signatures
 from integrity.app_state import AppState, build_state
 from integrity.clock import Clock, system_clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,7 +30,9 @@ clients_app = typer.Typer(help="API clients (other BHXH systems).", no_args_is_h
 app.add_typer(keys_app, name="keys")
 app.add_typer(clients_app, name="clients")
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
@@ -72,9 +74,9 @@ def migrate(as_json: JsonOption = False) -> None:
 @app.command()
 def serve(
     demo: DemoOption = False,
-    host: Annotated[Optional[str], typer.Option(help="bind address (BHXH_HOST)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (BHXH_PORT)")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (BHXH_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (BHXH_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
 ) -> None:
     """Serve the HTTP API."""
     run_server("api.asgi:app_factory", demo=demo, host=host, port=port, workers=workers)
@@ -116,8 +118,13 @@ def clients_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     finally:
         state.close()
     rows = [
-        {"client_id": c.client_id, "name": c.name, "scopes": sorted(c.scopes),
-         "created_at": c.created_at.isoformat(), "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None}
+        {
+            "client_id": c.client_id,
+            "name": c.name,
+            "scopes": sorted(c.scopes),
+            "created_at": c.created_at.isoformat(),
+            "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+        }
         for c in clients
     ]
     if as_json:

@@ -11,7 +11,7 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,9 +24,13 @@ if TYPE_CHECKING:
     from audit.verify import VerificationReport
     from integrity.reports import ReportContext
 
-app = typer.Typer(help="The tamper-evident audit log: verify, export, checkpoint, erase personal data.", no_args_is_help=True)
+app = typer.Typer(
+    help="The tamper-evident audit log: verify, export, checkpoint, erase personal data.", no_args_is_help=True
+)
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -76,8 +80,14 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=err_console, transient=True)
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=self.total)
         return self
@@ -134,10 +144,19 @@ def _render(report: VerificationReport, context: ReportContext, report_file: Pat
 
 @app.command("verify")
 def verify(
-    export: Annotated[Optional[Path], typer.Option("--export", help="verify this NDJSON export offline (no database)")] = None,
-    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="the log's verifier key(s) (.vkey lines or PEM); needed with --export")] = None,
-    trusted_checkpoint: Annotated[Optional[Path], typer.Option("--trusted-checkpoint", help="a signed checkpoint you kept earlier")] = None,
-    report_file: Annotated[Optional[Path], typer.Option("--report", help="also write the report to FILE.html or FILE.json")] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="verify this NDJSON export offline (no database)")
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="the log's verifier key(s) (.vkey lines or PEM); needed with --export"),
+    ] = None,
+    trusted_checkpoint: Annotated[
+        Path | None, typer.Option("--trusted-checkpoint", help="a signed checkpoint you kept earlier")
+    ] = None,
+    report_file: Annotated[
+        Path | None, typer.Option("--report", help="also write the report to FILE.html or FILE.json")
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -197,8 +216,10 @@ def _origin(note: str) -> str | None:
 
 @app.command("export")
 def export_cmd(
-    out: Annotated[Optional[Path], typer.Option("--out", help="write to this file (default: standard output)")] = None,
-    include_pii: Annotated[bool, typer.Option("--include-pii", help="add personal data (pii_salt, pii_data); logged")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="write to this file (default: standard output)")] = None,
+    include_pii: Annotated[
+        bool, typer.Option("--include-pii", help="add personal data (pii_salt, pii_data); logged")
+    ] = False,
     demo: DemoOption = False,
 ) -> None:
     """Write the whole log as NDJSON (entries and checkpoints), streamed."""

@@ -9,7 +9,7 @@ Exit codes: 0 done, 2 bad usage or input (one line on stderr).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,7 +27,9 @@ nonces_app = typer.Typer(help="The replay guard.", no_args_is_help=True)
 app.add_typer(peers_app, name="peers")
 app.add_typer(nonces_app, name="nonces")
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -51,7 +53,9 @@ def _read_key(path: Path) -> bytes:
 
 
 def _show(peer: Peer) -> None:
-    console.print(f"[bold]{peer.name}[/]  keyid={peer.keyid}  {peer.key.algorithm.value}  sha256:{peer.fingerprint()[:16]}…")
+    console.print(
+        f"[bold]{peer.name}[/]  keyid={peer.keyid}  {peer.key.algorithm.value}  sha256:{peer.fingerprint()[:16]}…"
+    )
     if peer.previous is not None and peer.previous_until is not None:
         console.print(f"  previous keyid={peer.previous.keyid}  accepted until {peer.previous_until.isoformat()}")
     console.print(f"  base URL: {peer.base_url or '—'}")
@@ -66,8 +70,12 @@ def peers_add(
     name: Annotated[str, typer.Argument(help="peer name, e.g. portal, one-stop, vssid")],
     keyid: Annotated[str, typer.Option("--keyid", help="the RFC 9421 keyid the peer signs with")],
     key: Annotated[Path, typer.Option("--key", help="PEM certificate or PEM public key of the peer")],
-    route: Annotated[Optional[list[str]], typer.Option("--route", help="'METHOD /path' the peer may use; repeat")] = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="where the gateway forwards to this peer")] = None,
+    route: Annotated[
+        list[str] | None, typer.Option("--route", help="'METHOD /path' the peer may use; repeat")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="where the gateway forwards to this peer")
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -75,7 +83,9 @@ def peers_add(
     pem = _read_key(key)
     state = open_state(demo)
     try:
-        peer = _service(state).add_peer(name, keyid=keyid, key_pem=pem, routes=route or [], base_url=base_url, actor=CLI_ACTOR)
+        peer = _service(state).add_peer(
+            name, keyid=keyid, key_pem=pem, routes=route or [], base_url=base_url, actor=CLI_ACTOR
+        )
     except IntegrityError as exc:
         fail(str(exc))
     finally:
@@ -106,14 +116,15 @@ def peers_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 @peers_app.command("update")
 def peers_update(
     name: str,
-    keyid: Annotated[Optional[str], typer.Option("--keyid", help="new keyid")] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help="new PEM certificate or public key")] = None,
-    route: Annotated[Optional[list[str]], typer.Option("--route", help="replaces ALL routes; repeat")] = None,
+    keyid: Annotated[str | None, typer.Option("--keyid", help="new keyid")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="new PEM certificate or public key")] = None,
+    route: Annotated[list[str] | None, typer.Option("--route", help="replaces ALL routes; repeat")] = None,
     no_routes: Annotated[bool, typer.Option("--no-routes", help="remove every route")] = False,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="new base URL")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="new base URL")] = None,
     no_base_url: Annotated[bool, typer.Option("--no-base-url", help="remove the base URL")] = False,
     overlap: Annotated[
-        int, typer.Option("--overlap", help="seconds the replaced key is still accepted (needs --key and a new --keyid)")
+        int,
+        typer.Option("--overlap", help="seconds the replaced key is still accepted (needs --key and a new --keyid)"),
     ] = 0,
     end_overlap: Annotated[bool, typer.Option("--end-overlap", help="stop accepting the replaced key now")] = False,
     demo: DemoOption = False,
@@ -130,8 +141,15 @@ def peers_update(
     state = open_state(demo)
     try:
         peer = _service(state).update_peer(
-            name, keyid=keyid, key_pem=pem, routes=routes, base_url=base_url, clear_base_url=no_base_url,
-            overlap_seconds=overlap, end_overlap=end_overlap, actor=CLI_ACTOR,
+            name,
+            keyid=keyid,
+            key_pem=pem,
+            routes=routes,
+            base_url=base_url,
+            clear_base_url=no_base_url,
+            overlap_seconds=overlap,
+            end_overlap=end_overlap,
+            actor=CLI_ACTOR,
         )
     except IntegrityError as exc:
         fail(str(exc))
@@ -176,9 +194,9 @@ def nonces_purge(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 @app.command("gateway")
 def gateway(
     demo: DemoOption = False,
-    host: Annotated[Optional[str], typer.Option(help="bind address (BHXH_HOST)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (BHXH_PORT)")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (BHXH_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (BHXH_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
 ) -> None:
     """Serve only the verifying gateway (/gateway/{peer}/{path}, /healthz, /readyz)."""
 
@@ -191,7 +209,11 @@ def gateway(
 
     run_server(
         "api.cli_exchange:gateway_app_factory",
-        demo=demo, host=host, port=port, workers=workers, check=_needs_gateway_key,
+        demo=demo,
+        host=host,
+        port=port,
+        workers=workers,
+        check=_needs_gateway_key,
     )
 
 
@@ -209,7 +231,12 @@ def gateway_key(demo: DemoOption = False, as_json: JsonOption = False) -> None:
         on_token = service.gateway_key_on_token
     finally:
         state.close()
-    shown = {"keyid": key.keyid, "algorithm": key.algorithm.value, "on_token": on_token, "public_key_pem": key.public_pem()}
+    shown = {
+        "keyid": key.keyid,
+        "algorithm": key.algorithm.value,
+        "on_token": on_token,
+        "public_key_pem": key.public_pem(),
+    }
     if as_json:
         emit_json(shown)
         return

@@ -7,7 +7,7 @@ Exit codes: 0 issued / issued by the system, 1 the file is NOT a receipt issued 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Receipts (phiếu tiếp nhận và hẹn trả kết quả): issue and verify.", no_args_is_help=True)
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -45,20 +47,31 @@ def _read(path: Path, limit: int) -> bytes:
 
 @app.command("issue")
 def issue(
-    request_file: Annotated[Path, typer.Argument(help="JSON receipt request (DESIGN.md \"Receipt request\"); - for stdin")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="write the signed PDF to this file")] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="retrying with the same key returns the same receipt")] = None,
+    request_file: Annotated[
+        Path, typer.Argument(help='JSON receipt request (DESIGN.md "Receipt request"); - for stdin')
+    ],
+    out: Annotated[Path | None, typer.Option("--out", help="write the signed PDF to this file")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="retrying with the same key returns the same receipt")
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Issue a receipt: next dossier code, Vietnamese PDF, PAdES signature, registry, audit log."""
     from api.routes.receipts import ReceiptIn
 
-    raw = typer.get_binary_stream("stdin").read(MAX_REQUEST_BYTES + 1) if str(request_file) == "-" else _read(request_file, MAX_REQUEST_BYTES)
+    raw = (
+        typer.get_binary_stream("stdin").read(MAX_REQUEST_BYTES + 1)
+        if str(request_file) == "-"
+        else _read(request_file, MAX_REQUEST_BYTES)
+    )
     try:
         body = ReceiptIn.model_validate_json(raw)
     except ValidationError as exc:
-        fail("invalid receipt request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]))
+        fail(
+            "invalid receipt request: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        )
     state = open_state(demo)
     try:
         receipts = _service(state)
@@ -106,7 +119,9 @@ def _print_verdict(path: Path, verdict: ReceiptVerdict) -> None:
     console.print(f"  dossier code (signed)          {verdict.code or '-'}")
     console.print(f"  {_mark(verdict.intact)} signature intact")
     console.print(f"  {_mark(verdict.trusted_signer)} signer is a trusted one-stop key  {sig.signer or ''}")
-    console.print(f"  {_mark(verdict.modified_after_signing, good=False)} not modified after signing  ({sig.modification_level.value if sig.modification_level else 'unknown'})")
+    console.print(
+        f"  {_mark(verdict.modified_after_signing, good=False)} not modified after signing  ({sig.modification_level.value if sig.modification_level else 'unknown'})"
+    )
     console.print(f"  {_mark(verdict.registered)} code registered")
     console.print(f"  {_mark(verdict.hash_matches)} registered hash equals the file's")
     if verdict.issued_by_system:
@@ -141,4 +156,3 @@ def verify(
         _print_verdict(file, verdict)
     if not verdict.issued_by_system:
         raise typer.Exit(EXIT_FAILED)
-

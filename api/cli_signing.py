@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -33,7 +33,9 @@ keys_app = typer.Typer(
     help="Signing keys: list, generate, import, import-token, rotate, retire, revoke.", no_args_is_help=True
 )
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="jws, cms or xml")]
 # A kid is an RFC 7638 thumbprint in base64url, so one in 64 begins with "-". Click would read it
@@ -96,8 +98,12 @@ def sign(
     file: Annotated[Path, typer.Argument(help="the data to sign (XML: the document to envelop); - for stdin")],
     fmt: FormatOption = "jws",
     detached: Annotated[bool, typer.Option("--detached", help="JWS: RFC 7797 detached, unencoded payload")] = False,
-    key_id: Annotated[Optional[str], typer.Option("--key-id", help="an active key; default: the one-stop PS256 key")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="write the signature here (CMS: DER; XML: the signed document)")] = None,
+    key_id: Annotated[
+        str | None, typer.Option("--key-id", help="an active key; default: the one-stop PS256 key")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the signature here (CMS: DER; XML: the signed document)")
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -144,10 +150,14 @@ def _signature_text(fmt: str, raw: bytes) -> str:
 
 @app.command("verify")
 def verify(
-    signature: Annotated[Path, typer.Argument(help="JWS token file, CMS signature (DER/PEM/base64) or signed XML document")],
+    signature: Annotated[
+        Path, typer.Argument(help="JWS token file, CMS signature (DER/PEM/base64) or signed XML document")
+    ],
     fmt: FormatOption = "jws",
-    payload: Annotated[Optional[Path], typer.Option("--payload", help="the signed data (detached JWS, CMS)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="XML: write the element the signature covers here")] = None,
+    payload: Annotated[Path | None, typer.Option("--payload", help="the signed data (detached JWS, CMS)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="XML: write the element the signature covers here")
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -199,7 +209,9 @@ def _key_row(record: object) -> dict[str, object]:
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
         "storage": "pkcs11" if record.token_object_id else "encrypted",
         "pkcs11_object_id": record.token_object_id,
-        "certificate": None if cert is None else {
+        "certificate": None
+        if cert is None
+        else {
             "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(),
             "serial": format(cert.serial_number, "x"),
@@ -247,8 +259,13 @@ def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     for r in rows:
         cert = r["certificate"]
         table.add_row(
-            str(r["kid"]), str(r["algorithm"]), str(r["state"]), str(r["owner"] or "service"), str(r["storage"]),
-            cert["subject"] if isinstance(cert, dict) else "-", str(r["created_at"]),
+            str(r["kid"]),
+            str(r["algorithm"]),
+            str(r["state"]),
+            str(r["owner"] or "service"),
+            str(r["storage"]),
+            cert["subject"] if isinstance(cert, dict) else "-",
+            str(r["created_at"]),
         )
     console.print(table)
 
@@ -264,7 +281,9 @@ def keys_generate(
     """Generate a new active key (refused if one of that algorithm is active: use rotate)."""
     algorithm = _algorithm(alg)
     _change_keys(
-        demo, as_json, "generated",
+        demo,
+        as_json,
+        "generated",
         lambda service: service.generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits, on_token=on_token),
     )
 
@@ -281,17 +300,27 @@ def keys_rotate(
     To rotate to a key certified by a CA, use ``keys import --rotate`` (or ``import-token``)."""
     algorithm = _algorithm(alg)
     _change_keys(
-        demo, as_json, "rotated to",
-        lambda service: service.generate_key(algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token),
+        demo,
+        as_json,
+        "rotated to",
+        lambda service: service.generate_key(
+            algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token
+        ),
     )
 
 
 @keys_app.command("import")
 def keys_import(
     file: Annotated[Path, typer.Argument(help="PKCS#12 (.p12/.pfx) or encrypted PKCS#8 PEM private key")],
-    cert: Annotated[Optional[Path], typer.Option("--cert", help="PEM certificate chain, leaf first (PKCS#8 only)")] = None,
-    passphrase_file: Annotated[Optional[Path], typer.Option("--passphrase-file", help="file holding the key file's passphrase")] = None,
-    passphrase_env: Annotated[Optional[str], typer.Option("--passphrase-env", help="environment variable holding it")] = None,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="PEM certificate chain, leaf first (PKCS#8 only)")
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option("--passphrase-file", help="file holding the key file's passphrase")
+    ] = None,
+    passphrase_env: Annotated[
+        str | None, typer.Option("--passphrase-env", help="environment variable holding it")
+    ] = None,
     rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
@@ -312,14 +341,19 @@ def keys_import(
     except SigningError as exc:
         fail(str(exc))
     _change_keys(
-        demo, as_json, "imported", lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate)
+        demo,
+        as_json,
+        "imported",
+        lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate),
     )
 
 
 @keys_app.command("import-token")
 def keys_import_token(
     label: Annotated[str, typer.Argument(help="CKA_LABEL of the key pair on the PKCS#11 token")],
-    cert: Annotated[Optional[Path], typer.Option("--cert", help="PEM certificate chain of that key, leaf first")] = None,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="PEM certificate chain of that key, leaf first")
+    ] = None,
     rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
@@ -332,7 +366,10 @@ def keys_import_token(
     except SigningError as exc:
         fail(str(exc))
     _change_keys(
-        demo, as_json, "imported", lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate)
+        demo,
+        as_json,
+        "imported",
+        lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate),
     )
 
 
@@ -345,7 +382,10 @@ def keys_retire(kid: KidArgument, demo: DemoOption = False, as_json: JsonOption 
 @keys_app.command("revoke", context_settings=KID_COMMAND)
 def keys_revoke(
     kid: KidArgument,
-    at: Annotated[Optional[str], typer.Option("--at", help="RFC 3339 revocation time (e.g. the suspected compromise); default now")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="RFC 3339 revocation time (e.g. the suspected compromise); default now"),
+    ] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:

@@ -5,8 +5,8 @@ command modules, so they import it directly instead of reaching back into api.cl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from pydantic import ValidationError
 
@@ -41,9 +41,9 @@ def run_server(
     factory: str,
     *,
     demo: bool,
-    host: Optional[str],
-    port: Optional[int],
-    workers: Optional[int],
+    host: str | None,
+    port: int | None,
+    workers: int | None,
     check: Callable[[AppState], None] = lambda _state: None,
 ) -> None:
     """Serve the uvicorn app ``factory`` ("module:function"). Keys and settings are checked once

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,11 +21,13 @@ from integrity.app_state import AppState
 
 app = typer.Typer(help="People's accounts (officers, auditors, admins, citizens).", no_args_is_help=True)
 
-DemoOption = Annotated[bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="why; recorded in the audit log")]
 OperatorOption = Annotated[
-    Optional[str], typer.Option("--operator", help="who is doing this (default: the OS login name); audited")
+    str | None, typer.Option("--operator", help="who is doing this (default: the OS login name); audited")
 ]
 _MIN_REASON = 3
 
@@ -63,9 +65,11 @@ def create(
     role: Annotated[str, typer.Option(help="officer, auditor, admin or citizen")],
     reason: ReasonOption,
     mfa_required: Annotated[
-        Optional[bool], typer.Option("--mfa-required/--no-mfa-required", help="default: yes for staff roles")
+        bool | None, typer.Option("--mfa-required/--no-mfa-required", help="default: yes for staff roles")
     ] = None,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from standard input")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
     operator: OperatorOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
@@ -76,17 +80,26 @@ def create(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = _run(demo, lambda acc: acc.create_user(username, password, role, actor=actor, reason=why, mfa_required=mfa_required))
+    user = _run(
+        demo, lambda acc: acc.create_user(username, password, role, actor=actor, reason=why, mfa_required=mfa_required)
+    )
     out = {"username": user.username, "role": user.role, "mfa_required": user.mfa_required}  # type: ignore[attr-defined]
     if as_json:
         emit_json(out)
     else:
-        console.print(f"created {out['username']} ({out['role']}, MFA {'required' if out['mfa_required'] else 'optional'})")
+        console.print(
+            f"created {out['username']} ({out['role']}, MFA {'required' if out['mfa_required'] else 'optional'})"
+        )
 
 
 @app.command("unlock")
-def unlock(username: str, reason: ReasonOption, operator: OperatorOption = None, demo: DemoOption = False,
-           as_json: JsonOption = False) -> None:
+def unlock(
+    username: str,
+    reason: ReasonOption,
+    operator: OperatorOption = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
     """Clear an account's failure counter, including the 100-failure disable."""
     actor, why = _actor(operator), _reason(reason)
     _run(demo, lambda acc: acc.unlock(username, actor=actor, reason=why))
@@ -97,8 +110,13 @@ def unlock(username: str, reason: ReasonOption, operator: OperatorOption = None,
 
 
 @app.command("reset-mfa")
-def reset_mfa(username: str, reason: ReasonOption, operator: OperatorOption = None, demo: DemoOption = False,
-              as_json: JsonOption = False) -> None:
+def reset_mfa(
+    username: str,
+    reason: ReasonOption,
+    operator: OperatorOption = None,
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
     """Remove TOTP and recovery codes, revoke sessions; the person must enrol again."""
     actor, why = _actor(operator), _reason(reason)
     _run(demo, lambda acc: acc.reset_mfa(username, actor=actor, reason=why))

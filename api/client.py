@@ -129,7 +129,9 @@ class ExchangeAuth(httpx.Auth):
         # httpx hands us the decoded body.
         request.headers["Accept-Encoding"] = "identity"
         signed = self._as_message(request)
-        for name, value in sign_request(signed, self.key, clock=self.clock, lifetime_seconds=self.lifetime_seconds).as_dict().items():
+        for name, value in (
+            sign_request(signed, self.key, clock=self.clock, lifetime_seconds=self.lifetime_seconds).as_dict().items()
+        ):
             request.headers[name] = value
         response = yield request
         if self.server_key is not None:

@@ -45,12 +45,18 @@ _BEARER = (("WWW-Authenticate", 'Bearer realm="bhxh-integrity"'),)
 PROBLEMS: dict[type[BaseException], Problem] = {
     BodyTooLarge: Problem(413, "body-too-large", "Request body too large"),
     # auth: API keys, scopes, accounts. Credential failures say nothing more than the title.
-    auth_errors.InvalidApiKey: Problem(401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER),
-    auth_errors.SessionInvalid: Problem(401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER),
+    auth_errors.InvalidApiKey: Problem(
+        401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER
+    ),
+    auth_errors.SessionInvalid: Problem(
+        401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER
+    ),
     auth_errors.InvalidCredentials: Problem(401, "invalid-credentials", "Invalid credentials", expose_detail=False),
     auth_errors.LoginThrottled: Problem(429, "too-many-attempts", "Too many failed attempts", expose_detail=False),
     auth_errors.StepUpRequired: Problem(
-        401, "step-up-required", "A recent second factor is required",
+        401,
+        "step-up-required",
+        "A recent second factor is required",
         headers=(("WWW-Authenticate", 'Bearer error="insufficient_user_authentication"'),),
     ),
     auth_errors.MissingScope: Problem(403, "forbidden", "The credentials lack the required scope"),
@@ -105,9 +111,15 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     ie.UnreadableReceipt: Problem(422, "unreadable-pdf", "Not a readable PDF"),
     ie.ReceiptSigningFailed: Problem(503, "receipt-signing-unavailable", "Receipt signing unavailable"),
     # integrity: exchange (who is refused learns the kind, never the check that failed)
-    ie.ExchangeRouteForbidden: Problem(403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False),
-    ie.ExchangeRejected: Problem(401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False),
-    ie.UpstreamRejected: Problem(502, "exchange-bad-upstream-response", "The destination's response failed verification", expose_detail=False),
+    ie.ExchangeRouteForbidden: Problem(
+        403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False
+    ),
+    ie.ExchangeRejected: Problem(
+        401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False
+    ),
+    ie.UpstreamRejected: Problem(
+        502, "exchange-bad-upstream-response", "The destination's response failed verification", expose_detail=False
+    ),
     ie.PeerUnreachable: Problem(502, "exchange-peer-unreachable", "The destination peer is unreachable"),
     ie.PeerTimeout: Problem(504, "exchange-peer-timeout", "The destination peer did not answer in time"),
     ie.GatewayNotConfigured: Problem(503, "exchange-gateway-not-configured", "The gateway cannot forward this message"),
@@ -179,8 +191,12 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     title = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
     return problem_response(
-        exc.status_code, _slug_for_status(exc.status_code), title, detail,
-        instance=request.url.path, headers=dict(exc.headers) if exc.headers else None,
+        exc.status_code,
+        _slug_for_status(exc.status_code),
+        title,
+        detail,
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
     )
 
 
@@ -191,9 +207,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         for err in exc.errors()
     ]
     return problem_response(
-        422, "validation-error", "Request validation failed",
+        422,
+        "validation-error",
+        "Request validation failed",
         "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10]),
-        instance=request.url.path, extra={"errors": errors},
+        instance=request.url.path,
+        extra={"errors": errors},
     )
 
 

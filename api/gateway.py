@@ -53,20 +53,47 @@ SERVICE_KEY = "gateway"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # RFC 9110 §7.6.1 hop-by-hop fields never cross the gateway.
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-     "proxy-authenticate", "proxy-authorization"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
 )
 # The gateway signs anew; the caller's credentials and framing stay on the caller's hop.
 _DROP_FORWARD = _HOP_BY_HOP | {
-    "host", "content-length", "authorization", "cookie", "signature", "signature-input", "content-digest",
-    "accept-encoding", "expect",
+    "host",
+    "content-length",
+    "authorization",
+    "cookie",
+    "signature",
+    "signature-input",
+    "content-digest",
+    "accept-encoding",
+    "expect",
 }
 _DROP_RELAY = _HOP_BY_HOP | {
-    "content-length", "signature", "signature-input", "content-digest", "set-cookie", "server", "date",
+    "content-length",
+    "signature",
+    "signature-input",
+    "content-digest",
+    "set-cookie",
+    "server",
+    "date",
 }
 # The refusals the gateway answers itself, as problem+json signed with its key.
 _GATEWAY_ERRORS = (
-    ExchangeRejected, ExchangeRouteForbidden, UpstreamRejected, PeerUnreachable, PeerTimeout, GatewayNotConfigured,
+    ExchangeRejected,
+    ExchangeRouteForbidden,
+    UpstreamRejected,
+    PeerUnreachable,
+    PeerTimeout,
+    GatewayNotConfigured,
     PeerNotFound,
 )
 
@@ -194,9 +221,7 @@ class Gateway:
         verdict = await self.exchange.verify_request_async(incoming, via="gateway")
         if not verdict.accepted:
             refused = ExchangeRouteForbidden if verdict.reason == ROUTE_NOT_ALLOWED else ExchangeRejected
-            raise refused(
-                "the message was not accepted", message_id=verdict.message_id, reason=str(verdict.reason)
-            )
+            raise refused("the message was not accepted", message_id=verdict.message_id, reason=str(verdict.reason))
         try:
             peer = await self.exchange.destination_async(destination)
         except PeerNotFound:
@@ -224,7 +249,8 @@ class Gateway:
         )
         if not checked.accepted:
             raise UpstreamRejected(
-                "the destination's response was not accepted", message_id=checked.message_id,
+                "the destination's response was not accepted",
+                message_id=checked.message_id,
                 reason=str(checked.reason),
             )
         relayed = [(k, v) for k, v in answer_headers if k.lower() not in _DROP_RELAY]
@@ -259,8 +285,12 @@ class Gateway:
         if problem is None or self.exchange.gateway_key is None:
             return None
         rendered = problem_response(
-            problem.status, problem.slug, problem.title, str(exc) if problem.expose_detail else None,
-            instance=instance, headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
+            problem.status,
+            problem.slug,
+            problem.title,
+            str(exc) if problem.expose_detail else None,
+            instance=instance,
+            headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
             extra=getattr(exc, "problem_extra", None),
         )
         lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered.raw_headers]
@@ -279,7 +309,9 @@ def _as_response(message: HttpResponse) -> Response:
     return response
 
 
-async def get_gateway(state: AppState = Depends(get_state), exchange: ExchangeService = Depends(exchange_service)) -> Gateway:
+async def get_gateway(
+    state: AppState = Depends(get_state), exchange: ExchangeService = Depends(exchange_service)
+) -> Gateway:
     # ``async``: building the gateway does no I/O, and a sync dependency costs a thread hop.
     gateway = state.services.get(SERVICE_KEY)
     if gateway is None:
@@ -306,7 +338,7 @@ def target_uri(scope: Scope) -> str:
 
 def _forward_target(scope: Scope, peer: str) -> str:
     raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-    rest = raw_path[len(f"{GATEWAY_PREFIX}/{peer}"):] or "/"
+    rest = raw_path[len(f"{GATEWAY_PREFIX}/{peer}") :] or "/"
     query = scope.get("query_string", b"")
     return rest + (f"?{query.decode('latin-1')}" if query else "")
 

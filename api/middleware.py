@@ -118,7 +118,11 @@ class BodyLimitMiddleware:
 
     async def _reject_too_large(self, scope: Scope, send: Send) -> None:
         await self._reject(
-            scope, send, 413, "body-too-large", "Request body too large",
+            scope,
+            send,
+            413,
+            "body-too-large",
+            "Request body too large",
             f"the body exceeds the limit of {self.max_bytes} bytes",
         )
 

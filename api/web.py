@@ -54,7 +54,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "password": ("Mật khẩu", "Password"),
     "submit_login": ("Đăng nhập", "Sign in"),
     "bad_credentials": ("Tên đăng nhập hoặc mật khẩu không đúng.", "Wrong username or password."),
-    "throttled": ("Quá nhiều lần thử sai. Vui lòng thử lại sau {s} giây.", "Too many failed attempts. Try again in {s} seconds."),
+    "throttled": (
+        "Quá nhiều lần thử sai. Vui lòng thử lại sau {s} giây.",
+        "Too many failed attempts. Try again in {s} seconds.",
+    ),
     "mfa_title": ("Xác thực hai lớp", "Two-step verification"),
     "mfa_help": ("Nhập mã 6 chữ số từ ứng dụng xác thực.", "Enter the 6-digit code from your authenticator app."),
     "code": ("Mã xác thực", "Verification code"),
@@ -62,7 +65,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "recovery_code": ("Mã khôi phục", "Recovery code"),
     "verify": ("Xác nhận", "Verify"),
     "bad_code": ("Mã không đúng hoặc đã được dùng.", "The code is wrong or was already used."),
-    "mfa_expired": ("Phiên xác thực đã hết hạn. Vui lòng đăng nhập lại.", "The verification step expired. Please sign in again."),
+    "mfa_expired": (
+        "Phiên xác thực đã hết hạn. Vui lòng đăng nhập lại.",
+        "The verification step expired. Please sign in again.",
+    ),
     "totp_title": ("Đăng ký ứng dụng xác thực (TOTP)", "Set up an authenticator app (TOTP)"),
     "totp_intro": (
         "Tài khoản của bạn cần xác thực hai lớp. Quét mã QR bằng ứng dụng xác thực, rồi nhập mã hiện ra.",
@@ -97,9 +103,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     "set_up_totp": ("Đăng ký ứng dụng xác thực", "Set up an authenticator app"),
     "logout": ("Đăng xuất", "Sign out"),
     "lang_other": ("English", "Tiếng Việt"),
-    "step_up_needed": ("Cần xác thực lại bằng mã trước khi thay đổi.", "Verify with a code again before changing this."),
+    "step_up_needed": (
+        "Cần xác thực lại bằng mã trước khi thay đổi.",
+        "Verify with a code again before changing this.",
+    ),
     "form_expired": ("Biểu mẫu đã hết hạn. Vui lòng thử lại.", "The form expired. Please try again."),
-    "demo_note": ("Không dùng cho môi trường thật khi chạy chế độ demo.", "Not for production when running in demo mode."),
+    "demo_note": (
+        "Không dùng cho môi trường thật khi chạy chế độ demo.",
+        "Not for production when running in demo mode.",
+    ),
 }
 EVENT_TEXTS: dict[str, tuple[str, str]] = {
     "auth.login.succeeded": ("Đăng nhập thành công", "Signed in"),
@@ -118,7 +130,10 @@ EVENT_TEXTS: dict[str, tuple[str, str]] = {
     "auth.password.rehashed": ("Nâng cấp lưu trữ mật khẩu", "Password storage upgraded"),
     "admin.user.created": ("Quản trị viên tạo tài khoản", "Account created by an administrator"),
     "admin.user.unlocked": ("Quản trị viên mở khóa", "Unlocked by an administrator"),
-    "admin.user.mfa_reset": ("Quản trị viên đặt lại xác thực hai lớp", "Two-step verification reset by an administrator"),
+    "admin.user.mfa_reset": (
+        "Quản trị viên đặt lại xác thực hai lớp",
+        "Two-step verification reset by an administrator",
+    ),
 }
 
 CSS = """
@@ -192,10 +207,18 @@ class _Page:
             )
         return response
 
-    def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
+    def render(
+        self, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> Response:
         html = _TEMPLATES.get_template(template).render(
-            t=self.t, lang=self.lang, csrf=self.csrf, event_text=self.event_text, demo=self.demo,
-            other_lang="en" if self.lang == "vi" else "vi", path=self._toggle_path(), **context,
+            t=self.t,
+            lang=self.lang,
+            csrf=self.csrf,
+            event_text=self.event_text,
+            demo=self.demo,
+            other_lang="en" if self.lang == "vi" else "vi",
+            path=self._toggle_path(),
+            **context,
         )
         return self.finish(HTMLResponse(html, status_code=status, headers=headers))
 
@@ -254,14 +277,22 @@ def login_submit(
         return page.render("login.html", status=401, error=page.t("bad_credentials"), username=username)
     except LoginThrottled as exc:
         return page.render(
-            "login.html", status=429, headers={"Retry-After": str(exc.retry_after)},
-            error=page.t("throttled", s=exc.retry_after), username=username,
+            "login.html",
+            status=429,
+            headers={"Retry-After": str(exc.retry_after)},
+            error=page.t("throttled", s=exc.retry_after),
+            username=username,
         )
     if result.mfa_required and result.mfa_token:
         response = page.redirect("/mfa")
         page.cookie(response, "mfa", result.mfa_token, max_age=_MFA_MAX_AGE)
         return response
-    return _signed_in(page, result.token or "", result.device_token, "/account/totp" if result.enrolment_required else "/account/security")
+    return _signed_in(
+        page,
+        result.token or "",
+        result.device_token,
+        "/account/totp" if result.enrolment_required else "/account/security",
+    )
 
 
 def _signed_in(page: _Page, token: str, device_token: str | None, to: str) -> Response:
@@ -298,14 +329,21 @@ def mfa_submit(
         return page.render("login.html", status=401, error=page.t("mfa_expired"))
     try:
         result = accounts.complete_mfa(
-            mfa_token, code=code.strip() or None, recovery_code=recovery_code.strip() or None,
-            address=client_address(request), device_token=request.cookies.get(page.names["device"]),
+            mfa_token,
+            code=code.strip() or None,
+            recovery_code=recovery_code.strip() or None,
+            address=client_address(request),
+            device_token=request.cookies.get(page.names["device"]),
         )
     except InvalidCredentials:
         return page.render("mfa.html", status=401, error=page.t("bad_code"))
     except LoginThrottled as exc:
-        return page.render("mfa.html", status=429, headers={"Retry-After": str(exc.retry_after)},
-                           error=page.t("throttled", s=exc.retry_after))
+        return page.render(
+            "mfa.html",
+            status=429,
+            headers={"Retry-After": str(exc.retry_after)},
+            error=page.t("throttled", s=exc.retry_after),
+        )
     return _signed_in(page, result.token or "", result.device_token, "/account/security")
 
 
@@ -331,7 +369,10 @@ def totp_start(
     except StepUpRequired:
         return page.render("totp.html", status=401, status_info=None, enrolment=None, error=page.t("step_up_needed"))
     return page.render(
-        "totp.html", status_info=None, enrolment=enrolment, qr_uri=_svg_data_uri(enrolment.qr_svg),
+        "totp.html",
+        status_info=None,
+        enrolment=enrolment,
+        qr_uri=_svg_data_uri(enrolment.qr_svg),
     )
 
 

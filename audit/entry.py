@@ -13,10 +13,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 import rfc8785
-from json.encoder import encode_basestring as _encode_string
 
 from audit.errors import InvalidEntry
 
@@ -232,14 +232,22 @@ def hash_fields(
     try:
         encoded = b"".join(
             (
-                b'{"action":', _jcs_string(action),
-                b',"actor":', _jcs_string(actor),
-                b',"data":', data_jcs,
-                b',"pii":', b"null" if pii is None else _jcs_string(pii),
-                b',"prev":', _jcs_string(prev),
-                b',"seq":', str(seq).encode(),
-                b',"subject":', _jcs_string(subject),
-                b',"ts":', _jcs_string(ts),
+                b'{"action":',
+                _jcs_string(action),
+                b',"actor":',
+                _jcs_string(actor),
+                b',"data":',
+                data_jcs,
+                b',"pii":',
+                b"null" if pii is None else _jcs_string(pii),
+                b',"prev":',
+                _jcs_string(prev),
+                b',"seq":',
+                str(seq).encode(),
+                b',"subject":',
+                _jcs_string(subject),
+                b',"ts":',
+                _jcs_string(ts),
                 b"}",
             )
         )

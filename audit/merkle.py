@@ -275,7 +275,7 @@ class CompactRange:
     can keep them; ``push`` is the same without that list (the verifier's hot path).
     """
 
-    __slots__ = ("size", "_hashes")
+    __slots__ = ("_hashes", "size")
 
     def __init__(self, size: int = 0, frontier: Sequence[bytes] = ()) -> None:
         """``frontier``: hashes of ``range_subtrees(0, size)``, left to right."""

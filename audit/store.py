@@ -10,11 +10,10 @@ commit even if the lock were bypassed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from collections.abc import Callable
 
 from sqlalchemy import Connection, func, insert, select, text
 
@@ -111,7 +110,9 @@ def resolver(conn: Connection) -> Resolver:
             # which a row-value IN list does not guarantee (SQLite scanned the table).
             where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(nodes))
             params = tuple(v for s in nodes for v in (s.level, s.index))
-            for level, idx, digest in conn.exec_driver_sql(f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}", params):
+            for level, idx, digest in conn.exec_driver_sql(
+                f"SELECT level, idx, hash FROM audit_tree_nodes WHERE {where}", params
+            ):
                 found[Subtree(level, idx)] = bytes(digest)
         return found
 
@@ -205,7 +206,17 @@ def append(
         prev = entry.hash
         entries.append(entry)
         entry_rows.append(
-            (seq, entry.ts, entry.actor, entry.action, entry.subject, event.data_jcs.decode(), entry.pii, entry.prev, entry.hash)
+            (
+                seq,
+                entry.ts,
+                entry.actor,
+                entry.action,
+                entry.subject,
+                event.data_jcs.decode(),
+                entry.pii,
+                entry.prev,
+                entry.hash,
+            )
         )
         for sub, digest in tree.append(bytes.fromhex(entry.hash)):
             node_rows.append((sub.level, sub.index, digest))
@@ -364,7 +375,9 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
 
 def has_action(conn: Connection, action: str) -> bool:
     """Whether any entry records ``action`` (a scan: for rare set-up checks, not hot paths)."""
-    return conn.execute(select(audit_entries.c.seq).where(audit_entries.c.action == action).limit(1)).first() is not None
+    return (
+        conn.execute(select(audit_entries.c.seq).where(audit_entries.c.action == action).limit(1)).first() is not None
+    )
 
 
 def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:

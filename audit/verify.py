@@ -255,10 +255,10 @@ class ChainVerifier:
             self._invalid_checkpoints.append(CheckpointCheck(source, size, signed.root_hash.hex(), (), False, None))
             return
         if self._origin is not None and signed.checkpoint.origin != self._origin:
-            self._fault(
-                Fault.FORGED_CHECKPOINT, None, f"{source} checkpoint at size {size} is for another log", size
+            self._fault(Fault.FORGED_CHECKPOINT, None, f"{source} checkpoint at size {size} is for another log", size)
+            self._invalid_checkpoints.append(
+                CheckpointCheck(source, size, signed.root_hash.hex(), signers, True, False)
             )
-            self._invalid_checkpoints.append(CheckpointCheck(source, size, signed.root_hash.hex(), signers, True, False))
             return
         pending = _PendingCheckpoint(signed, source, signers)
         self._checkpoints.append(pending)
@@ -317,8 +317,16 @@ class ChainVerifier:
             data: Any = json.loads(data_text)
         except ValueError:
             data = data_text  # not JSON: the entry cannot hash to its recorded value
-        body = {"seq": seq, "ts": ts, "actor": actor, "action": action, "subject": subject, "data": data,
-                "pii": commitment, "prev": prev}
+        body = {
+            "seq": seq,
+            "ts": ts,
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "data": data,
+            "pii": commitment,
+            "prev": prev,
+        }
         if fast:
             self._route(_Item(body, claimed, claimed, personal))
         else:
@@ -363,7 +371,13 @@ class ChainVerifier:
         if CHECKPOINT_KEY in obj and "seq" not in obj:
             return
         claimed = obj.get("hash")
-        if type(claimed) is str and len(claimed) == HASH_HEX_LEN and claimed.isascii() and "pii_data" not in obj and "pii_salt" not in obj:
+        if (
+            type(claimed) is str
+            and len(claimed) == HASH_HEX_LEN
+            and claimed.isascii()
+            and "pii_data" not in obj
+            and "pii_salt" not in obj
+        ):
             # Fast path, no re-encoding. The exporter writes each line as JCS(entry), so the
             # entry body's JCS bytes are the line without its `,"hash":"…"` member. If those
             # bytes hash to the claimed value, they ARE the bytes the log hashed at append time

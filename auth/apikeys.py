@@ -11,9 +11,9 @@ import hmac
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -62,9 +62,7 @@ def _row_to_client(row: object) -> ApiClient:
     )
 
 
-def create_client(
-    conn: Connection, name: str, scopes: str | list[str], *, clock: Callable[[], datetime]
-) -> IssuedKey:
+def create_client(conn: Connection, name: str, scopes: str | list[str], *, clock: Callable[[], datetime]) -> IssuedKey:
     clean = name.strip()
     if not clean or len(clean) > _MAX_NAME:
         raise InvalidClientName(f"client name must be 1–{_MAX_NAME} characters")
@@ -95,9 +93,7 @@ def authenticate(conn: Connection, api_key: str) -> ApiClient:
     parts = api_key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not _CLIENT_ID.fullmatch(parts[1]):
         raise InvalidApiKey("malformed API key")
-    row = conn.execute(
-        select(api_clients).where(api_clients.c.client_id == parts[1])
-    ).first()
+    row = conn.execute(select(api_clients).where(api_clients.c.client_id == parts[1])).first()
     # Compare against a dummy digest when the id is unknown so both paths cost the same.
     stored = row._mapping["secret_hash"] if row is not None else b"\0" * 32
     if not hmac.compare_digest(bytes(stored), _digest(parts[2])) or row is None:

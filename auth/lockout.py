@@ -142,7 +142,9 @@ def _increment(conn: Connection, key: str, now: datetime, window_cutoff: datetim
             "window_started_at": case((expired, now), else_=t.c.window_started_at),
         }
     row = conn.execute(
-        stmt.on_conflict_do_update(index_elements=[t.c.key], set_=changes).returning(t.c.failures, t.c.window_started_at)
+        stmt.on_conflict_do_update(index_elements=[t.c.key], set_=changes).returning(
+            t.c.failures, t.c.window_started_at
+        )
     ).one()
     return int(row.failures), _utc(row.window_started_at) or now
 

@@ -52,7 +52,9 @@ def replace_all(conn: Connection, user_id: str, now: datetime) -> list[str]:
     rows = []
     for code in codes:
         salt = secrets.token_bytes(SALT_BYTES)
-        rows.append({"user_id": user_id, "salt": salt, "digest": _digest(salt, code), "created_at": now, "used_at": None})
+        rows.append(
+            {"user_id": user_id, "salt": salt, "digest": _digest(salt, code), "created_at": now, "used_at": None}
+        )
     conn.execute(insert(recovery_codes), rows)
     return codes
 
@@ -67,8 +69,9 @@ class RecoveryVerdict:
 def use(conn: Connection, user_id: str, code: str, now: datetime) -> RecoveryVerdict:
     """Spend ``code`` if it is one of the user's unused codes."""
     rows = conn.execute(
-        select(recovery_codes.c.code_id, recovery_codes.c.salt, recovery_codes.c.digest, recovery_codes.c.used_at)
-        .where(recovery_codes.c.user_id == user_id)
+        select(
+            recovery_codes.c.code_id, recovery_codes.c.salt, recovery_codes.c.digest, recovery_codes.c.used_at
+        ).where(recovery_codes.c.user_id == user_id)
     ).all()
     hit = None
     for row in rows:  # compare against every code, in constant time each

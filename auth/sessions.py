@@ -115,8 +115,14 @@ def create(
     )
     conn.execute(
         insert(sessions).values(
-            token_hash=session.token_hash, user_id=user_id, kind=kind, created_at=now, last_seen_at=now,
-            expires_at=session.expires_at, mfa_at=mfa_at, revoked_at=None,
+            token_hash=session.token_hash,
+            user_id=user_id,
+            kind=kind,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=session.expires_at,
+            mfa_at=mfa_at,
+            revoked_at=None,
         )
     )
     return IssuedSession(token, session)
@@ -151,7 +157,9 @@ def touch(conn: Connection, session: Session, now: datetime) -> None:
 def revoke(conn: Connection, hashed: bytes, now: datetime) -> bool:
     return bool(
         conn.execute(
-            update(sessions).where(sessions.c.token_hash == hashed, sessions.c.revoked_at.is_(None)).values(revoked_at=now)
+            update(sessions)
+            .where(sessions.c.token_hash == hashed, sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now)
         ).rowcount
     )
 
@@ -165,15 +173,25 @@ def revoke_all(conn: Connection, user_id: str, now: datetime, *, keep: bytes | N
 
 
 def rotate(
-    conn: Connection, current: Session, now: datetime, policy: SessionPolicy, *, kind: str | None = None,
+    conn: Connection,
+    current: Session,
+    now: datetime,
+    policy: SessionPolicy,
+    *,
+    kind: str | None = None,
     mfa_at: datetime | None = None,
 ) -> IssuedSession:
     """A new token for the same login (session fixation defence); the old one stops working.
     The absolute lifetime still counts from the original login."""
     revoke(conn, current.token_hash, now)
     return create(
-        conn, current.user_id, kind or current.kind, now, policy,
-        mfa_at=mfa_at or current.mfa_at, expires_at=current.expires_at,
+        conn,
+        current.user_id,
+        kind or current.kind,
+        now,
+        policy,
+        mfa_at=mfa_at or current.mfa_at,
+        expires_at=current.expires_at,
     )
 
 
@@ -192,8 +210,12 @@ def create_challenge(conn: Connection, user_id: str, now: datetime, ttl_seconds:
     token = MFA_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     conn.execute(
         insert(mfa_challenges).values(
-            token_hash=token_hash(token), user_id=user_id, created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds), attempts=0, used_at=None,
+            token_hash=token_hash(token),
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+            attempts=0,
+            used_at=None,
         )
     )
     return token

@@ -152,8 +152,12 @@ def start_enrolment(conn: Connection, box: SecretBox, user_id: str, secret: byte
     if not done:
         conn.execute(
             insert(totp_credentials).values(
-                user_id=user_id, secret_ct=None, confirmed_at=None, pending_ct=sealed,
-                pending_created_at=now, last_step=NO_STEP,
+                user_id=user_id,
+                secret_ct=None,
+                confirmed_at=None,
+                pending_ct=sealed,
+                pending_created_at=now,
+                last_step=NO_STEP,
             )
         )
 
@@ -161,9 +165,7 @@ def start_enrolment(conn: Connection, box: SecretBox, user_id: str, secret: byte
 def confirm_enrolment(conn: Connection, box: SecretBox, user_id: str, code: str, now: datetime) -> TotpMatch:
     """Activate the pending secret if ``code`` matches it. The confirming step becomes the
     replay floor, so the enrolment code cannot be used again to log in."""
-    row = conn.execute(
-        select(totp_credentials.c.pending_ct).where(totp_credentials.c.user_id == user_id)
-    ).first()
+    row = conn.execute(select(totp_credentials.c.pending_ct).where(totp_credentials.c.user_id == user_id)).first()
     if row is None or row.pending_ct is None:
         raise EnrolmentNotStarted("no TOTP enrolment is pending: start one first")
     pending = bytes(row.pending_ct)
@@ -189,9 +191,7 @@ class TotpVerdict:
 
 
 def verify_and_consume(conn: Connection, box: SecretBox, user_id: str, code: str, now: datetime) -> TotpVerdict:
-    row = conn.execute(
-        select(totp_credentials.c.secret_ct).where(totp_credentials.c.user_id == user_id)
-    ).first()
+    row = conn.execute(select(totp_credentials.c.secret_ct).where(totp_credentials.c.user_id == user_id)).first()
     if row is None or row.secret_ct is None:
         return TotpVerdict(False, "totp_not_enrolled")
     match = match_code(box.open(bytes(row.secret_ct), user_id), code, now)

@@ -62,8 +62,14 @@ def create(
         with conn.begin_nested():
             conn.execute(
                 insert(users).values(
-                    user_id=user.user_id, username=name, role=user.role, password_hash=password_hash,
-                    mfa_required=mfa_required, created_at=now, password_changed_at=now, recovery_used_at=None,
+                    user_id=user.user_id,
+                    username=name,
+                    role=user.role,
+                    password_hash=password_hash,
+                    mfa_required=mfa_required,
+                    created_at=now,
+                    password_changed_at=now,
+                    recovery_used_at=None,
                 )
             )
     except DbIntegrityError as exc:

@@ -75,8 +75,13 @@ def _database(backend: str, workdir: Path, name: str) -> Iterator[str]:
 
 def _service(engine: Engine) -> AuditService:
     return AuditService(
-        engine, clock=system_clock, log_id="bench", checkpoint_key=Ed25519PrivateKey.generate(),
-        checkpoint_key_name=KEY_NAME, checkpoint_every=1000, checkpoint_seconds=60,
+        engine,
+        clock=system_clock,
+        log_id="bench",
+        checkpoint_key=Ed25519PrivateKey.generate(),
+        checkpoint_key_name=KEY_NAME,
+        checkpoint_every=1000,
+        checkpoint_seconds=60,
     )
 
 
@@ -149,7 +154,9 @@ def bench_appends(backend: str, workdir: Path, single: int, per_caller: int) -> 
         raw_batched = _raw_insert_rate(engine, rows, 1, 1000)
         engine.dispose()
     _line("record(), 1 caller", one, "entries/s", "raw INSERT, 1 thread, commit/row", raw_one)
-    _line("record(), 16 callers (group commit)", sixteen, "entries/s", "raw INSERT, 16 threads, commit/row", raw_sixteen)
+    _line(
+        "record(), 16 callers (group commit)", sixteen, "entries/s", "raw INSERT, 16 threads, commit/row", raw_sixteen
+    )
     _line("record(), 16 callers (group commit)", sixteen, "entries/s", "raw INSERT batched 1000/commit", raw_batched)
 
 
@@ -161,8 +168,12 @@ def _bulk_load(engine: Engine, entries: int, batch: int = 5000) -> float:
     while done < entries:
         size = min(batch, entries - done)
         events = [
-            PendingEvent.of("client:portal", ACTIONS[(done + i) % 4], f"000.00.31.H29-251123-{(done + i) % 10000:04d}",
-                            {"n": done + i, "ok": True})
+            PendingEvent.of(
+                "client:portal",
+                ACTIONS[(done + i) % 4],
+                f"000.00.31.H29-251123-{(done + i) % 10000:04d}",
+                {"n": done + i, "ok": True},
+            )
             for i in range(size)
         ]
         with engine.connect() as conn:
@@ -201,7 +212,9 @@ print(count, time.perf_counter() - wall, time.process_time() - cpu, peak_kb)
 def _child(mode: str, export: Path, vkey: Path) -> tuple[int, float, float, float]:
     out = subprocess.run(
         [sys.executable, "-c", _VERIFY_CHILD, str(REPO), str(export), mode, str(vkey)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return int(out[0]), float(out[1]), float(out[2]), int(out[3]) / 1024
 
@@ -224,8 +237,11 @@ def bench_verify_and_proofs(backends: list[str], workdir: Path, entries: int, pr
                     start = time.perf_counter()
                     with export.open("wb") as handle:
                         lines = svc.export(handle)
-                    print(f"  exported {lines:,} lines ({export.stat().st_size / 1e6:,.0f} MB) in "
-                          f"{time.perf_counter() - start:,.1f} s", flush=True)
+                    print(
+                        f"  exported {lines:,} lines ({export.stat().st_size / 1e6:,.0f} MB) in "
+                        f"{time.perf_counter() - start:,.1f} s",
+                        flush=True,
+                    )
                     _bench_verify(export, vkey)
                 _bench_proofs(svc, engine, entries, proofs)
             finally:
@@ -259,8 +275,20 @@ def _bench_proofs(svc: AuditService, engine: Engine, size: int, count: int) -> N
             conn.exec_driver_sql(f"SELECT hash FROM audit_entries WHERE seq = {mark}", (seq,)).one()
         raw.append((time.perf_counter() - start) * 1000)
     print(f"[inclusion proof at {size:,} entries, {len(seqs)} random seqs, {engine.dialect.name}]", flush=True)
-    _line("inclusion_proof median", statistics.median(latencies), "ms", "raw PK SELECT of one entry, median", statistics.median(raw))
-    _line("inclusion_proof p95", sorted(latencies)[int(len(latencies) * 0.95)], "ms", "raw PK SELECT, p95", sorted(raw)[int(len(raw) * 0.95)])
+    _line(
+        "inclusion_proof median",
+        statistics.median(latencies),
+        "ms",
+        "raw PK SELECT of one entry, median",
+        statistics.median(raw),
+    )
+    _line(
+        "inclusion_proof p95",
+        sorted(latencies)[int(len(latencies) * 0.95)],
+        "ms",
+        "raw PK SELECT, p95",
+        sorted(raw)[int(len(raw) * 0.95)],
+    )
 
 
 def main() -> None:

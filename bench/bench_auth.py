@@ -29,8 +29,8 @@ import argon2  # noqa: E402
 import httpx  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from auth.passwords import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST  # noqa: E402
 from auth.errors import UsernameTaken  # noqa: E402
+from auth.passwords import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST  # noqa: E402
 from integrity.accounts import AccountService  # noqa: E402
 from integrity.audit_service import AuditService  # noqa: E402
 from integrity.clock import system_clock  # noqa: E402
@@ -93,8 +93,13 @@ class _ServiceBench:
         self.engine = make_engine(url, pool_size=clients)
         upgrade(self.engine)
         self.audit = AuditService(
-            self.engine, clock=system_clock, log_id="bench", checkpoint_key=Ed25519PrivateKey.generate(),
-            checkpoint_key_name="bench", checkpoint_every=100_000, checkpoint_seconds=3600,
+            self.engine,
+            clock=system_clock,
+            log_id="bench",
+            checkpoint_key=Ed25519PrivateKey.generate(),
+            checkpoint_key_name="bench",
+            checkpoint_every=100_000,
+            checkpoint_seconds=3600,
         )
         self.accounts = AccountService(self.engine, system_clock, self.audit, secrets_key=os.urandom(32))
         for i in range(clients):
@@ -161,7 +166,10 @@ class _HttpBench:
     def __init__(self, url: str, clients: int) -> None:
         port = _free_port()
         env = {
-            **os.environ, "BHXH_DATABASE_URL": url, "BHXH_KEYS_DIR": str(REPO / "keys.example"), "BHXH_DEMO": "1",
+            **os.environ,
+            "BHXH_DATABASE_URL": url,
+            "BHXH_KEYS_DIR": str(REPO / "keys.example"),
+            "BHXH_DEMO": "1",
             "BHXH_LOG_LEVEL": "WARNING",
         }
         code = _SERVER.format(repo=str(REPO), clients=clients, password=PASSWORD, port=port)
@@ -205,8 +213,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url_svc = args.database_url or f"sqlite:///{tmp}/svc.db"
         url_http = args.database_url or f"sqlite:///{tmp}/http.db"
-        print(f"bench_auth: {args.clients} concurrent clients, {args.rounds} interleaved rounds of {args.seconds:.0f} s, "
-              f"{url_svc.split(':', 1)[0]}, {cpus} CPUs, argon2id m=19 MiB t=2 p=1")
+        print(
+            f"bench_auth: {args.clients} concurrent clients, {args.rounds} interleaved rounds of {args.seconds:.0f} s, "
+            f"{url_svc.split(':', 1)[0]}, {cpus} CPUs, argon2id m=19 MiB t=2 p=1"
+        )
         svc = _ServiceBench(url_svc, args.clients)
         http = _HttpBench(url_http, args.clients)
         figures: dict[str, list[tuple[int, list[float]]]] = {}
@@ -224,14 +234,18 @@ def main() -> None:
         finally:
             svc.close()
             http.close()
-        medians = {name: (int(statistics.median(r for r, _ in runs)), [x for _, lat in runs for x in lat])
-                   for name, runs in figures.items()}
+        medians = {
+            name: (int(statistics.median(r for r, _ in runs)), [x for _, lat in runs for x in lat])
+            for name, runs in figures.items()
+        }
         # The denominator is the better baseline: 20 threads of 19 MiB each can thrash the
         # caches, and a service that bounds its hashing should not be flattered by that.
         base = max(rate for name, (rate, _) in medians.items() if name.startswith("baseline"))
         for name, (rate, lat) in medians.items():
             if name.startswith("baseline"):
-                print(f"{name:<34} {rate:>6}/s   p50 {statistics.median(lat) * 1000:7.1f} ms   p99 {_pct(lat, 0.99):7.1f} ms")
+                print(
+                    f"{name:<34} {rate:>6}/s   p50 {statistics.median(lat) * 1000:7.1f} ms   p99 {_pct(lat, 0.99):7.1f} ms"
+                )
             else:
                 _line(name, rate, lat, base)
 

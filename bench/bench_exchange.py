@@ -49,8 +49,13 @@ DEMO_KEYS = REPO / "keys.example"
 VERIFY_TARGET = "https://one-stop.bhxh.internal/v1/dossiers"
 DESIGN_LOAD = 2_000  # messages/s across the cluster (issue 7)
 BODY = json.dumps(
-    {"thu_tuc": "1.000.001", "ho_ten": "Nguyễn Thị Ánh Tuyết", "so_dinh_danh": "079190001234",
-     "giay_to": ["Tờ khai TK1-TS", "Giấy ra viện"], "ghi_chu": "x" * 600},
+    {
+        "thu_tuc": "1.000.001",
+        "ho_ten": "Nguyễn Thị Ánh Tuyết",
+        "so_dinh_danh": "079190001234",
+        "giay_to": ["Tờ khai TK1-TS", "Giấy ra viện"],
+        "ghi_chu": "x" * 600,
+    },
     ensure_ascii=False,
 ).encode()
 
@@ -168,10 +173,26 @@ class _Server:
         # lines fill it would block on its next write.
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"bench.bench_exchange:{factory}", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"bench.bench_exchange:{factory}",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
         )
 
     def wait(self, probe: str = "/healthz") -> None:
@@ -356,10 +377,17 @@ def _verify_items(base: str, api_key: str, count: int) -> list[Item]:
     for _ in range(count):
         request = HttpRequest("POST", VERIFY_TARGET, {"Content-Type": "application/json"}, BODY)
         headers = {"Content-Type": "application/json", **sign_request(request, portal, clock=_utc).as_dict()}
-        payload = json.dumps({"method": "POST", "url": VERIFY_TARGET, "headers": headers,
-                              "body_b64": base64.b64encode(BODY).decode()}).encode()
-        items.append(("POST", f"{base}/v1/exchange/verify", [("Content-Type", "application/json"),
-                                                             ("Authorization", f"Bearer {api_key}")], payload))
+        payload = json.dumps(
+            {"method": "POST", "url": VERIFY_TARGET, "headers": headers, "body_b64": base64.b64encode(BODY).decode()}
+        ).encode()
+        items.append(
+            (
+                "POST",
+                f"{base}/v1/exchange/verify",
+                [("Content-Type", "application/json"), ("Authorization", f"Bearer {api_key}")],
+                payload,
+            )
+        )
     return items
 
 
@@ -384,8 +412,15 @@ def _bare_library(seconds: float) -> float:
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         message = SimpleNamespace(method="POST", url=VERIFY_TARGET, headers={"Content-Type": "application/json"})
-        signer.sign(message, key_id="portal", created=_utc(), nonce=uuid.uuid4().hex, tag="bhxh-exchange-v1",
-                    covered_component_ids=("@method", "@target-uri", "content-type"), body=BODY)
+        signer.sign(
+            message,
+            key_id="portal",
+            created=_utc(),
+            nonce=uuid.uuid4().hex,
+            tag="bhxh-exchange-v1",
+            covered_component_ids=("@method", "@target-uri", "content-type"),
+            body=BODY,
+        )
         verifier.verify(message, body=BODY, expect_tag="bhxh-exchange-v1")
         count += 1
     return count / (time.perf_counter() - started)
@@ -416,21 +451,30 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the service")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain/gateway runs (medians reported)")
-    parser.add_argument("--profile-gateway", type=float, default=0.0, metavar="SECONDS",
-                        help="only the gateway run, repeated for SECONDS (to attach a profiler to the service)")
+    parser.add_argument(
+        "--profile-gateway",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="only the gateway run, repeated for SECONDS (to attach a profiler to the service)",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.messages < 1 or args.clients < 1:
         parser.error("--rounds, --messages and --clients must be at least 1")
     warmup = max(50, args.messages // 10)
     total = args.messages + warmup
 
-    print(f"bench_exchange: backend={args.backend} clients={args.clients} messages={args.messages} "
-          f"service workers={args.workers} cores={os.cpu_count()}")
+    print(
+        f"bench_exchange: backend={args.backend} clients={args.clients} messages={args.messages} "
+        f"service workers={args.workers} cores={os.cpu_count()}"
+    )
     bare = _bare_library(3.0)
     profile = _profile_pure(3.0)
     print(f"raw   bare http-message-signatures sign+verify (1 core) : {bare:8.0f} round trips/s")
-    print(f"      signing.httpsig profile sign+verify (1 core)       : {profile:8.0f} round trips/s  "
-          f"({profile / bare:.2f}× bare)")
+    print(
+        f"      signing.httpsig profile sign+verify (1 core)       : {profile:8.0f} round trips/s  "
+        f"({profile / bare:.2f}× bare)"
+    )
 
     url, drop = _database(args.backend)
     servers: list[_Server] = []
@@ -460,11 +504,25 @@ def main() -> None:
         plain_runs: list[SimpleNamespace] = []
         gateway_runs: list[SimpleNamespace] = []
         for _ in range(args.rounds):
-            plain_runs.append(_run([("POST", f"{plain.url}/plain/one-stop/v1/dossiers/{i}",
-                                     [("Content-Type", "application/json")], BODY) for i in range(total)],
-                                   args.clients, warmup, (plain, upstream_plain)))
-            gateway_runs.append(_run(_signed_gateway_items(service.url, total), args.clients, warmup,
-                                     (service, upstream_checked)))
+            plain_runs.append(
+                _run(
+                    [
+                        (
+                            "POST",
+                            f"{plain.url}/plain/one-stop/v1/dossiers/{i}",
+                            [("Content-Type", "application/json")],
+                            BODY,
+                        )
+                        for i in range(total)
+                    ],
+                    args.clients,
+                    warmup,
+                    (plain, upstream_plain),
+                )
+            )
+            gateway_runs.append(
+                _run(_signed_gateway_items(service.url, total), args.clients, warmup, (service, upstream_checked))
+            )
         plain_fw, gateway = _median_run(plain_runs), _median_run(gateway_runs)
     finally:
         for server in servers:
@@ -472,43 +530,59 @@ def main() -> None:
         drop()
 
     def line(name: str, r: SimpleNamespace) -> str:
-        return (f"{name:<47}: {r.rate:6.0f} msg/s  p50 {r.p50:6.1f} ms  p99 {r.p99:7.1f} ms  "
-                f"server CPU {r.cpu_ms[0]:5.2f} ms/msg  {r.statuses}")
+        return (
+            f"{name:<47}: {r.rate:6.0f} msg/s  p50 {r.p50:6.1f} ms  p99 {r.p99:7.1f} ms  "
+            f"server CPU {r.cpu_ms[0]:5.2f} ms/msg  {r.statuses}"
+        )
 
     cores = os.cpu_count() or 1
     print(line(f"base  GET /healthz, {args.clients} clients", health))
     print(line(f"      POST /v1/exchange/verify, {args.clients} clients", verify))
-    print(f"      → {verify.rate / bare:.2f}× bare library round trips (1 core); adds p50 {verify.p50 - health.p50:+.1f} ms, "
-          f"p99 {verify.p99 - health.p99:+.1f} ms and {verify.cpu_ms[0] - health.cpu_ms[0]:.2f} CPU ms/msg over /healthz")
-    print(line(f"raw   plain forwarding (no checks), {args.clients} clients", plain_fw)
-          + f"  (+ upstream {plain_fw.cpu_ms[1]:.2f} ms)")
-    print(line(f"      gateway verify→fwd→verify→sign, {args.clients} cl.", gateway)
-          + f"  (+ upstream {gateway.cpu_ms[1]:.2f} ms)")
+    print(
+        f"      → {verify.rate / bare:.2f}× bare library round trips (1 core); adds p50 {verify.p50 - health.p50:+.1f} ms, "
+        f"p99 {verify.p99 - health.p99:+.1f} ms and {verify.cpu_ms[0] - health.cpu_ms[0]:.2f} CPU ms/msg over /healthz"
+    )
+    print(
+        line(f"raw   plain forwarding (no checks), {args.clients} clients", plain_fw)
+        + f"  (+ upstream {plain_fw.cpu_ms[1]:.2f} ms)"
+    )
+    print(
+        line(f"      gateway verify→fwd→verify→sign, {args.clients} cl.", gateway)
+        + f"  (+ upstream {gateway.cpu_ms[1]:.2f} ms)"
+    )
     ratio = gateway.rate / plain_fw.rate
     cpu_ratio = plain_fw.cpu_ms[0] / gateway.cpu_ms[0]
-    print(f"      → gateway/plain throughput {ratio:.2f} measured (checks cost {1 - ratio:.0%}); by the proxies' CPU per "
-          f"message {cpu_ratio:.2f} (checks cost {1 - cpu_ratio:.0%}); target: cost ≤ 30%")
+    print(
+        f"      → gateway/plain throughput {ratio:.2f} measured (checks cost {1 - ratio:.0%}); by the proxies' CPU per "
+        f"message {cpu_ratio:.2f} (checks cost {1 - cpu_ratio:.0%}); target: cost ≤ 30%"
+    )
     costs = sorted(1 - g.rate / p.rate for p, g in zip(plain_runs, gateway_runs))
     cpu_costs = sorted(1 - p.cpu_ms[0] / g.cpu_ms[0] for p, g in zip(plain_runs, gateway_runs))
-    print(f"      → {args.rounds} alternating rounds (medians above): cost by rate {costs[0]:.0%}–{costs[-1]:.0%}, "
-          f"by CPU {cpu_costs[0]:.0%}–{cpu_costs[-1]:.0%}; rates plain "
-          f"{', '.join(f'{r.rate:.0f}' for r in plain_runs)}, gateway {', '.join(f'{r.rate:.0f}' for r in gateway_runs)} msg/s")
+    print(
+        f"      → {args.rounds} alternating rounds (medians above): cost by rate {costs[0]:.0%}–{costs[-1]:.0%}, "
+        f"by CPU {cpu_costs[0]:.0%}–{cpu_costs[-1]:.0%}; rates plain "
+        f"{', '.join(f'{r.rate:.0f}' for r in plain_runs)}, gateway {', '.join(f'{r.rate:.0f}' for r in gateway_runs)} msg/s"
+    )
     print(f"      → added latency p50 {gateway.p50 - plain_fw.p50:+.1f} ms, p99 {gateway.p99 - plain_fw.p99:+.1f} ms")
     # The budget in CPU: a cost ≤ 30% lets the checks add at most 1/0.7 − 1 of plain forwarding's
     # CPU per message. The gateway must verify the request, sign the forwarded copy, verify the
     # response and sign it back: two sign+verify round trips of the profile before anything else.
     allowed = (1 / 0.7 - 1) * plain_fw.cpu_ms[0]
-    print(f"      → the 30% target leaves {allowed:.2f} CPU ms/msg for the checks; the gateway's four signature "
-          f"operations alone take {2000 / profile:.2f} ms (2 profile round trips, 1 core); the checks took "
-          f"{gateway.cpu_ms[0] - plain_fw.cpu_ms[0]:.2f} ms")
+    print(
+        f"      → the 30% target leaves {allowed:.2f} CPU ms/msg for the checks; the gateway's four signature "
+        f"operations alone take {2000 / profile:.2f} ms (2 profile round trips, 1 core); the checks took "
+        f"{gateway.cpu_ms[0] - plain_fw.cpu_ms[0]:.2f} ms"
+    )
     # Sizing from CPU per message (robust on a shared machine): an instance of `cores` cores
     # kept at 70% busy, on PostgreSQL (SQLite is one writer on one host: no scale-out).
     budget = cores * 0.7 * 1000
     gw_instances = math.ceil(DESIGN_LOAD * gateway.cpu_ms[0] / budget)
     verify_instances = math.ceil(DESIGN_LOAD * verify.cpu_ms[0] / budget)
-    print(f"sizing for {DESIGN_LOAD} msg/s (instances of {cores} cores at 70% CPU, PostgreSQL): "
-          f"gateway {gw_instances} (by CPU) / {math.ceil(DESIGN_LOAD / gateway.rate)} (by measured rate); "
-          f"verify API {verify_instances} (by CPU) / {math.ceil(DESIGN_LOAD / verify.rate)} (by measured rate)")
+    print(
+        f"sizing for {DESIGN_LOAD} msg/s (instances of {cores} cores at 70% CPU, PostgreSQL): "
+        f"gateway {gw_instances} (by CPU) / {math.ceil(DESIGN_LOAD / gateway.rate)} (by measured rate); "
+        f"verify API {verify_instances} (by CPU) / {math.ceil(DESIGN_LOAD / verify.rate)} (by measured rate)"
+    )
 
 
 if __name__ == "__main__":

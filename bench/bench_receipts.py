@@ -45,8 +45,12 @@ def _settings(setup: Setup):  # type: ignore[no-untyped-def]
     from integrity.settings import Settings
 
     return Settings(
-        database_url=setup.url, keys_dir=DEMO_KEYS, demo=True, log_level="ERROR",
-        units_file=Path(setup.units_file), public_base_url="http://bench.local",
+        database_url=setup.url,
+        keys_dir=DEMO_KEYS,
+        demo=True,
+        log_level="ERROR",
+        units_file=Path(setup.units_file),
+        public_base_url="http://bench.local",
     )
 
 
@@ -161,12 +165,22 @@ def _baselines(count: int) -> dict[str, float]:
     signer = PdfSigner(key, cert, [ca])  # type: ignore[arg-type]
     renderer = ReceiptRenderer()
     slip = ReceiptSlip(
-        code="000.00.31.H29-261123-0001", unit_code="000.00.31.H29", unit_name="Bảo hiểm xã hội Thành phố Hồ Chí Minh",
-        procedure_code="1.001234", procedure_name="Giải quyết hưởng chế độ ốm đau", applicant_name="Nguyễn Thị Ánh Tuyết",
-        applicant_id_number="079190001234", official_name="Đặng Văn Lợi", official_title="Chuyên viên",
-        received_at=datetime.now(UTC), appointment_at=date.today() + timedelta(days=7),
+        code="000.00.31.H29-261123-0001",
+        unit_code="000.00.31.H29",
+        unit_name="Bảo hiểm xã hội Thành phố Hồ Chí Minh",
+        procedure_code="1.001234",
+        procedure_name="Giải quyết hưởng chế độ ốm đau",
+        applicant_name="Nguyễn Thị Ánh Tuyết",
+        applicant_id_number="079190001234",
+        official_name="Đặng Văn Lợi",
+        official_title="Chuyên viên",
+        received_at=datetime.now(UTC),
+        appointment_at=date.today() + timedelta(days=7),
         verify_url="http://bench.local/v1/receipts/000.00.31.H29-261123-0001",
-        documents=(SlipDocument("Tờ khai đề nghị hưởng chế độ ốm đau", 1, True), SlipDocument("Giấy ra viện", 1, False)),
+        documents=(
+            SlipDocument("Tờ khai đề nghị hưởng chế độ ốm đau", 1, True),
+            SlipDocument("Giấy ra viện", 1, False),
+        ),
     )
     pdf = renderer.render(slip)
     now = datetime.now(UTC)
@@ -192,7 +206,12 @@ def _prepare(backend: str, units: int, workdir: Path) -> tuple[Setup, str | None
 
     codes = [f"000.00.{31 + i:02d}.H29" for i in range(units)]
     units_file = workdir / "units.json"
-    units_file.write_text(json.dumps([{"code": c, "name": f"Bảo hiểm xã hội đơn vị {i + 1}"} for i, c in enumerate(codes)], ensure_ascii=False), encoding="utf-8")
+    units_file.write_text(
+        json.dumps(
+            [{"code": c, "name": f"Bảo hiểm xã hội đơn vị {i + 1}"} for i, c in enumerate(codes)], ensure_ascii=False
+        ),
+        encoding="utf-8",
+    )
     dbname = None
     if backend == "postgresql":
         import psycopg
@@ -239,11 +258,15 @@ def main() -> None:
     threads = args.clients // args.processes
     per_thread = max(1, args.receipts // args.clients)
 
-    print(f"== receipts bench: backend={args.backend} clients={args.clients} processes={args.processes} units={args.units}")
+    print(
+        f"== receipts bench: backend={args.backend} clients={args.clients} processes={args.processes} units={args.units}"
+    )
     base = _baselines(args.baseline)
     sign_rate = 1000 / base["sign_ms"]
     validate_rate = 1000 / base["validate_ms"]
-    print(f"baseline  render alone        {base['render_ms']:7.2f} ms/receipt  ({1000 / base['render_ms']:6.1f}/s, 1 thread)")
+    print(
+        f"baseline  render alone        {base['render_ms']:7.2f} ms/receipt  ({1000 / base['render_ms']:6.1f}/s, 1 thread)"
+    )
     print(f"baseline  pyHanko sign alone  {base['sign_ms']:7.2f} ms/receipt  ({sign_rate:6.1f}/s, 1 thread)")
     print(f"baseline  pyHanko validate    {base['validate_ms']:7.2f} ms/receipt  ({validate_rate:6.1f}/s, 1 thread)")
 
@@ -252,13 +275,16 @@ def main() -> None:
         try:
             units = list(setup.units)
             elapsed, results = _run_parallel(
-                _worker, args.processes,
-                lambda i: (setup, threads, per_thread, units[i * threads:(i + 1) * threads] or units),
+                _worker,
+                args.processes,
+                lambda i: (setup, threads, per_thread, units[i * threads : (i + 1) * threads] or units),
             )
             latencies = [x for chunk, _cpu in results for x in chunk]
             cpu_ms = sum(cpu for _chunk, cpu in results) * 1000 / max(1, len(latencies))
             if len(latencies) != per_thread * args.clients:
-                raise SystemExit(f"only {len(latencies)} of {per_thread * args.clients} receipts were issued: see the errors above")
+                raise SystemExit(
+                    f"only {len(latencies)} of {per_thread * args.clients} receipts were issued: see the errors above"
+                )
             issued_rate = len(latencies) / elapsed
             latencies.sort()
             p50 = statistics.median(latencies) * 1000
@@ -269,11 +295,13 @@ def main() -> None:
                 f"target >= 40/s: {'PASS' if issued_rate >= 40 else 'FAIL'}"
             )
             # Load-independent view: service CPU per receipt (the database's own CPU not included).
-            print(f"issued    service CPU         {cpu_ms:7.2f} ms/receipt  (render + sign baseline {base['render_ms'] + base['sign_ms']:.2f} ms)")
+            print(
+                f"issued    service CPU         {cpu_ms:7.2f} ms/receipt  (render + sign baseline {base['render_ms'] + base['sign_ms']:.2f} ms)"
+            )
 
-            from integrity.db import make_engine
             from sqlalchemy import select
 
+            from integrity.db import make_engine
             from integrity.receipt_tables import receipt_pdfs
 
             engine = make_engine(setup.url)
@@ -281,7 +309,7 @@ def main() -> None:
                 pdfs = [bytes(p) for p in conn.execute(select(receipt_pdfs.c.pdf).limit(args.receipts)).scalars()]
             engine.dispose()
             elapsed, results = _run_parallel(
-                _verify_worker, args.processes, lambda i: (setup, threads, pdfs[i::args.processes])
+                _verify_worker, args.processes, lambda i: (setup, threads, pdfs[i :: args.processes])
             )
             verified_rate = len(pdfs) / elapsed
             assert sum(results) == len(pdfs), "a genuine receipt failed verification"

@@ -115,8 +115,13 @@ def in_process(database_url: str, kid: str, payloads: list[bytes], seconds: floa
         key = state.signatures.keystore.signing_key(kid)
         clock = state.signatures.clock
         events = [
-            ("client:bench", "signature.created", payload_digest(p),
-             {"format": "jws", "key_id": kid, "alg": "Ed25519", "detached": False, "bytes": len(p)}, None)
+            (
+                "client:bench",
+                "signature.created",
+                payload_digest(p),
+                {"format": "jws", "key_id": kid, "alg": "Ed25519", "detached": False, "bytes": len(p)},
+                None,
+            )
             for p in payloads
         ]
         requests = [SignRequest("jws", p, False, kid) for p in payloads]
@@ -185,7 +190,9 @@ _LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(url: str, seconds: int, clients: int, method: str, body: str | None, headers: dict[str, str], tmp: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, seconds: int, clients: int, method: str, body: str | None, headers: dict[str, str], tmp: Path
+) -> dict[str, float]:
     lines = [f'wrk.method = "{method}"']
     if body is not None:
         (tmp / "body.json").write_text(body)
@@ -195,16 +202,24 @@ def run_wrk(url: str, seconds: int, clients: int, method: str, body: str | None,
     (tmp / "script.lua").write_text("\n".join(lines) + "\n")
     out = subprocess.run(
         ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(tmp / "script.lua"), url],
-        capture_output=True, text=True, timeout=seconds + 120,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(out)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rate, "p50_ms": lat.get("50", float("nan")), "p99_ms": lat.get("99", float("nan")),
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rate,
+        "p50_ms": lat.get("50", float("nan")),
+        "p99_ms": lat.get("99", float("nan")),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
-def run_threads(url: str, seconds: int, clients: int, method: str, body: str | None, headers: dict[str, str], tmp: Path) -> dict[str, float]:
+def run_threads(
+    url: str, seconds: int, clients: int, method: str, body: str | None, headers: dict[str, str], tmp: Path
+) -> dict[str, float]:
     latencies: list[float] = []
     bad = [0]
     lock = threading.Lock()
@@ -230,8 +245,12 @@ def run_threads(url: str, seconds: int, clients: int, method: str, body: str | N
         t.join()
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies),
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "non_2xx": float(bad[0])}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "non_2xx": float(bad[0]),
+    }
 
 
 def main() -> None:
@@ -250,10 +269,12 @@ def main() -> None:
         load = run_wrk if shutil.which("wrk") else run_threads
         payloads = [os.urandom(PAYLOAD_BYTES) for _ in range(args.batch)]
         auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        single_body = json.dumps({"format": "jws", "payload_b64": base64.b64encode(payloads[0]).decode(), "key_id": kid})
-        batch_body = json.dumps({"items": [
-            {"format": "jws", "payload_b64": base64.b64encode(p).decode(), "key_id": kid} for p in payloads
-        ]})
+        single_body = json.dumps(
+            {"format": "jws", "payload_b64": base64.b64encode(payloads[0]).decode(), "key_id": kid}
+        )
+        batch_body = json.dumps(
+            {"items": [{"format": "jws", "payload_b64": base64.b64encode(p).decode(), "key_id": kid} for p in payloads]}
+        )
 
         def post(path: str, body: str) -> dict[str, float]:
             return load(base + path, args.seconds, args.clients, "POST", body, auth, tmp)
@@ -261,8 +282,17 @@ def main() -> None:
         # The service exactly as deployed: `bhxh-integrity serve` (uvicorn, the app factory).
         port = _free_port()
         server, base = start_server(
-            [str(Path(sys.executable).parent / "bhxh-integrity"), "serve", "--port", str(port),
-             "--workers", str(args.workers)], database_url, port)
+            [
+                str(Path(sys.executable).parent / "bhxh-integrity"),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
+            database_url,
+            port,
+        )
         try:
             # Warm up (first requests pay imports, connection pools, JIT-free caches).
             with httpx.Client(headers=auth, timeout=60) as client:
@@ -282,8 +312,23 @@ def main() -> None:
         # worker whatever --workers says: 1/rate is then the time one request takes.
         port = _free_port()
         server, base = start_server(
-            [sys.executable, "-m", "uvicorn", "signing_floor:app_factory", "--factory", "--port", str(port),
-             "--workers", "1", "--no-access-log", "--log-level", "warning"], database_url, port)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "signing_floor:app_factory",
+                "--factory",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            database_url,
+            port,
+        )
         try:
             with httpx.Client(headers=auth, timeout=60) as client:
                 for path in PROBE_STEPS:
@@ -299,31 +344,52 @@ def main() -> None:
 
     batch_sigs = batch["rps"] * args.batch
     backend = (args.database_url or "sqlite").split(":", 1)[0]
-    print(f"bench_signing: {args.clients} clients, {args.seconds}s per run, payload {PAYLOAD_BYTES} B, "
-          f"batch {args.batch}, load {'wrk' if shutil.which('wrk') else 'python threads'}, database {backend}, "
-          f"{args.workers} server worker(s), {os.cpu_count()} CPUs")
+    print(
+        f"bench_signing: {args.clients} clients, {args.seconds}s per run, payload {PAYLOAD_BYTES} B, "
+        f"batch {args.batch}, load {'wrk' if shutil.which('wrk') else 'python threads'}, database {backend}, "
+        f"{args.workers} server worker(s), {os.cpu_count()} CPUs"
+    )
     print(f"  bare Ed25519 sign (cryptography, 1 thread)   {bare:10.0f} sig/s   (baseline)")
-    print(f"  GET /healthz (trivial endpoint)              {trivial['rps']:10.0f} req/s  p50 {trivial['p50_ms']:.2f} ms  p99 {trivial['p99_ms']:.2f} ms")
-    print(f"  POST /v1/signatures (JWS Ed25519)            {single['rps']:10.0f} sig/s  p50 {single['p50_ms']:.2f} ms  p99 {single['p99_ms']:.2f} ms"
-          f"  = {single['rps'] / trivial['rps']:.0%} of trivial (target ≥ 70%)")
-    print(f"  POST /v1/signatures/batch x{args.batch:<5}          {batch_sigs:10.0f} sig/s  p50 {batch['p50_ms']:.2f} ms  p99 {batch['p99_ms']:.2f} ms per call"
-          f"  = {batch_sigs / bare:.0%} of bare Ed25519 (target ≥ 50%)")
-    print("  where a single signature's time goes (probe server, signing_floor.py, 1 worker; share of its own /healthz):")
+    print(
+        f"  GET /healthz (trivial endpoint)              {trivial['rps']:10.0f} req/s  p50 {trivial['p50_ms']:.2f} ms  p99 {trivial['p99_ms']:.2f} ms"
+    )
+    print(
+        f"  POST /v1/signatures (JWS Ed25519)            {single['rps']:10.0f} sig/s  p50 {single['p50_ms']:.2f} ms  p99 {single['p99_ms']:.2f} ms"
+        f"  = {single['rps'] / trivial['rps']:.0%} of trivial (target ≥ 70%)"
+    )
+    print(
+        f"  POST /v1/signatures/batch x{args.batch:<5}          {batch_sigs:10.0f} sig/s  p50 {batch['p50_ms']:.2f} ms  p99 {batch['p99_ms']:.2f} ms per call"
+        f"  = {batch_sigs / bare:.0%} of bare Ed25519 (target ≥ 50%)"
+    )
+    print(
+        "  where a single signature's time goes (probe server, signing_floor.py, 1 worker; share of its own /healthz):"
+    )
     print(f"    GET /healthz                                 {floor_trivial['rps']:10.0f} req/s")
     # With every client waiting on a busy server, 1/rate is the server's time per request, so the
     # step from one probe to the next is what that stage adds to a request.
     previous = 1e6 / floor_trivial["rps"]
     for path, label in PROBE_STEPS.items():
         took = 1e6 / floors[path]["rps"]
-        print(f"    {label:44s} {floors[path]['rps']:10.0f} req/s  = {floors[path]['rps'] / floor_trivial['rps']:.0%}"
-              f"  (+{took - previous:.0f} µs/request)")
+        print(
+            f"    {label:44s} {floors[path]['rps']:10.0f} req/s  = {floors[path]['rps'] / floor_trivial['rps']:.0%}"
+            f"  (+{took - previous:.0f} µs/request)"
+        )
         previous = took
-    print(f"    the 70% target leaves {(1 / 0.7 - 1) * 1e6 / floor_trivial['rps']:.0f} µs/request beyond /healthz for all of the above")
+    print(
+        f"    the 70% target leaves {(1 / 0.7 - 1) * 1e6 / floor_trivial['rps']:.0f} µs/request beyond /healthz for all of the above"
+    )
     print("  where a batch item's time goes (this process, 1 thread, no HTTP; share of bare Ed25519):")
-    for name, label in (("jws", "JWS signatures alone"), ("audit", f"audit entries alone (record_many of {args.batch})"),
-                        ("both", "sign_batch: both, one transaction")):
-        print(f"    {label:44s} {stages[name]:10.0f} items/s = {stages[name] / bare:.0%}  ({1e6 / stages[name]:.1f} µs/item)")
-    print(f"    the 50% target leaves {2e6 / bare:.1f} µs/item, bare signing ({1e6 / bare:.1f} µs) included, for all of the above and HTTP")
+    for name, label in (
+        ("jws", "JWS signatures alone"),
+        ("audit", f"audit entries alone (record_many of {args.batch})"),
+        ("both", "sign_batch: both, one transaction"),
+    ):
+        print(
+            f"    {label:44s} {stages[name]:10.0f} items/s = {stages[name] / bare:.0%}  ({1e6 / stages[name]:.1f} µs/item)"
+        )
+    print(
+        f"    the 50% target leaves {2e6 / bare:.1f} µs/item, bare signing ({1e6 / bare:.1f} µs) included, for all of the above and HTTP"
+    )
     failures = trivial["non_2xx"] + single["non_2xx"] + batch["non_2xx"] + floor_trivial["non_2xx"]
     failures += sum(f["non_2xx"] for f in floors.values())
     if failures:

@@ -85,9 +85,12 @@ def main() -> None:
             handle = key._private  # the raw python-pkcs11 object, for the baseline only
             raw_token: Callable[[], object] = {
                 Algorithm.ED25519: lambda: handle.sign(PAYLOAD, mechanism=pkcs11.Mechanism.EDDSA),
-                Algorithm.ES256: lambda: handle.sign(hashlib.sha256(PAYLOAD).digest(), mechanism=pkcs11.Mechanism.ECDSA),
+                Algorithm.ES256: lambda: handle.sign(
+                    hashlib.sha256(PAYLOAD).digest(), mechanism=pkcs11.Mechanism.ECDSA
+                ),
                 Algorithm.PS256: lambda: handle.sign(
-                    PAYLOAD, mechanism=pkcs11.Mechanism.SHA256_RSA_PKCS_PSS,
+                    PAYLOAD,
+                    mechanism=pkcs11.Mechanism.SHA256_RSA_PKCS_PSS,
                     mechanism_param=(pkcs11.Mechanism.SHA256, pkcs11.MGF.SHA256, PSS_SALT_BYTES),
                 ),
             }[algorithm]
@@ -96,12 +99,20 @@ def main() -> None:
             print(f"{algorithm.value}:")
             token_raw = _rate(raw_token, args.seconds)
             _line("raw token sign", token_raw)
-            _line("JWS with the token key", _rate(lambda: jws.sign(on_token, PAYLOAD, signed_at=signed_at), args.seconds),
-                  "raw token sign", token_raw)
+            _line(
+                "JWS with the token key",
+                _rate(lambda: jws.sign(on_token, PAYLOAD, signed_at=signed_at), args.seconds),
+                "raw token sign",
+                token_raw,
+            )
             memory_raw = _rate(lambda: sign_raw(memory_keys[algorithm], PAYLOAD), args.seconds)
             _line("raw cryptography sign (in memory)", memory_raw)
-            _line("JWS with the in-memory key", _rate(lambda: jws.sign(in_memory, PAYLOAD, signed_at=signed_at), args.seconds),
-                  "raw cryptography sign", memory_raw)
+            _line(
+                "JWS with the in-memory key",
+                _rate(lambda: jws.sign(in_memory, PAYLOAD, signed_at=signed_at), args.seconds),
+                "raw cryptography sign",
+                memory_raw,
+            )
             token.destroy(key)
     finally:
         token.close()

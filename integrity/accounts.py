@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -55,7 +55,6 @@ _ATTEMPT_TAG_HEX = 16
 SECURITY_EVENTS_SHOWN = 20
 _SECURITY_ACTION_PREFIXES = ("auth.", "admin.user.")
 UNKNOWN_SUBJECT = "unknown-user"
-
 
 
 @dataclass(frozen=True)
@@ -188,8 +187,11 @@ class AccountService:
         with self.engine.begin() as conn:
             user = user_store.create(conn, name, clean_role, hashed, mfa_required=need_mfa, now=now)
             self._event(
-                conn, "admin.user.created", name,
-                {"role": clean_role, "mfa_required": need_mfa, "reason": reason, "admin": actor}, actor=actor,
+                conn,
+                "admin.user.created",
+                name,
+                {"role": clean_role, "mfa_required": need_mfa, "reason": reason, "admin": actor},
+                actor=actor,
             )
         return user
 
@@ -209,8 +211,11 @@ class AccountService:
             user = self._user_or_raise(conn, username)
             cleared = lockout.reset(conn, lockout.account_key(user.username))
             self._event(
-                conn, "admin.user.unlocked", user.username,
-                {"reason": reason, "admin": actor, "counter_cleared": cleared}, actor=actor,
+                conn,
+                "admin.user.unlocked",
+                user.username,
+                {"reason": reason, "admin": actor, "counter_cleared": cleared},
+                actor=actor,
             )
 
     def reset_mfa(self, username: str, *, actor: str, reason: str) -> None:
@@ -225,8 +230,11 @@ class AccountService:
             revoked = session_store.revoke_all(conn, user.user_id, now)
             session_store.revoke_challenges(conn, user.user_id, now)
             self._event(
-                conn, "admin.user.mfa_reset", user.username,
-                {"reason": reason, "admin": actor, "had_totp": had, "sessions_revoked": revoked}, actor=actor,
+                conn,
+                "admin.user.mfa_reset",
+                user.username,
+                {"reason": reason, "admin": actor, "had_totp": had, "sessions_revoked": revoked},
+                actor=actor,
             )
 
     # --- login ----------------------------------------------------------------------------
@@ -245,7 +253,9 @@ class AccountService:
         subject, pii, tag = self._subject(user, username, address)
         if block is not None:
             with self.engine.begin() as conn:
-                self._event(conn, "auth.login.failed", subject, {"reason": block[0], "stage": "password", **tag}, pii=pii)
+                self._event(
+                    conn, "auth.login.failed", subject, {"reason": block[0], "stage": "password", **tag}, pii=pii
+                )
             raise LoginThrottled(block[1])
         # The hash, outside any transaction; a dummy one when the account does not exist, so
         # both paths cost the same (enumeration resistance).
@@ -285,20 +295,36 @@ class AccountService:
         return outcome
 
     def _complete_mfa(
-        self, conn: Connection, mfa_token: str, code: str | None, recovery_code: str | None, address: str,
-        device_token: str | None, now: datetime,
+        self,
+        conn: Connection,
+        mfa_token: str,
+        code: str | None,
+        recovery_code: str | None,
+        address: str,
+        device_token: str | None,
+        now: datetime,
     ) -> LoginResult | _Refusal:
         challenge = session_store.find_challenge(conn, mfa_token, now)
         user = user_store.by_id(conn, challenge.user_id) if challenge else None
         if challenge is None or user is None:
             addr_block = lockout.check(conn, lockout.address_key(address), now, self.policy.throttle)
             if addr_block is not None:
-                self._event(conn, "auth.login.failed", UNKNOWN_SUBJECT, {"reason": "throttled_address", "stage": "mfa"},
-                            pii={"address": address})
+                self._event(
+                    conn,
+                    "auth.login.failed",
+                    UNKNOWN_SUBJECT,
+                    {"reason": "throttled_address", "stage": "mfa"},
+                    pii={"address": address},
+                )
                 return _Refusal(LoginThrottled(addr_block.retry_after))
             self._record_address_failure(conn, address, now)
-            self._event(conn, "auth.login.failed", UNKNOWN_SUBJECT, {"reason": "mfa_token_invalid", "stage": "mfa"},
-                        pii={"address": address})
+            self._event(
+                conn,
+                "auth.login.failed",
+                UNKNOWN_SUBJECT,
+                {"reason": "mfa_token_invalid", "stage": "mfa"},
+                pii={"address": address},
+            )
             return _Refusal(InvalidCredentials("invalid or expired MFA token"))
         device = self._devices.verify(device_token, user.user_id, now)
         pii = {"address": address}
@@ -311,7 +337,9 @@ class AccountService:
             reason = "mfa_token_reused"
         if reason is not None:
             session_store.fail_challenge(conn, challenge)
-            self._count_failure(conn, user.username, address, device.device_id if device else None, now, user.username, pii)
+            self._count_failure(
+                conn, user.username, address, device.device_id if device else None, now, user.username, pii
+            )
             self._event(conn, "auth.login.failed", user.username, {"reason": reason, "stage": "mfa"}, pii=pii)
             return _Refusal(InvalidCredentials("invalid code"))
         if method == "recovery_code":
@@ -335,8 +363,16 @@ class AccountService:
         self._event(conn, "auth.recovery.used", user.username, {"remaining": remaining})
 
     def _open_session(
-        self, conn: Connection, user: User, kind: str, now: datetime, device: Any, method: str,
-        pii: dict[str, Any] | None, *, mfa_at: datetime | None,
+        self,
+        conn: Connection,
+        user: User,
+        kind: str,
+        now: datetime,
+        device: Any,
+        method: str,
+        pii: dict[str, Any] | None,
+        *,
+        mfa_at: datetime | None,
     ) -> LoginResult:
         lockout.reset(conn, lockout.account_key(user.username))
         if device is not None:
@@ -344,8 +380,11 @@ class AccountService:
         issued = session_store.create(conn, user.user_id, kind, now, self.policy.session, mfa_at=mfa_at)
         device_token = self._devices.issue(user.user_id, now, device.device_id if device else None)
         self._event(
-            conn, "auth.login.succeeded", user.username,
-            {"method": method, "session": kind, "device_known": device is not None}, pii=pii,
+            conn,
+            "auth.login.succeeded",
+            user.username,
+            {"method": method, "session": kind, "device_known": device is not None},
+            pii=pii,
         )
         return LoginResult(token=issued.token, enrolment_required=kind == ENROL, device_token=device_token)
 
@@ -373,14 +412,27 @@ class AccountService:
         failure = lockout.record_address_failure(conn, lockout.address_key(address), now, self.policy.throttle)
         if failure.newly_locked:
             self._event(
-                conn, "auth.locked", "address",
-                {"scope": "address", "failures": failure.failures, "until": failure.locked_until.isoformat() if failure.locked_until else None},
-                actor="system", pii={"address": address},
+                conn,
+                "auth.locked",
+                "address",
+                {
+                    "scope": "address",
+                    "failures": failure.failures,
+                    "until": failure.locked_until.isoformat() if failure.locked_until else None,
+                },
+                actor="system",
+                pii={"address": address},
             )
 
     def _count_failure(
-        self, conn: Connection, name: str | None, address: str, device_id: str | None, now: datetime,
-        subject: str, pii: dict[str, Any] | None,
+        self,
+        conn: Connection,
+        name: str | None,
+        address: str,
+        device_id: str | None,
+        now: datetime,
+        subject: str,
+        pii: dict[str, Any] | None,
     ) -> None:
         policy = self.policy.throttle
         if device_id is not None:
@@ -395,12 +447,17 @@ class AccountService:
             scope = "account"
         if failure.newly_locked:
             self._event(
-                conn, "auth.locked", subject,
+                conn,
+                "auth.locked",
+                subject,
                 {
-                    "scope": scope, "failures": failure.failures, "disabled": failure.disabled,
+                    "scope": scope,
+                    "failures": failure.failures,
+                    "disabled": failure.disabled,
                     "until": failure.locked_until.isoformat() if failure.locked_until else None,
                 },
-                actor="system", pii=pii,
+                actor="system",
+                pii=pii,
             )
 
     def _subject(self, user: User | None, typed: str, address: str) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -458,8 +515,14 @@ class AccountService:
         return outcome
 
     def _step_up(
-        self, conn: Connection, session: Session, user: User, code: str | None, recovery_code: str | None,
-        address: str, now: datetime,
+        self,
+        conn: Connection,
+        session: Session,
+        user: User,
+        code: str | None,
+        recovery_code: str | None,
+        address: str,
+        now: datetime,
     ) -> str | _Refusal:
         pii = {"address": address}
         if not totp.status(conn, user.user_id).active:
@@ -470,8 +533,12 @@ class AccountService:
             return _Refusal(LoginThrottled(acct.retry_after))
         method, reason, remaining = self._second_factor(conn, user, code, recovery_code, now)
         if reason is not None:
-            failure = lockout.record_account_failure(conn, lockout.account_key(user.username), now, self.policy.throttle)
-            self._event(conn, "auth.mfa.stepup.failed", user.username, {"reason": reason, "failures": failure.failures}, pii=pii)
+            failure = lockout.record_account_failure(
+                conn, lockout.account_key(user.username), now, self.policy.throttle
+            )
+            self._event(
+                conn, "auth.mfa.stepup.failed", user.username, {"reason": reason, "failures": failure.failures}, pii=pii
+            )
             return _Refusal(InvalidCredentials("invalid code"))
         if method == "recovery_code":
             self._recovery_used(conn, user, remaining, now)
@@ -493,9 +560,15 @@ class AccountService:
             state = totp.status(conn, user.user_id)
             left = recovery.remaining(conn, user.user_id)
         return AccountStatus(
-            username=user.username, role=user.role, mfa_enabled=state.active, mfa_required=user.mfa_required,
-            enrolment_pending=state.pending, session_kind=session.kind, session_expires_at=session.expires_at,
-            step_up_valid=session.has_recent_mfa(now, self.policy.step_up_seconds), recovery_codes_left=left,
+            username=user.username,
+            role=user.role,
+            mfa_enabled=state.active,
+            mfa_required=user.mfa_required,
+            enrolment_pending=state.pending,
+            session_kind=session.kind,
+            session_expires_at=session.expires_at,
+            step_up_valid=session.has_recent_mfa(now, self.policy.step_up_seconds),
+            recovery_codes_left=left,
             recovery_code_used_at=user.recovery_used_at,
         )
 
@@ -539,7 +612,9 @@ class AccountService:
             raise outcome.error
         return outcome
 
-    def _confirm(self, conn: Connection, session: Session, user: User, code: str, now: datetime) -> ConfirmedEnrolment | _Refusal:
+    def _confirm(
+        self, conn: Connection, session: Session, user: User, code: str, now: datetime
+    ) -> ConfirmedEnrolment | _Refusal:
         acct = lockout.check(conn, lockout.account_key(user.username), now, self.policy.throttle)
         if acct is not None:
             return _Refusal(LoginThrottled(acct.retry_after))
@@ -580,8 +655,13 @@ class AccountService:
             now = self.clock()
             with self.engine.begin() as conn:
                 lockout.record_account_failure(conn, lockout.account_key(user.username), now, self.policy.throttle)
-                self._event(conn, "auth.password.change_failed", user.username, {"reason": "bad_password"},
-                            pii={"address": address})
+                self._event(
+                    conn,
+                    "auth.password.change_failed",
+                    user.username,
+                    {"reason": "bad_password"},
+                    pii={"address": address},
+                )
             raise InvalidCredentials("invalid password")
         hashed = self.hasher.hash(new)
         now = self.clock()
@@ -589,22 +669,25 @@ class AccountService:
             user_store.set_password_hash(conn, user.user_id, hashed, now)
             revoked = session_store.revoke_all(conn, user.user_id, now)
             issued = session_store.create(
-                conn, user.user_id, session.kind, now, self.policy.session, mfa_at=session.mfa_at,
+                conn,
+                user.user_id,
+                session.kind,
+                now,
+                self.policy.session,
+                mfa_at=session.mfa_at,
                 expires_at=session.expires_at,
             )
-            self._event(conn, "auth.password.changed", user.username, {"sessions_revoked": revoked}, pii={"address": address})
+            self._event(
+                conn, "auth.password.changed", user.username, {"sessions_revoked": revoked}, pii={"address": address}
+            )
         return issued.token
-
-
 
 
 def build_account_service(
     settings: Settings, engine: Engine, clock: Callable[[], datetime], audit: AuditService, secrets_key: bytes
 ) -> AccountService:
     """The service as ``build_state`` wires it (session limits from ``BHXH_SESSION_*``)."""
-    policy = AccountPolicy(
-        session=SessionPolicy(settings.session_idle_seconds, settings.session_absolute_seconds)
-    )
+    policy = AccountPolicy(session=SessionPolicy(settings.session_idle_seconds, settings.session_absolute_seconds))
     return AccountService(engine, clock, audit, secrets_key=secrets_key, policy=policy)
 
 
@@ -612,9 +695,9 @@ __all__ = [
     "AccountPolicy",
     "AccountService",
     "AccountStatus",
-    "build_account_service",
     "ConfirmedEnrolment",
     "LoginResult",
     "SecurityEvent",
     "UserPrincipal",
+    "build_account_service",
 ]

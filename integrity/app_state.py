@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,11 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from integrity.accounts import AccountService, build_account_service
 from integrity.audit_service import AuditService
 from integrity.clients import ClientService
-from integrity.exchange import ExchangeService, build_exchange_service
-from integrity.receipts import ReceiptService, build_receipt_service
-from integrity.signatures import SignatureService, build_signature_service
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
+from integrity.exchange import ExchangeService, build_exchange_service
 from integrity.keys import (
     ServiceKeys,
     checkpoint_key,
@@ -27,7 +26,9 @@ from integrity.keys import (
 )
 from integrity.logs import get_logger
 from integrity.migrate import pending
+from integrity.receipts import ReceiptService, build_receipt_service
 from integrity.settings import Settings
+from integrity.signatures import SignatureService, build_signature_service
 from signing.pdf_sandbox import close_idle_children
 from signing.pkcs11 import KeyToken
 

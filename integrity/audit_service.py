@@ -74,7 +74,7 @@ class _Request:
     waits on ``done``, a plain lock held until the writer releases it (cheaper than an Event
     when 16 callers wait on each commit); a coroutine awaits ``future`` on its ``loop``."""
 
-    __slots__ = ("events", "guard", "done", "loop", "future", "seqs", "refused", "error")
+    __slots__ = ("done", "error", "events", "future", "guard", "loop", "refused", "seqs")
 
     def __init__(
         self,
@@ -400,7 +400,7 @@ class AuditService:
                 new = set(claim_many(conn, [cast(Claim, r.guard) for r in first.values()]))
             except SQLAlchemyError:
                 raise  # the transaction may be unusable: the whole batch fails, and says so
-            except Exception as exc:  # noqa: BLE001 - a claim's own bug fails its callers only
+            except Exception as exc:
                 for request in first.values():
                     request.error = exc
                 continue
@@ -416,7 +416,7 @@ class AuditService:
             passed = bool(request.guard(conn))
         except SQLAlchemyError:
             raise  # the transaction may be unusable: the whole batch fails, and says so
-        except Exception as exc:  # noqa: BLE001 - a guard's own bug fails its caller only
+        except Exception as exc:
             request.error = exc
             return False
         request.refused = not passed
@@ -444,11 +444,15 @@ class AuditService:
             return None
         if not created:
             self.record(
-                "system", "audit.log.created", self.origin,
+                "system",
+                "audit.log.created",
+                self.origin,
                 {"log_id": self.log_id, "key": self.signer.verifier.to_text()},
             )
         self.checkpoint_now()
-        return f"created the audit log {self.origin}" if not created else f"signed the first checkpoint of {self.origin}"
+        return (
+            f"created the audit log {self.origin}" if not created else f"signed the first checkpoint of {self.origin}"
+        )
 
     def checkpoint_now(self) -> StoredCheckpoint:
         """Sign a checkpoint over every committed entry now (``audit checkpoint``); returns the
@@ -467,23 +471,22 @@ class AuditService:
         """Sign what is due: one checkpoint at every multiple of ``checkpoint_every`` entries
         past the last one, and one at the current size when ``checkpoint_seconds`` have passed
         since the last. Only committed entries are covered (this runs in its own transaction)."""
-        with self._checkpoint_lock:
-            with self.engine.begin() as conn:
-                store.lock_appends(conn)
-                size = store.tree_size(conn)
-                latest = store.latest_checkpoint(conn)
-                last_size = latest.tree_size if latest else 0
-                now = self.clock()
-                targets = list(range(last_size + self.checkpoint_every, size + 1, self.checkpoint_every))
-                # A log without checkpoints counts its age from its first entry.
-                since = latest.signed_at if latest else store.first_entry_time(conn)
-                overdue = since is not None and now - since >= timedelta(seconds=self.checkpoint_seconds)
-                if size > last_size and overdue and size not in targets:
-                    targets.append(size)
-                signed = [self._sign(conn, target) for target in targets]
-                final = signed[-1] if signed else latest
-                self._hint_checkpoint_size = final.tree_size if final else 0
-                self._hint_checkpoint_at = final.signed_at if final else since
+        with self._checkpoint_lock, self.engine.begin() as conn:
+            store.lock_appends(conn)
+            size = store.tree_size(conn)
+            latest = store.latest_checkpoint(conn)
+            last_size = latest.tree_size if latest else 0
+            now = self.clock()
+            targets = list(range(last_size + self.checkpoint_every, size + 1, self.checkpoint_every))
+            # A log without checkpoints counts its age from its first entry.
+            since = latest.signed_at if latest else store.first_entry_time(conn)
+            overdue = since is not None and now - since >= timedelta(seconds=self.checkpoint_seconds)
+            if size > last_size and overdue and size not in targets:
+                targets.append(size)
+            signed = [self._sign(conn, target) for target in targets]
+            final = signed[-1] if signed else latest
+            self._hint_checkpoint_size = final.tree_size if final else 0
+            self._hint_checkpoint_at = final.signed_at if final else since
         self._publish(signed)
         return signed
 
@@ -632,7 +635,9 @@ class AuditService:
     ) -> VerificationReport:
         """Verify the live log: chain, tree, checkpoints (stored, ``published`` and, by default,
         those written to the publish directory outside the database), personal data."""
-        keys = list(trusted_keys) if trusted_keys is not None else [VerifierKey.from_text(k) for k in self.verifier_keys()]
+        keys = (
+            list(trusted_keys) if trusted_keys is not None else [VerifierKey.from_text(k) for k in self.verifier_keys()]
+        )
         with self._snapshot() as conn:
             verifier = ChainVerifier(
                 keys,
@@ -655,7 +660,9 @@ class AuditService:
                     progress(row[0] + 1)
             return verifier.finish()
 
-    def report_context(self, source: str = "live database", trusted_checkpoint: SignedCheckpoint | None = None) -> ReportContext:
+    def report_context(
+        self, source: str = "live database", trusted_checkpoint: SignedCheckpoint | None = None
+    ) -> ReportContext:
         return ReportContext(
             origin=self.origin,
             source=source,

@@ -6,9 +6,9 @@ time instead of sleeping (the Fernet `encrypt_at_time` idea).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Callable
 
 Clock = Callable[[], datetime]
 

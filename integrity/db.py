@@ -42,9 +42,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-        )
+        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 

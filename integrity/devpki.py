@@ -98,9 +98,7 @@ def generate(out: Path, *, now: datetime, passphrase: str = DEMO_PASSPHRASE) -> 
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=365 * _CA_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -126,14 +124,10 @@ def generate(out: Path, *, now: datetime, passphrase: str = DEMO_PASSPHRASE) -> 
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=365 * _LEAF_YEARS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True
-            )
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, _hash_for(ca_key))
         )
         write(f"{leaf.stem}.crt.pem", cert.public_bytes(serialization.Encoding.PEM))
@@ -158,8 +152,7 @@ def generate(out: Path, *, now: datetime, passphrase: str = DEMO_PASSPHRASE) -> 
 
 def _readme() -> str:
     rows = "\n".join(
-        f"| `{leaf.stem}.crt.pem`, `{leaf.stem}.key.pem` | {leaf.common_name}: {leaf.purpose} |"
-        for leaf in LEAVES
+        f"| `{leaf.stem}.crt.pem`, `{leaf.stem}.key.pem` | {leaf.common_name}: {leaf.purpose} |" for leaf in LEAVES
     )
     return f"""# Demonstration PKI — NOT FOR PRODUCTION
 

@@ -145,7 +145,9 @@ class Route:
             or any(seg in {".", ".."} for seg in pattern.split("/"))
             or any("**" in seg and seg != "**" for seg in pattern.split("/"))
         ):
-            raise InvalidPeer(f"route {text[:MAX_LOGGED_TEXT]!r} is not 'METHOD /path' (globs: * within a segment, ** for segments)")
+            raise InvalidPeer(
+                f"route {text[:MAX_LOGGED_TEXT]!r} is not 'METHOD /path' (globs: * within a segment, ** for segments)"
+            )
         return cls(method, pattern, _route_regex(pattern))
 
     def matches(self, method: str, path: str) -> bool:
@@ -430,7 +432,7 @@ class ExchangeService:
             raise PeerNotFound(f"no peer named {_short(name)!r}")
         return hit  # type: ignore[return-value]
 
-    def _cache_hit(self, key: tuple[str, str]) -> Peer | None | object:
+    def _cache_hit(self, key: tuple[str, str]) -> Peer | object | None:
         cached = self._peer_cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < self.peer_cache_seconds:
             return cached[1]
@@ -572,8 +574,14 @@ class ExchangeService:
             previous, until = None, None  # rolled back to the previous key: it is current again
         url = None if clear_base_url else (current.base_url if base_url is None else base_url)
         return Peer(
-            current.name, key, url, current.routes if routes is None else routes, current.created_at, now,
-            previous, until,
+            current.name,
+            key,
+            url,
+            current.routes if routes is None else routes,
+            current.created_at,
+            now,
+            previous,
+            until,
         )
 
     def remove_peer(self, name: str, *, actor: str = "system") -> Peer:
@@ -628,7 +636,9 @@ class ExchangeService:
         peer = self.peer_by_keyid(params.keyid) if params.keyid else None
         return self._settle(self._check_request(request, seen, context, params, peer))
 
-    async def verify_request_async(self, request: HttpRequest, *, via: str, caller: str | None = None) -> ExchangeVerdict:
+    async def verify_request_async(
+        self, request: HttpRequest, *, via: str, caller: str | None = None
+    ) -> ExchangeVerdict:
         """``verify_request`` for a coroutine (the gateway, the verify API)."""
         await self._maybe_purge_async()
         seen, context = _seen(request), _request_context(via, caller)
@@ -673,7 +683,12 @@ class ExchangeService:
         route = peer.route_for(request.method, path)
         if route is None:
             return _Checked(
-                seen, context, ROUTE_NOT_ALLOWED, f"{peer.name} may not {request.method} this path", peer=peer, keyid=key.keyid
+                seen,
+                context,
+                ROUTE_NOT_ALLOWED,
+                f"{peer.name} may not {request.method} this path",
+                peer=peer,
+                keyid=key.keyid,
             )
         try:
             verified = verify_request(request, key, clock=self.clock, skew_seconds=self.skew_seconds)
@@ -696,7 +711,12 @@ class ExchangeService:
         assert peer is not None
         if peer.name != expected_peer:
             return _Checked(
-                seen, context, UNEXPECTED_SIGNER, f"signed by {peer.name}, expected {expected_peer}", peer=peer, keyid=key.keyid
+                seen,
+                context,
+                UNEXPECTED_SIGNER,
+                f"signed by {peer.name}, expected {expected_peer}",
+                peer=peer,
+                keyid=key.keyid,
             )
         try:
             verified = verify_response(response, key, clock=self.clock, skew_seconds=self.skew_seconds)
@@ -710,13 +730,19 @@ class ExchangeService:
     @staticmethod
     def _unknown_key(seen: _Seen, context: dict[str, Any], params: SignatureParams, peer: Peer | None) -> _Checked:
         if peer is None:
-            return _Checked(seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid))
+            return _Checked(
+                seen, context, UNKNOWN_KEY, "no registered peer holds this keyid", keyid=_short(params.keyid)
+            )
         # A replaced key after its overlap: refused like an unknown one, but the evidence says
         # whose it was, so the operator can tell that peer to finish its rotation.
         ended = peer.previous_until.isoformat() if peer.previous_until else "?"
         return _Checked(
-            seen, context, UNKNOWN_KEY, f"this keyid is {peer.name}'s replaced key; its overlap ended at {ended}",
-            peer=peer, keyid=params.keyid,
+            seen,
+            context,
+            UNKNOWN_KEY,
+            f"this keyid is {peer.name}'s replaced key; its overlap ended at {ended}",
+            peer=peer,
+            keyid=params.keyid,
         )
 
     def _settle(self, checked: _Checked) -> ExchangeVerdict:
@@ -767,13 +793,13 @@ class ExchangeService:
         """The archived copies of a message (empty when the archive is off)."""
         with self._reader() as conn:
             rows = conn.execute(
-                select(exchange_archive).where(exchange_archive.c.message_id == message_id).order_by(exchange_archive.c.id)
+                select(exchange_archive)
+                .where(exchange_archive.c.message_id == message_id)
+                .order_by(exchange_archive.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def record_forward_failure(
-        self, verdict: ExchangeVerdict, *, destination: str, reason: str, detail: str
-    ) -> int:
+    def record_forward_failure(self, verdict: ExchangeVerdict, *, destination: str, reason: str, detail: str) -> int:
         """Log that an accepted request could not be delivered (peer down, timeout)."""
         return self.audit.record(*_forward_failure(verdict, destination, reason, detail))
 
@@ -878,9 +904,17 @@ class _Checked:
     def verdict(self, seq: int) -> ExchangeVerdict:
         seen = self.seen
         return ExchangeVerdict(
-            seen.message_id, seen.direction, self.verified is not None, self.reason, self.detail,
-            self.peer.name if self.peer else None, self.logged_keyid, str(self.route) if self.route else None,
-            seen.digest, seq, self.verified,
+            seen.message_id,
+            seen.direction,
+            self.verified is not None,
+            self.reason,
+            self.detail,
+            self.peer.name if self.peer else None,
+            self.logged_keyid,
+            str(self.route) if self.route else None,
+            seen.digest,
+            seq,
+            self.verified,
         )
 
 
@@ -892,7 +926,9 @@ def _response_context(response: HttpResponse, via: str, in_reply_to: str | None)
     return {"via": via, "status": response.status, **({"in_reply_to": in_reply_to} if in_reply_to else {})}
 
 
-def _read_params(message: HttpRequest | HttpResponse, seen: _Seen, context: dict[str, Any]) -> SignatureParams | _Checked:
+def _read_params(
+    message: HttpRequest | HttpResponse, seen: _Seen, context: dict[str, Any]
+) -> SignatureParams | _Checked:
     """The signature's parameters (to find the peer by keyid), or the refusal of a message
     whose signature fields cannot even be read."""
     try:
@@ -923,7 +959,9 @@ def _event(checked: _Checked) -> tuple[str, str, str, dict[str, Any]]:
     return actor, ACCEPTED_ACTION if checked.verified is not None else REJECTED_ACTION, seen.message_id, data
 
 
-def _forward_failure(verdict: ExchangeVerdict, destination: str, reason: str, detail: str) -> tuple[str, str, str, dict[str, Any]]:
+def _forward_failure(
+    verdict: ExchangeVerdict, destination: str, reason: str, detail: str
+) -> tuple[str, str, str, dict[str, Any]]:
     return (
         f"peer:{verdict.peer}",
         FORWARD_FAILED_ACTION,
@@ -1047,6 +1085,11 @@ def build_exchange_service(
     gateway_key``: the file or the token) under keyid ``gateway``; None: no gateway."""
     signing_key = ExchangeSigningKey.from_private_key(GATEWAY_KEYID, gateway_key) if gateway_key is not None else None
     return ExchangeService(
-        engine, clock=clock, audit=audit, skew_seconds=skew_seconds, archive=archive, gateway_key=signing_key,
+        engine,
+        clock=clock,
+        audit=audit,
+        skew_seconds=skew_seconds,
+        archive=archive,
+        gateway_key=signing_key,
         peer_cache_seconds=peer_cache_seconds,
     )

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from audit.checkpoint import VerifierKey
 from audit.errors import MalformedVerifierKey
 from audit.export import load_verifier_keys
-from integrity.devpki import DEMO_MARKER, AUDIT_KEY_NAME, CA_NAME
+from integrity.devpki import AUDIT_KEY_NAME, CA_NAME, DEMO_MARKER
 from integrity.errors import ConfigurationError, DemoKeysRefused
 from integrity.settings import Settings
 from signing.errors import KeyNotUsable, TokenError, WeakKey
@@ -223,7 +223,9 @@ def open_key_token(settings: Settings) -> KeyToken | None:
     try:
         pin = settings.token_pin()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the PKCS#11 PIN file {settings.pkcs11_pin_file}: {exc.strerror}") from exc
+        raise ConfigurationError(
+            f"cannot read the PKCS#11 PIN file {settings.pkcs11_pin_file}: {exc.strerror}"
+        ) from exc
     try:
         return KeyToken.open(settings.pkcs11_module, settings.pkcs11_token_label, pin or b"")
     except TokenError as exc:

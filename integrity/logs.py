@@ -15,9 +15,25 @@ import structlog
 
 _SENSITIVE_FIELDS = frozenset(
     {
-        "password", "new_password", "passphrase", "secret", "token", "api_key", "authorization",
-        "code", "recovery_code", "totp", "otp", "mfa_token", "session", "cookie", "private_key",
-        "pii", "applicant", "id_number", "name_of_person",
+        "password",
+        "new_password",
+        "passphrase",
+        "secret",
+        "token",
+        "api_key",
+        "authorization",
+        "code",
+        "recovery_code",
+        "totp",
+        "otp",
+        "mfa_token",
+        "session",
+        "cookie",
+        "private_key",
+        "pii",
+        "applicant",
+        "id_number",
+        "name_of_person",
     }
 )
 REDACTED = "[redacted]"
@@ -61,7 +77,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )

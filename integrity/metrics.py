@@ -13,6 +13,4 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-API_KEY_EVENTS = Counter(
-    "bhxh_api_key_events_total", "API key creations, revocations and refusals", ["event"]
-)
+API_KEY_EVENTS = Counter("bhxh_api_key_events_total", "API key creations, revocations and refusals", ["event"])

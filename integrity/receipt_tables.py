@@ -68,7 +68,12 @@ receipt_pdfs = Table(
     metadata,
     # Deferred: the PDF is written before the audit entry and the registry row, so the audit
     # log's lock is held for as short a time as possible (see integrity.receipts.issue).
-    Column("code", String(CODE_LENGTH), ForeignKey("receipts.code", deferrable=True, initially="DEFERRED"), primary_key=True),
+    Column(
+        "code",
+        String(CODE_LENGTH),
+        ForeignKey("receipts.code", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+    ),
     Column("pdf", LargeBinary, nullable=False),
 )
 

@@ -45,8 +45,8 @@ from integrity.errors import (
     ReceiptSigningFailed,
     UnreadableReceipt,
 )
-from integrity.receipt_tables import receipt_idempotency_keys, receipt_pdfs, receipt_sequences, receipts
 from integrity.keys import CertifiedKey, ServiceKeys
+from integrity.receipt_tables import receipt_idempotency_keys, receipt_pdfs, receipt_sequences, receipts
 from integrity.settings import Settings
 from integrity.units import UnitRegistry, load_units
 from signing.errors import MalformedPdf, SigningError
@@ -65,7 +65,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 VERIFY_PATH = "/v1/receipts/{code}"
 MAX_VERIFY_BYTES = MAX_PDF_BYTES
-
 
 
 Clock = Callable[[], datetime]
@@ -492,7 +491,9 @@ class ReceiptService:
         for document in request.documents:
             if not 1 <= document.copies <= MAX_COPIES:
                 raise InvalidReceiptRequest(f"copies must be 1–{MAX_COPIES}")
-            documents.append(SlipDocument(_text(document.name, "document name", MAX_TEXT), document.copies, document.original))
+            documents.append(
+                SlipDocument(_text(document.name, "document name", MAX_TEXT), document.copies, document.original)
+            )
         return {
             "procedure_code": _text(request.procedure_code, "procedure_code", 64),
             "procedure_name": _text(request.procedure_name, "procedure_name", MAX_TEXT),

@@ -85,14 +85,18 @@ def _environment() -> Environment:
 def render_html(report: VerificationReport, context: ReportContext) -> str:
     checkpoints = list(report.checkpoints)
     shown = checkpoints[-MAX_CHECKPOINT_ROWS:]
-    return _environment().get_template("audit_report.html").render(
-        report=report,
-        context=context,
-        verdict=verdict_line(report),
-        faults=[(FAULT_LABELS[f.kind], f) for f in report.faults],
-        checkpoints=shown,
-        hidden_checkpoints=len(checkpoints) - len(shown),
-        chart=Markup(chart_svg(report.actions_per_day)),
+    return (
+        _environment()
+        .get_template("audit_report.html")
+        .render(
+            report=report,
+            context=context,
+            verdict=verdict_line(report),
+            faults=[(FAULT_LABELS[f.kind], f) for f in report.faults],
+            checkpoints=shown,
+            hidden_checkpoints=len(checkpoints) - len(shown),
+            chart=Markup(chart_svg(report.actions_per_day)),
+        )
     )
 
 

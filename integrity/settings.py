@@ -18,9 +18,13 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///… or postgresql+psycopg://…")
     keys_dir: Path = Field(Path("var/keys"), description="directory holding the service's keys and certificates")
-    keys_passphrase: str | None = Field(None, description="passphrase of the encrypted PKCS#8 private keys (prefer the _FILE variant)")
+    keys_passphrase: str | None = Field(
+        None, description="passphrase of the encrypted PKCS#8 private keys (prefer the _FILE variant)"
+    )
     keys_passphrase_file: Path | None = Field(None, description="file holding that passphrase")
-    pkcs11_module: Path | None = Field(None, description="PKCS#11 module (.so) of the HSM that holds signing keys; unset: none")
+    pkcs11_module: Path | None = Field(
+        None, description="PKCS#11 module (.so) of the HSM that holds signing keys; unset: none"
+    )
     pkcs11_token_label: str | None = Field(None, description="label of the token on that module")
     pkcs11_pin: str | None = Field(None, description="user PIN of that token (prefer the _FILE variant)")
     pkcs11_pin_file: Path | None = Field(None, description="file holding that PIN")
@@ -50,18 +54,34 @@ class Settings(BaseSettings):
     log_id: str = Field("bhxh-vss-main", description="audit log identifier, part of the checkpoint origin line")
     checkpoint_every: int = Field(1000, ge=1, description="sign a checkpoint at least every N entries")
     checkpoint_seconds: int = Field(60, ge=1, description="and at least every N seconds")
-    checkpoint_publish_dir: Path | None = Field(None, description="directory outside the database where each checkpoint is also written")
+    checkpoint_publish_dir: Path | None = Field(
+        None, description="directory outside the database where each checkpoint is also written"
+    )
     clock_skew_seconds: int = Field(300, ge=0, le=3600, description="allowed skew of RFC 9421 `created`")
     tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority; when set, receipts are PAdES B-T")
-    units_file: Path | None = Field(None, description="JSON list of receiving units [{code, name}]; the demo list when unset")
+    units_file: Path | None = Field(
+        None, description="JSON list of receiving units [{code, name}]; the demo list when unset"
+    )
     session_idle_seconds: int = Field(1800, ge=60, le=3600, description="session idle timeout (≤ 1 h)")
-    session_absolute_seconds: int = Field(8 * 3600, ge=300, le=12 * 3600, description="session absolute lifetime (≤ 12 h)")
+    session_absolute_seconds: int = Field(
+        8 * 3600, ge=300, le=12 * 3600, description="session absolute lifetime (≤ 12 h)"
+    )
     exchange_archive: bool = Field(False, description="keep the body of every exchanged message in the message archive")
-    exchange_timeout_seconds: float = Field(10.0, gt=0, le=120, description="gateway timeout towards a peer (504 past it)")
-    exchange_peer_cache_seconds: float = Field(2.0, ge=0, le=60, description="how long an instance caches the peer registry")
-    trust_anchor_files: list[Path] = Field(default_factory=list, description="extra trusted root certificates (PEM) for verifying signatures, JSON list")
-    crl_files: list[Path] = Field(default_factory=list, description="local CRL files consulted when verifying signatures, JSON list")
-    revocation_fetch: bool = Field(False, description="fetch OCSP/CRL over the network when verifying (needs outbound access)")
+    exchange_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="gateway timeout towards a peer (504 past it)"
+    )
+    exchange_peer_cache_seconds: float = Field(
+        2.0, ge=0, le=60, description="how long an instance caches the peer registry"
+    )
+    trust_anchor_files: list[Path] = Field(
+        default_factory=list, description="extra trusted root certificates (PEM) for verifying signatures, JSON list"
+    )
+    crl_files: list[Path] = Field(
+        default_factory=list, description="local CRL files consulted when verifying signatures, JSON list"
+    )
+    revocation_fetch: bool = Field(
+        False, description="fetch OCSP/CRL over the network when verifying (needs outbound access)"
+    )
     secure_cookies: bool = Field(True, description="mark cookies Secure (turn off only for plain-HTTP local demos)")
 
     @field_validator("log_level")

@@ -75,7 +75,6 @@ INLINE_ALGORITHMS = frozenset({Algorithm.ED25519, Algorithm.ES256})
 INLINE_MAX_BYTES = 64 * 1024
 
 
-
 @dataclass(frozen=True)
 class SignRequest:
     format: str
@@ -194,8 +193,14 @@ class SignatureService:
         migrated yet (``init`` builds the state before migrating) is loading put off to first use.
         """
         service = cls(
-            engine, clock, audit, Keystore(passphrase=passphrase, token=token), trust,
-            passphrase=passphrase, token=token, **limits,
+            engine,
+            clock,
+            audit,
+            Keystore(passphrase=passphrase, token=token),
+            trust,
+            passphrase=passphrase,
+            token=token,
+            **limits,
         )
         service._bootstrap = tuple(bootstrap)
         service._loaded = False
@@ -281,8 +286,13 @@ class SignatureService:
     def _message(made: _Made, seq: int) -> SignedMessage:
         request, key = made.prepared.request, made.prepared.key
         return SignedMessage(
-            request.format, made.signature, key.kid, key.algorithm.value, made.signed_at,
-            request.detached or request.format == "cms", seq,
+            request.format,
+            made.signature,
+            key.kid,
+            key.algorithm.value,
+            made.signed_at,
+            request.detached or request.format == "cms",
+            seq,
         )
 
     def _record(self, made: _Made, actor: str, *, personal: bool = False) -> SignedMessage:
@@ -432,8 +442,14 @@ class SignatureService:
             "key.rotated" if rotate else "key.generated",
             actor,
             lambda conn: generate_key(
-                conn, algorithm, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate,
-                rsa_bits=rsa_bits, token=token,
+                conn,
+                algorithm,
+                passphrase=self._passphrase,
+                clock=self.clock,
+                owner=owner,
+                rotate=rotate,
+                rsa_bits=rsa_bits,
+                token=token,
             ),
         )
 
@@ -533,5 +549,12 @@ def build_signature_service(
     # its token object, which would take the receipts' key with it.
     bootstrap = [(keys.one_stop_key, chain)] if keys.one_stop_key is not None else []
     return SignatureService.open(
-        engine, clock, audit, passphrase=keys.passphrase, trust=trust, token=token, bootstrap=bootstrap, **limits,
+        engine,
+        clock,
+        audit,
+        passphrase=keys.passphrase,
+        trust=trust,
+        token=token,
+        bootstrap=bootstrap,
+        **limits,
     )

@@ -47,7 +47,9 @@ class UnitRegistry:
                 raise ConfigurationError(f"receiving unit code {unit.code!r} is not of the national format")
             name = unicodedata.normalize("NFC", unit.name).strip()
             if not name or len(name) > MAX_UNIT_NAME_LENGTH:
-                raise ConfigurationError(f"receiving unit {unit.code} needs a name of 1–{MAX_UNIT_NAME_LENGTH} characters")
+                raise ConfigurationError(
+                    f"receiving unit {unit.code} needs a name of 1–{MAX_UNIT_NAME_LENGTH} characters"
+                )
             if unit.code in by_code:
                 raise ConfigurationError(f"receiving unit {unit.code} is listed twice")
             by_code[unit.code] = ReceivingUnit(unit.code, name)
@@ -93,5 +95,5 @@ def load_units(path: Path | None) -> UnitRegistry:
         isinstance(item, dict) and isinstance(item.get("code"), str) and isinstance(item.get("name"), str)
         for item in raw
     ):
-        raise ConfigurationError(f"the units file {path} must be a JSON list of {{\"code\", \"name\"}} objects")
+        raise ConfigurationError(f'the units file {path} must be a JSON list of {{"code", "name"}} objects')
     return UnitRegistry(ReceivingUnit(item["code"], item["name"]) for item in raw)

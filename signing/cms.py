@@ -144,12 +144,20 @@ def verify(
         _verify(signature, payload, keystore, trust, now, facts)
     except VerificationFailure as failure:
         return VerificationResult.failed(
-            FORMAT, failure, key_id=facts.key_id, signer=facts.signer, signed_at=facts.signed_at,
+            FORMAT,
+            failure,
+            key_id=facts.key_id,
+            signer=facts.signer,
+            signed_at=facts.signed_at,
             algorithm=facts.algorithm,
         )
     return VerificationResult(
-        format=FORMAT, sub_indication=None, key_id=facts.key_id, signer=facts.signer,
-        signed_at=facts.signed_at, algorithm=facts.algorithm,
+        format=FORMAT,
+        sub_indication=None,
+        key_id=facts.key_id,
+        signer=facts.signer,
+        signed_at=facts.signed_at,
+        algorithm=facts.algorithm,
     )
 
 
@@ -225,7 +233,9 @@ def _verify(
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     actual = hashlib.new(digest_name, payload).digest()
     try:
-        intact, valid = validate_sig_integrity(signer_info, asn1_cert, expected_content_type="data", actual_digest=actual)
+        intact, valid = validate_sig_integrity(
+            signer_info, asn1_cert, expected_content_type="data", actual_digest=actual
+        )
     except SignatureValidationError as exc:
         indic = getattr(exc, "ades_subindication", None)
         failure = _BY_SUB_INDICATION.get(indic.name if indic is not None else "", FormatFailure)
@@ -239,4 +249,3 @@ def _verify(
     if own is not None:
         own.check_not_revoked_at(facts.signed_at)
     trust.validate(cert, other_certs, moment=now, signed_at=facts.signed_at)
-

@@ -702,4 +702,3 @@ def verify_response(response: HttpResponse, key: PeerKey, *, clock: Clock, skew_
 def body_digest(body: bytes) -> str:
     """The RFC 9530 ``Content-Digest`` value (sha-256) of ``body``, as logged and compared."""
     return f"{DIGEST_ALGORITHM}=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
-

@@ -54,7 +54,9 @@ _PARSE_ERRORS = (JoseError, ValueError, TypeError, AttributeError, KeyError, bin
 
 
 def _registry(algorithms: frozenset[str], *, strict: bool) -> jws.JWSRegistry:
-    registry = jws.JWSRegistry(header_registry=_EXTRA_HEADERS, algorithms=sorted(algorithms), strict_check_header=strict)
+    registry = jws.JWSRegistry(
+        header_registry=_EXTRA_HEADERS, algorithms=sorted(algorithms), strict_check_header=strict
+    )
     registry.max_header_length = MAX_HEADER_BYTES
     registry.max_signature_length = MAX_SIGNATURE_BYTES
     registry.max_payload_length = MAX_PAYLOAD_BYTES
@@ -176,12 +178,20 @@ def verify(
         _verify(token, keystore, trust, now, payload, facts)
     except VerificationFailure as failure:
         return VerificationResult.failed(
-            FORMAT, failure, key_id=facts.key_id, signer=facts.signer, signed_at=facts.signed_at,
+            FORMAT,
+            failure,
+            key_id=facts.key_id,
+            signer=facts.signer,
+            signed_at=facts.signed_at,
             algorithm=facts.algorithm,
         )
     return VerificationResult(
-        format=FORMAT, sub_indication=None, key_id=facts.key_id, signer=facts.signer,
-        signed_at=facts.signed_at, algorithm=facts.algorithm,
+        format=FORMAT,
+        sub_indication=None,
+        key_id=facts.key_id,
+        signer=facts.signer,
+        signed_at=facts.signed_at,
+        algorithm=facts.algorithm,
     )
 
 

@@ -131,15 +131,29 @@ class SigningKey:
         if chain and _spki(chain[0].public_key()) != _spki(public_key):
             raise KeyImportFailed("the certificate does not certify this private key")
         return cls(
-            kid=key_id_for(public_key), algorithm=algorithm, state=KeyState.ACTIVE, owner=owner,
-            public_key=public_key, private_key=private_key, chain=tuple(chain), created_at=created_at,
-            retired_at=None, revoked_at=None, jose_key=_jwk_of(algorithm, private_key),
+            kid=key_id_for(public_key),
+            algorithm=algorithm,
+            state=KeyState.ACTIVE,
+            owner=owner,
+            public_key=public_key,
+            private_key=private_key,
+            chain=tuple(chain),
+            created_at=created_at,
+            retired_at=None,
+            revoked_at=None,
+            jose_key=_jwk_of(algorithm, private_key),
         )
 
     def record(self) -> KeyRecord:
         return KeyRecord(
-            self.kid, self.algorithm, self.state, self.owner, self.created_at, self.retired_at,
-            self.revoked_at, self.chain,
+            self.kid,
+            self.algorithm,
+            self.state,
+            self.owner,
+            self.created_at,
+            self.retired_at,
+            self.revoked_at,
+            self.chain,
         )
 
 
@@ -285,7 +299,8 @@ class Keystore:
     def active(self, algorithm: Algorithm | None = None, *, owner: str = SERVICE_OWNER) -> SigningKey:
         """The active key of ``algorithm`` (or the newest active key) belonging to ``owner``."""
         candidates = [
-            k for k in self._keys.values()
+            k
+            for k in self._keys.values()
             if k.can_sign and k.owner == owner and (algorithm is None or k.algorithm is algorithm)
         ]
         if not candidates:
@@ -323,7 +338,9 @@ class Keystore:
             jwk.update({"kid": key.kid, "alg": key.algorithm.value, "use": "sig"})
             if key.chain:
                 jwk["x5c"] = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in key.chain]
-                jwk["x5t#S256"] = base64.urlsafe_b64encode(key.chain[0].fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+                jwk["x5t#S256"] = (
+                    base64.urlsafe_b64encode(key.chain[0].fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+                )
             out.append(jwk)
         return {"keys": out}
 
@@ -417,9 +434,7 @@ def _check_can_add(conn: Connection, algorithm: Algorithm, owner: str, rotate: b
         )
     ).all()
     if current and not rotate:
-        raise ActiveKeyExists(
-            f"an active {algorithm.value} key exists ({current[0].kid}); rotate to replace it"
-        )
+        raise ActiveKeyExists(f"an active {algorithm.value} key exists ({current[0].kid}); rotate to replace it")
     return current
 
 
@@ -438,8 +453,13 @@ def generate_key(
     made on ``token`` when one is given, else in memory and stored encrypted."""
     if token is None:
         return add_key(
-            conn, generate_private_key(algorithm, rsa_bits=rsa_bits), (),
-            passphrase=passphrase, clock=clock, owner=owner, rotate=rotate,
+            conn,
+            generate_private_key(algorithm, rsa_bits=rsa_bits),
+            (),
+            passphrase=passphrase,
+            clock=clock,
+            owner=owner,
+            rotate=rotate,
         )
     _check_can_add(conn, algorithm, owner, rotate)  # before a key is made on the token for nothing
     key = token.generate(algorithm, rsa_bits=rsa_bits)

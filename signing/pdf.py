@@ -358,8 +358,17 @@ def _check_pdf_shape(data: bytes) -> None:
 # xref-stream and PNG-predictor shapes with ``assert`` and refuses unknown predictors with
 # NotImplementedError).
 _PARSE_ERRORS = (
-    pdf_misc.PdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error, binascii.Error,
-    RecursionError, AssertionError, NotImplementedError,
+    pdf_misc.PdfError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    zlib.error,
+    binascii.Error,
+    RecursionError,
+    AssertionError,
+    NotImplementedError,
 )
 
 
@@ -442,7 +451,11 @@ def validate_pdf(
         )
     except (SignatureValidationError, _PyhankoSigningError, *_PARSE_ERRORS) as exc:
         return PdfSignatureVerdict(
-            **base, intact=False, valid=False, chain_trusted=False, problem=f"signature not verifiable: {type(exc).__name__}"
+            **base,
+            intact=False,
+            valid=False,
+            chain_trusted=False,
+            problem=f"signature not verifiable: {type(exc).__name__}",
         )
     return _verdict(status, base)
 

@@ -99,8 +99,12 @@ def validate_pdf_sandboxed(
     """
     _check_pdf_shape(data)  # the cheap refusals need no process
     job = _Job(
-        data, _ders(trust_roots), _ders(expected_signers),
-        None if timestamp_trust_roots is None else _ders(timestamp_trust_roots), at, limits,
+        data,
+        _ders(trust_roots),
+        _ders(expected_signers),
+        None if timestamp_trust_roots is None else _ders(timestamp_trust_roots),
+        at,
+        limits,
     )
     with _CHILDREN:
         return _check(job)
@@ -290,7 +294,9 @@ def _answer(job: _Job) -> tuple[str, Any]:
             trust_roots=_certificates(job.trust_roots),
             expected_signers=_certificates(job.expected_signers),
             at=job.at,
-            timestamp_trust_roots=None if job.timestamp_trust_roots is None else _certificates(job.timestamp_trust_roots),
+            timestamp_trust_roots=None
+            if job.timestamp_trust_roots is None
+            else _certificates(job.timestamp_trust_roots),
         )
     except MalformedPdf as exc:
         return ("malformed", str(exc))

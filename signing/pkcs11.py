@@ -152,8 +152,13 @@ class KeyToken:
             if algorithm is Algorithm.PS256:
                 check_rsa_bits(rsa_bits)
                 self._session.generate_keypair(
-                    KeyType.RSA, rsa_bits, id=object_id, label=label, store=True,
-                    public_template=_PUBLIC_TEMPLATE, private_template=_PRIVATE_TEMPLATE,
+                    KeyType.RSA,
+                    rsa_bits,
+                    id=object_id,
+                    label=label,
+                    store=True,
+                    public_template=_PUBLIC_TEMPLATE,
+                    private_template=_PRIVATE_TEMPLATE,
                 )
             else:
                 key_type, curve = (
@@ -163,8 +168,11 @@ class KeyToken:
                     key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
                 )
                 parameters.generate_keypair(
-                    id=object_id, label=label, store=True,
-                    public_template=_PUBLIC_TEMPLATE, private_template=_PRIVATE_TEMPLATE,
+                    id=object_id,
+                    label=label,
+                    store=True,
+                    public_template=_PUBLIC_TEMPLATE,
+                    private_template=_PRIVATE_TEMPLATE,
                 )
         return self.key(object_id.hex())
 
@@ -204,7 +212,7 @@ class KeyToken:
         return self.key(bytes(object_id).hex())
 
     def check(self) -> str:
-        """"ok" if the token still answers (a search for no object: cheap, but a real round trip)."""
+        """ "ok" if the token still answers (a search for no object: cheap, but a real round trip)."""
         try:
             with self._operation("health check"):
                 list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\0"}))
@@ -314,7 +322,9 @@ class TokenRSAKey(_TokenKeyMixin, rsa.RSAPrivateKey):
         mgf_hash = getattr(getattr(padding, "_mgf", None), "_algorithm", None)
         salt = getattr(padding, "_salt_length", None)
         if not (
-            isinstance(padding, PSS) and isinstance(algorithm, hashes.SHA256) and isinstance(mgf_hash, hashes.SHA256)
+            isinstance(padding, PSS)
+            and isinstance(algorithm, hashes.SHA256)
+            and isinstance(mgf_hash, hashes.SHA256)
             and salt in (PSS_SALT_BYTES, PSS.DIGEST_LENGTH)
         ):
             raise KeyNotUsable("an RSA token key signs RSASSA-PSS with SHA-256 and a 32-byte salt only")
@@ -331,7 +341,9 @@ TokenKey = TokenEd25519Key | TokenECKey | TokenRSAKey
 
 
 _WRAPPERS: dict[Algorithm, type[TokenKey]] = {
-    Algorithm.ED25519: TokenEd25519Key, Algorithm.ES256: TokenECKey, Algorithm.PS256: TokenRSAKey,
+    Algorithm.ED25519: TokenEd25519Key,
+    Algorithm.ES256: TokenECKey,
+    Algorithm.PS256: TokenRSAKey,
 }
 
 

@@ -14,7 +14,7 @@ import io
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -148,7 +148,9 @@ class _QrCode(Flowable):
 class ReceiptRenderer:
     """Renders slips; the fonts are parsed once, when the renderer is built."""
 
-    def __init__(self, font_dir: Path = DEFAULT_FONT_DIR, *, regular: str = DEFAULT_REGULAR_FONT, bold: str = DEFAULT_BOLD_FONT) -> None:
+    def __init__(
+        self, font_dir: Path = DEFAULT_FONT_DIR, *, regular: str = DEFAULT_REGULAR_FONT, bold: str = DEFAULT_BOLD_FONT
+    ) -> None:
         self._regular = f"BHXH-{Path(regular).stem}"
         self._bold = f"BHXH-{Path(bold).stem}"
         for name, filename in ((self._regular, regular), (self._bold, bold)):
@@ -161,7 +163,9 @@ class ReceiptRenderer:
                 ) from exc
         # <b> and <i> in paragraphs resolve through the family; there is no italic face, so
         # italic falls back to the upright one rather than to a standard font without Vietnamese.
-        registerFontFamily(self._regular, normal=self._regular, bold=self._bold, italic=self._regular, boldItalic=self._bold)
+        registerFontFamily(
+            self._regular, normal=self._regular, bold=self._bold, italic=self._regular, boldItalic=self._bold
+        )
         self._styles = self._make_styles()
         # reportlab's TrueType subsetter keeps its read position on the shared font face, so two
         # threads saving documents at once corrupt each other's subsets (IndexError in
@@ -175,10 +179,16 @@ class ReceiptRenderer:
             "small": ParagraphStyle("small", parent=base, fontSize=8.5, leading=11),
             "cell": ParagraphStyle("cell", parent=base, fontSize=9.5, leading=12),
             "head": ParagraphStyle("head", parent=base, fontName=self._bold, fontSize=10.5, alignment=TA_CENTER),
-            "head_left": ParagraphStyle("head_left", parent=base, fontName=self._bold, fontSize=10, alignment=TA_CENTER),
+            "head_left": ParagraphStyle(
+                "head_left", parent=base, fontName=self._bold, fontSize=10, alignment=TA_CENTER
+            ),
             "center": ParagraphStyle("center", parent=base, alignment=TA_CENTER),
-            "title": ParagraphStyle("title", parent=base, fontName=self._bold, fontSize=14, leading=20, alignment=TA_CENTER, spaceBefore=10),
-            "code": ParagraphStyle("code", parent=base, fontName=self._bold, fontSize=11.5, leading=16, alignment=TA_CENTER),
+            "title": ParagraphStyle(
+                "title", parent=base, fontName=self._bold, fontSize=14, leading=20, alignment=TA_CENTER, spaceBefore=10
+            ),
+            "code": ParagraphStyle(
+                "code", parent=base, fontName=self._bold, fontSize=11.5, leading=16, alignment=TA_CENTER
+            ),
             "bold": ParagraphStyle("bold", parent=base, fontName=self._bold),
             "bold_center": ParagraphStyle("bold_center", parent=base, fontName=self._bold, alignment=TA_CENTER),
         }
@@ -203,7 +213,7 @@ class ReceiptRenderer:
             invariant=1,
             initialFontName=self._regular,
         )
-        stamp = slip.received_at.astimezone(timezone.utc).timetuple()[:6]
+        stamp = slip.received_at.astimezone(UTC).timetuple()[:6]
 
         def _dates(canvas: Canvas, _doc: Any) -> None:
             # Document dates come from the slip (invariant mode would print 2000-01-01).
@@ -221,9 +231,7 @@ class ReceiptRenderer:
         story.append(Spacer(1, 2 * mm))
         story.append(Paragraph(f"2. Thời gian nhận hồ sơ: {_p(_vn_datetime(slip.received_at))}", s["body"]))
         story.append(Paragraph(f"3. Thời gian hẹn trả kết quả: {_p(_appointment(slip.appointment_at))}", s["body"]))
-        story.append(
-            Paragraph(f"4. Người tiếp nhận: {_p(slip.official_name)} – {_p(slip.official_title)}", s["body"])
-        )
+        story.append(Paragraph(f"4. Người tiếp nhận: {_p(slip.official_name)} – {_p(slip.official_title)}", s["body"]))
         story.append(Spacer(1, 6 * mm))
         story.append(self._signatures(slip))
         story.append(Spacer(1, 8 * mm))
@@ -272,9 +280,7 @@ class ReceiptRenderer:
         s = self._styles
         if not slip.documents:
             return Paragraph("(Không có giấy tờ kèm theo)", s["body"])
-        rows: list[list[Any]] = [
-            [Paragraph(h, s["bold_center"]) for h in ("TT", "Tên giấy tờ", "Số bản", "Hình thức")]
-        ]
+        rows: list[list[Any]] = [[Paragraph(h, s["bold_center"]) for h in ("TT", "Tên giấy tờ", "Số bản", "Hình thức")]]
         for index, document in enumerate(slip.documents, start=1):
             rows.append(
                 [
@@ -298,7 +304,11 @@ class ReceiptRenderer:
 
     def _signatures(self, slip: ReceiptSlip) -> Table:
         s = self._styles
-        left = [Paragraph("NGƯỜI NỘP HỒ SƠ", s["bold_center"]), Spacer(1, 14 * mm), Paragraph(_p(slip.applicant_name), s["center"])]
+        left = [
+            Paragraph("NGƯỜI NỘP HỒ SƠ", s["bold_center"]),
+            Spacer(1, 14 * mm),
+            Paragraph(_p(slip.applicant_name), s["center"]),
+        ]
         right = [
             Paragraph("NGƯỜI TIẾP NHẬN HỒ SƠ", s["bold_center"]),
             Spacer(1, 14 * mm),

@@ -88,9 +88,7 @@ class TrustPolicy:
         self._revocation_mode = "require" if require_revocation else "soft-fail"
 
     @classmethod
-    def from_files(
-        cls, anchor_files: Iterable[Path], crl_files: Iterable[Path] = (), **options: bool
-    ) -> TrustPolicy:
+    def from_files(cls, anchor_files: Iterable[Path], crl_files: Iterable[Path] = (), **options: bool) -> TrustPolicy:
         anchors: list[x509.Certificate] = []
         for path in anchor_files:
             try:

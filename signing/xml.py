@@ -57,9 +57,15 @@ _SIGN_METHODS = {Algorithm.PS256: SignatureMethod.SHA256_RSA_MGF1, Algorithm.ES2
 # Accepted when verifying: SHA-2 only; RSA with PSS or (for signatures made elsewhere) PKCS#1 v1.5.
 _ACCEPTED_METHODS = frozenset(
     {
-        SignatureMethod.SHA256_RSA_MGF1, SignatureMethod.SHA384_RSA_MGF1, SignatureMethod.SHA512_RSA_MGF1,
-        SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512,
-        SignatureMethod.ECDSA_SHA256, SignatureMethod.ECDSA_SHA384, SignatureMethod.ECDSA_SHA512,
+        SignatureMethod.SHA256_RSA_MGF1,
+        SignatureMethod.SHA384_RSA_MGF1,
+        SignatureMethod.SHA512_RSA_MGF1,
+        SignatureMethod.RSA_SHA256,
+        SignatureMethod.RSA_SHA384,
+        SignatureMethod.RSA_SHA512,
+        SignatureMethod.ECDSA_SHA256,
+        SignatureMethod.ECDSA_SHA384,
+        SignatureMethod.ECDSA_SHA512,
     }
 )
 _ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512})
@@ -68,8 +74,13 @@ _ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, D
 def _parser() -> etree.XMLParser:
     # A fresh parser per call: lxml parsers are not safe to share across threads.
     return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
-        remove_comments=False, remove_pis=False,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=False,
+        remove_pis=False,
     )
 
 
@@ -154,13 +165,21 @@ def verify(document: bytes, keystore: Keystore, trust: TrustPolicy, *, now: date
         _verify(document, keystore, trust, now, facts)
     except VerificationFailure as failure:
         result = VerificationResult.failed(
-            FORMAT, failure, key_id=facts.key_id, signer=facts.signer, signed_at=facts.signed_at,
+            FORMAT,
+            failure,
+            key_id=facts.key_id,
+            signer=facts.signer,
+            signed_at=facts.signed_at,
             algorithm=facts.algorithm,
         )
         return XmlVerification(result, None)
     result = VerificationResult(
-        format=FORMAT, sub_indication=None, key_id=facts.key_id, signer=facts.signer,
-        signed_at=facts.signed_at, algorithm=facts.algorithm,
+        format=FORMAT,
+        sub_indication=None,
+        key_id=facts.key_id,
+        signer=facts.signer,
+        signed_at=facts.signed_at,
+        algorithm=facts.algorithm,
     )
     return XmlVerification(result, facts.element)
 
@@ -289,7 +308,9 @@ def _verify(document: bytes, keystore: Keystore, trust: TrustPolicy, now: dateti
             )
         else:
             one = XMLVerifier().verify(
-                root, x509_cert=cert, expect_config=SignatureConfiguration(expect_references=1, **common),
+                root,
+                x509_cert=cert,
+                expect_config=SignatureConfiguration(expect_references=1, **common),
                 parser=_parser(),
             )
             results = [one]

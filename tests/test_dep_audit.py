@@ -51,8 +51,12 @@ class FakeNet:
 
 
 OSV_OK = {dep.OSV_QUERY_URL: {"vulns": [{"id": "GHSA-h5c8-rqwp-cp95", "aliases": ["CVE-2024-22195"]}]}}
-PROJECT_CANARY_OK = {f"{dep.PYPI_JSON_URL}/pycrypto/json": {
-    "info": {"version": "2.6.1"}, "vulnerabilities": [{"id": "PYSEC-2017-94", "aliases": ["CVE-2013-7459"]}]}}
+PROJECT_CANARY_OK = {
+    f"{dep.PYPI_JSON_URL}/pycrypto/json": {
+        "info": {"version": "2.6.1"},
+        "vulnerabilities": [{"id": "PYSEC-2017-94", "aliases": ["CVE-2013-7459"]}],
+    }
+}
 
 
 def _lock(tmp_path: Path, *pins: str) -> Path:
@@ -61,7 +65,9 @@ def _lock(tmp_path: Path, *pins: str) -> Path:
     return path
 
 
-def _pip_audit(stdout: object, returncode: int = 0, stderr: str = "") -> Callable[[Sequence[str]], subprocess.CompletedProcess[str]]:
+def _pip_audit(
+    stdout: object, returncode: int = 0, stderr: str = ""
+) -> Callable[[Sequence[str]], subprocess.CompletedProcess[str]]:
     def run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
         assert "--disable-pip" in command  # hashed locks: no resolution, nothing installed
         text = stdout if isinstance(stdout, str) else json.dumps(stdout)
@@ -70,7 +76,9 @@ def _pip_audit(stdout: object, returncode: int = 0, stderr: str = "") -> Callabl
     return run
 
 
-def _main(args: Sequence[str], *, env: dict[str, str] | None = None, fetch: object, run: object = None) -> tuple[int, list[str]]:
+def _main(
+    args: Sequence[str], *, env: dict[str, str] | None = None, fetch: object, run: object = None
+) -> tuple[int, list[str]]:
     lines: list[str] = []
     code = dep.main(list(args), env=env or {}, fetch=fetch, run=run, out=lines.append)
     return code, lines
@@ -91,7 +99,9 @@ def test_every_pin_in_the_lock_files_carries_a_sha256_hash(lock: str) -> None:
 def test_pins_are_read_through_includes_and_hash_continuations(tmp_path: Path) -> None:
     _lock(tmp_path, "Jinja2==3.1.6", "pyyaml==6.0.3")
     test_lock = tmp_path / "requirements-test.lock"
-    test_lock.write_text(f"# header\n-r requirements.lock\npytest==9.2.0 \\\n    --hash=sha256:{'1' * 64}\n", encoding="utf-8")
+    test_lock.write_text(
+        f"# header\n-r requirements.lock\npytest==9.2.0 \\\n    --hash=sha256:{'1' * 64}\n", encoding="utf-8"
+    )
     pins = dep.read_pins(test_lock)
     assert [(p.name, p.version) for p in pins] == [("Jinja2", "3.1.6"), ("pyyaml", "6.0.3"), ("pytest", "9.2.0")]
 
@@ -107,21 +117,36 @@ def test_an_unpinned_requirement_is_a_usage_error(tmp_path: Path) -> None:
 def test_no_reachable_database_skips_with_one_clear_line(tmp_path: Path, ci: str) -> None:
     code, lines = _main([str(_lock(tmp_path, "jinja2==3.1.6"))], env={"CI": ci}, fetch=FakeNet({}))
     assert code == dep.EXIT_CLEAN
-    assert len(lines) == 1 and lines[0].startswith("dep-audit: SKIPPED") and "OSV" in lines[0] and "1 pins not audited" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("dep-audit: SKIPPED")
+        and "OSV" in lines[0]
+        and "1 pins not audited" in lines[0]
+    )
 
 
 def test_a_mirror_without_advisory_data_is_unreachable_not_clean(tmp_path: Path) -> None:
-    empty = FakeNet({dep.OSV_QUERY_URL: {"vulns": []}, dep.PYPI_JSON_URL: {"info": {"version": "2.6.1"}, "vulnerabilities": []}})
+    empty = FakeNet(
+        {dep.OSV_QUERY_URL: {"vulns": []}, dep.PYPI_JSON_URL: {"info": {"version": "2.6.1"}, "vulnerabilities": []}}
+    )
     code, lines = _main([str(_lock(tmp_path, "jinja2==3.1.2"))], fetch=empty, run=_pip_audit({"dependencies": []}))
     assert code == dep.EXIT_CLEAN and lines[0].startswith("dep-audit: SKIPPED") and "without CVE-2024-22195" in lines[0]
 
 
 def test_a_known_vulnerability_fails_the_gate_and_unaudited_packages_are_listed(tmp_path: Path) -> None:
-    report = {"dependencies": [
-        {"name": "jinja2", "version": "3.1.2", "vulns": [{"id": "GHSA-h5c8-rqwp-cp95", "fix_versions": ["3.1.3"]}]},
-        {"name": "private-pkg", "skip_reason": "Dependency not found on PyPI and could not be audited: private-pkg (1.0)"},
-    ], "fixes": []}
-    code, lines = _main([str(_lock(tmp_path, "jinja2==3.1.2", "private-pkg==1.0"))], fetch=FakeNet(OSV_OK), run=_pip_audit(report, 1))
+    report = {
+        "dependencies": [
+            {"name": "jinja2", "version": "3.1.2", "vulns": [{"id": "GHSA-h5c8-rqwp-cp95", "fix_versions": ["3.1.3"]}]},
+            {
+                "name": "private-pkg",
+                "skip_reason": "Dependency not found on PyPI and could not be audited: private-pkg (1.0)",
+            },
+        ],
+        "fixes": [],
+    }
+    code, lines = _main(
+        [str(_lock(tmp_path, "jinja2==3.1.2", "private-pkg==1.0"))], fetch=FakeNet(OSV_OK), run=_pip_audit(report, 1)
+    )
     assert code == dep.EXIT_VULNERABLE
     assert "dep-audit: VULNERABLE jinja2 3.1.2: GHSA-h5c8-rqwp-cp95 (fixed in: 3.1.3)" in lines
     assert any(line.startswith("dep-audit: not audited: private-pkg") for line in lines)
@@ -142,14 +167,22 @@ def test_a_reachable_database_that_breaks_mid_audit_fails_only_in_ci(tmp_path: P
 
 
 def test_project_json_audits_latest_pins_and_lists_the_others(tmp_path: Path) -> None:
-    net = FakeNet({
-        **PROJECT_CANARY_OK,
-        f"{dep.PYPI_JSON_URL}/ecdsa/json": {"info": {"version": "0.19.2"}, "vulnerabilities": [
-            {"id": "GHSA-wj6h-64fc-37mp", "aliases": ["CVE-2024-23342"], "fixed_in": [], "withdrawn": None}]},
-        f"{dep.PYPI_JSON_URL}/old-thing/json": {"info": {"version": "2.0"}, "vulnerabilities": []},
-        f"{dep.PYPI_JSON_URL}/retracted/json": {"info": {"version": "1.0"}, "vulnerabilities": [
-            {"id": "PYSEC-0000-1", "withdrawn": "2024-01-01T00:00:00Z"}]},
-    })
+    net = FakeNet(
+        {
+            **PROJECT_CANARY_OK,
+            f"{dep.PYPI_JSON_URL}/ecdsa/json": {
+                "info": {"version": "0.19.2"},
+                "vulnerabilities": [
+                    {"id": "GHSA-wj6h-64fc-37mp", "aliases": ["CVE-2024-23342"], "fixed_in": [], "withdrawn": None}
+                ],
+            },
+            f"{dep.PYPI_JSON_URL}/old-thing/json": {"info": {"version": "2.0"}, "vulnerabilities": []},
+            f"{dep.PYPI_JSON_URL}/retracted/json": {
+                "info": {"version": "1.0"},
+                "vulnerabilities": [{"id": "PYSEC-0000-1", "withdrawn": "2024-01-01T00:00:00Z"}],
+            },
+        }
+    )
     lock = _lock(tmp_path, "ecdsa==0.19.2", "Old_Thing==1.0", "retracted==1.0")
     code, lines = _main([str(lock)], fetch=net)
     assert code == dep.EXIT_VULNERABLE

@@ -72,16 +72,22 @@ class Needles:
         self.secrets[f"{label} (hex)"] = value.hex()
 
     def private_key(self, label: str, key: Any) -> None:
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         self.raw_bytes(f"{label} PKCS#8", der)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         for i, line in enumerate(pem.decode().splitlines()[1:-1]):
             if len(line) >= 16:
                 self.secrets[f"{label} PEM line {i}"] = line
         if isinstance(key, ed25519.Ed25519PrivateKey):
             self.raw_bytes(
                 f"{label} raw",
-                key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()),
+                key.private_bytes(
+                    serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+                ),
             )
         elif isinstance(key, rsa.RSAPrivateKey):
             numbers = key.private_numbers()
@@ -146,8 +152,17 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     # --- API keys: created over HTTP by an admin client, then used ----------------------------
     admin_key = service.api_key("admin", "audit:read")
     needles.secret("admin API key", admin_key)
-    created = _ok(c.post("/v1/admin/clients", json={"name": "portal", "scopes": ["sign", "verify", "receipts:issue",
-                  "receipts:read", "audit:append", "audit:read"]}, headers=_bearer(admin_key)), 201)
+    created = _ok(
+        c.post(
+            "/v1/admin/clients",
+            json={
+                "name": "portal",
+                "scopes": ["sign", "verify", "receipts:issue", "receipts:read", "audit:append", "audit:read"],
+            },
+            headers=_bearer(admin_key),
+        ),
+        201,
+    )
     api_key = created["api_key"]
     needles.secret("created API key", api_key)
     needles.secret("created API key secret part", api_key.split("_", 2)[2])
@@ -158,8 +173,14 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     # --- login, TOTP enrolment, MFA login, recovery code, step-up -----------------------------
     needles.secret("password", PASSWORD)
     needles.secret("mistyped password", TYPO_PASSWORD)
-    _ok(c.post("/v1/admin/users", json={"username": "alice", "password": PASSWORD, "role": "officer",
-                                         "reason": "new officer"}, headers=_bearer(admin_key)), 201)
+    _ok(
+        c.post(
+            "/v1/admin/users",
+            json={"username": "alice", "password": PASSWORD, "role": "officer", "reason": "new officer"},
+            headers=_bearer(admin_key),
+        ),
+        201,
+    )
     first = _ok(c.post("/v1/auth/login", json={"username": "alice", "password": PASSWORD}))
     needles.secret("enrolment session token", first["token"])
     needles.secret("device token", first.get("device_token"))
@@ -201,7 +222,9 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     clock.advance(30)
     step2 = _ok(c.post("/v1/auth/login", json={"username": "alice", "password": PASSWORD}))
     needles.secret("second MFA token", step2["mfa_token"])
-    recovered = _ok(c.post("/v1/auth/mfa", json={"mfa_token": step2["mfa_token"], "recovery_code": done["recovery_codes"][0]}))
+    recovered = _ok(
+        c.post("/v1/auth/mfa", json={"mfa_token": step2["mfa_token"], "recovery_code": done["recovery_codes"][0]})
+    )
     needles.secret("session token after recovery", recovered["token"])
     me = _ok(c.get("/v1/auth/me", headers=_bearer(recovered["token"])))
     assert me["recovery_code_used"] is True
@@ -229,9 +252,23 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     needles.person("applicant phone", APPLICANT_PHONE)
     dossier = f'{{"ho_ten": "{APPLICANT}", "so_cccd": "{APPLICANT_ID}"}}'.encode()
     xml = f"<HoSo><HoTen>{APPLICANT}</HoTen><SoCCCD>{APPLICANT_ID}</SoCCCD></HoSo>".encode()
-    for fmt, payload, detached in (("jws", dossier, False), ("jws", dossier, True), ("cms", dossier, True), ("xml", xml, False)):
-        signed = _ok(c.post("/v1/signatures", json={"format": fmt, "payload_b64": base64.b64encode(payload).decode(),
-                                                     "detached": detached if fmt == "jws" else False}, headers=client))
+    for fmt, payload, detached in (
+        ("jws", dossier, False),
+        ("jws", dossier, True),
+        ("cms", dossier, True),
+        ("xml", xml, False),
+    ):
+        signed = _ok(
+            c.post(
+                "/v1/signatures",
+                json={
+                    "format": fmt,
+                    "payload_b64": base64.b64encode(payload).decode(),
+                    "detached": detached if fmt == "jws" else False,
+                },
+                headers=client,
+            )
+        )
         body: dict[str, Any] = {"format": fmt, "signature": signed["signature"]}
         if fmt == "cms" or detached:
             body["payload_b64"] = base64.b64encode(payload).decode()
@@ -242,8 +279,12 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
         "receiving_unit": {"code": "000.00.31.H29", "name": "Bảo hiểm xã hội Thành phố Hồ Chí Minh"},
         "procedure_code": "1.001234",
         "procedure_name": "Giải quyết hưởng chế độ ốm đau",
-        "applicant": {"name": APPLICANT, "id_number": APPLICANT_ID, "phone": APPLICANT_PHONE,
-                      "address": "12 Nguyễn Huệ, Quận 1"},
+        "applicant": {
+            "name": APPLICANT,
+            "id_number": APPLICANT_ID,
+            "phone": APPLICANT_PHONE,
+            "address": "12 Nguyễn Huệ, Quận 1",
+        },
         "official": {"name": "Đặng Văn Lợi", "title": "Chuyên viên"},
         "appointment_at": (date.today() + timedelta(days=7)).isoformat(),
     }
@@ -261,9 +302,16 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     needles.person("exchanged person ID", EXCHANGED_PERSON_ID)
     message = f'{{"ho_ten": "{EXCHANGED_PERSON}", "so_cccd": "{EXCHANGED_PERSON_ID}"}}'.encode()
     request = HttpRequest("POST", EXCHANGE_URL, {"Content-Type": "application/json"}, message)
-    headers = {"Content-Type": "application/json",
-               **sign_request(request, demo_signing_key("portal-exchange", "portal"), clock=utc_now).as_dict()}
-    payload = {"method": "POST", "url": EXCHANGE_URL, "headers": headers, "body_b64": base64.b64encode(message).decode()}
+    headers = {
+        "Content-Type": "application/json",
+        **sign_request(request, demo_signing_key("portal-exchange", "portal"), clock=utc_now).as_dict(),
+    }
+    payload = {
+        "method": "POST",
+        "url": EXCHANGE_URL,
+        "headers": headers,
+        "body_b64": base64.b64encode(message).decode(),
+    }
     assert _ok(c.post("/v1/exchange/verify", json=payload, headers=client))["valid"] is True
     tampered = {**payload, "body_b64": base64.b64encode(message.replace(b"038", b"039")).decode()}
     assert _ok(c.post("/v1/exchange/verify", json=tampered, headers=client))["valid"] is False
@@ -271,8 +319,12 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     # --- audit: an event with personal data, read back, exported with it -----------------------
     needles.person("logged person", LOGGED_PERSON)
     needles.person("logged person ID", LOGGED_PERSON_ID)
-    event = {"action": "dossier.received", "subject": issued["code"], "data": {"channel": "portal"},
-             "pii": {"ho_ten": LOGGED_PERSON, "so_cccd": LOGGED_PERSON_ID}}
+    event = {
+        "action": "dossier.received",
+        "subject": issued["code"],
+        "data": {"channel": "portal"},
+        "pii": {"ho_ten": LOGGED_PERSON, "so_cccd": LOGGED_PERSON_ID},
+    }
     seq = _ok(c.post("/v1/audit/events", json=event, headers=client), 201)["seq"]
     assert _ok(c.get(f"/v1/audit/entries?start={seq}&end={seq + 1}", headers=client))["entries"][0]["pii"]
     export = c.get("/v1/audit/export?include_pii=true", headers=_bearer(admin_key))
@@ -340,8 +392,16 @@ def test_no_secret_or_personal_data_in_any_output_and_no_secret_stored_in_clear(
     )
     everything = f"{output.getvalue()}\n{records}\n{captured.out}\n{captured.err}"
     # The search must have had something to search: each flow left request lines at DEBUG.
-    for route in ("/v1/auth/mfa", "/v1/auth/step-up", "/v1/signatures/verify", "/v1/receipts/verify",
-                  "/v1/exchange/verify", "/v1/audit/events", "/v1/admin/clients", "/mfa"):
+    for route in (
+        "/v1/auth/mfa",
+        "/v1/auth/step-up",
+        "/v1/signatures/verify",
+        "/v1/receipts/verify",
+        "/v1/exchange/verify",
+        "/v1/audit/events",
+        "/v1/admin/clients",
+        "/mfa",
+    ):
         assert f'"{route}"' in output.getvalue(), f"no log line for {route}"
     assert len(needles.secrets) > 100 and len(needles.codes) == 4 and len(needles.personal) >= 20
     leaks = _leaks(everything, needles)

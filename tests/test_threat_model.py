@@ -17,7 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "THREAT_MODEL.md"
 REFERENCE = re.compile(r"\b(tests/[A-Za-z0-9_/]+\.py)::(test_[A-Za-z0-9_]+)\b")
 ARTICLES = [f"Art. 4.{n}" for n in range(1, 6)] + [f"Art. 5.{n}" for n in range(1, 7)] + ["Seed 002"]
-COMPONENTS = ("API and gateway", "Signing and keystore", "Audit log", "Accounts and auth", "Receipts", "Database", "Operators")
+COMPONENTS = (
+    "API and gateway",
+    "Signing and keystore",
+    "Audit log",
+    "Accounts and auth",
+    "Receipts",
+    "Database",
+    "Operators",
+)
 STRIDE = "STRIDE"
 
 
@@ -32,9 +40,7 @@ def _references() -> list[tuple[str, str]]:
 @cache
 def _test_functions(path: str) -> frozenset[str]:
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), filename=path)
-    return frozenset(
-        node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    )
+    return frozenset(node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def _section(heading_prefix: str, level: str) -> str:
@@ -70,6 +76,11 @@ def test_each_component_is_examined_for_every_stride_threat(component: str) -> N
 
 def test_out_of_scope_and_gaps_are_stated() -> None:
     scope = _section("4. Out of scope", "##")
-    for topic in ("superuser with the signing keys and the database", "PKCS#11", "TLS termination", "forwarded headers"):
+    for topic in (
+        "superuser with the signing keys and the database",
+        "PKCS#11",
+        "TLS termination",
+        "forwarded headers",
+    ):
         assert topic.lower() in scope.lower(), topic
     assert re.search(r"^1\. ", _section("5. Gaps", "##"), re.MULTILINE)

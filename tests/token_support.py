@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 MODULE_PATHS = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"))
 LABEL = "bhxh-test-token"
 PIN = "246810"
@@ -78,7 +77,9 @@ def init_soft_token(base: Path, module: Path, label: str = LABEL) -> SoftToken:
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     pin_file = base / "pin"
     pin_file.write_text(PIN + "\n")

@@ -50,7 +50,9 @@ class EventIn(BaseModel):
     action: str = Field(max_length=MAX_ACTION_CHARS, pattern=ACTION_PATTERN.pattern, examples=["dossier.received"])
     subject: str = Field("", max_length=MAX_SUBJECT_CHARS, examples=["000.00.31.H29-251123-0001"])
     data: dict[str, Any] = Field(default_factory=dict, description="no personal data here")
-    pii: dict[str, Any] | None = Field(None, description="personal data: stored apart, a salted commitment in the entry")
+    pii: dict[str, Any] | None = Field(
+        None, description="personal data: stored apart, a salted commitment in the entry"
+    )
 
 
 class EventOut(BaseModel):
@@ -105,9 +107,7 @@ def _entry(entry: Entry) -> dict[str, Any]:
     return entry.to_dict()
 
 
-@router.post(
-    "/v1/audit/events", status_code=201, response_model=EventOut, dependencies=[Depends(_limit_event_body)]
-)
+@router.post("/v1/audit/events", status_code=201, response_model=EventOut, dependencies=[Depends(_limit_event_body)])
 def append_event(
     body: EventIn,
     audit: AuditService = Depends(get_audit),
@@ -132,7 +132,9 @@ def public_key(audit: AuditService = Depends(get_audit)) -> PlainTextResponse:
 @router.get("/v1/audit/entries", response_model=EntriesOut)
 def entries(
     start: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-    end: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description=f"exclusive; at most {MAX_ENTRIES_PER_READ} per call")] = None,
+    end: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description=f"exclusive; at most {MAX_ENTRIES_PER_READ} per call")
+    ] = None,
     audit: AuditService = Depends(get_audit),
     _caller: Principal = Depends(require_scope("audit:read")),
 ) -> dict[str, Any]:
@@ -142,7 +144,9 @@ def entries(
 @router.get("/v1/audit/proofs/inclusion", response_model=InclusionOut)
 def inclusion(
     seq: Annotated[int, Query(ge=0, le=MAX_SEQ)],
-    size: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="tree size (a checkpoint's); default: current")] = None,
+    size: Annotated[
+        int | None, Query(ge=1, le=MAX_SEQ, description="tree size (a checkpoint's); default: current")
+    ] = None,
     audit: AuditService = Depends(get_audit),
     _caller: Principal = Depends(require_scope("audit:read")),
 ) -> dict[str, Any]:

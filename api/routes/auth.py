@@ -148,8 +148,11 @@ def login(body: LoginIn, request: Request, accounts: AccountService = Depends(ge
 @router.post("/mfa", response_model=LoginOut, response_model_exclude_none=True)
 def mfa(body: MfaIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
     result = accounts.complete_mfa(
-        body.mfa_token, code=body.code, recovery_code=body.recovery_code,
-        address=client_address(request), device_token=body.device_token,
+        body.mfa_token,
+        code=body.code,
+        recovery_code=body.recovery_code,
+        address=client_address(request),
+        device_token=body.device_token,
     )
     return LoginOut(**result.__dict__)
 
@@ -201,4 +204,7 @@ def me(request: Request, accounts: AccountService = Depends(get_accounts)) -> An
 
 @router.get("/events", response_model=list[EventOut])
 def events(request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    return [EventOut(seq=e.seq, ts=e.ts, action=e.action, data=dict(e.data)) for e in accounts.security_events(session_token(request))]
+    return [
+        EventOut(seq=e.seq, ts=e.ts, action=e.action, data=dict(e.data))
+        for e in accounts.security_events(session_token(request))
+    ]

@@ -41,7 +41,9 @@ class _Strict(BaseModel):
 
 class VerifyIn(_Strict):
     method: str = Field(min_length=1, max_length=16, examples=["POST"])
-    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, description="the absolute target URI as the receiver saw it")
+    url: str = Field(
+        min_length=1, max_length=MAX_URL_CHARS, description="the absolute target URI as the receiver saw it"
+    )
     headers: dict[str, str] | list[tuple[str, str]] = Field(
         description="the received header fields, as an object or as [name, value] pairs (repeated fields)"
     )
@@ -114,7 +116,9 @@ class PeerPatch(_Strict):
     routes: list[str] | None = Field(None, max_length=200)
     base_url: str | None = Field(None, max_length=2048, description="null removes the base URL")
     overlap_seconds: int = Field(
-        0, ge=0, le=MAX_OVERLAP_SECONDS,
+        0,
+        ge=0,
+        le=MAX_OVERLAP_SECONDS,
         description="with a new key and keyid: how long the replaced key is still accepted (rotation overlap)",
     )
     end_overlap: bool = Field(False, description="stop accepting the replaced key now")

@@ -74,7 +74,9 @@ class ReceiptIn(_Strict):
             unit_name=self.receiving_unit.name,
             procedure_code=self.procedure_code,
             procedure_name=self.procedure_name,
-            applicant=Applicant(self.applicant.name, self.applicant.id_number, self.applicant.phone, self.applicant.address),
+            applicant=Applicant(
+                self.applicant.name, self.applicant.id_number, self.applicant.phone, self.applicant.address
+            ),
             official=Official(self.official.name, self.official.title),
             documents=tuple(SlipDocument(d.name, d.copies, d.original) for d in self.documents),
             received_at=self.received_at,

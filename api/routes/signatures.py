@@ -92,7 +92,9 @@ class VerifyOut(BaseModel):
     reasons: list[str]
     message: MessageOut
     audit_seq: int
-    signed_xml_b64: str | None = Field(None, description="xml: the element the signature covers; read the data from here")
+    signed_xml_b64: str | None = Field(
+        None, description="xml: the element the signature covers; read the data from here"
+    )
 
 
 def _request(body: SignIn, field: str) -> SignRequest:

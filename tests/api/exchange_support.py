@@ -28,6 +28,7 @@ from signing.httpsig import ExchangeSigningKey, HttpRequest, HttpResponse, PeerK
 DEMO = Path(__file__).resolve().parents[2] / "keys.example"
 PASSPHRASE = (DEMO / "passphrase.txt").read_bytes().strip()
 
+
 def demo_signing_key(stem: str, keyid: str) -> ExchangeSigningKey:
     private = serialization.load_pem_private_key((DEMO / f"{stem}.key.pem").read_bytes(), PASSPHRASE)
     return ExchangeSigningKey.from_private_key(keyid, private)
@@ -61,19 +62,24 @@ class StandIn:
     async def handle(self, request: Request) -> Response:
         body = await request.body()
         incoming = HttpRequest(
-            request.method, target_uri(request.scope),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]], body,
+            request.method,
+            target_uri(request.scope),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
+            body,
         )
         try:
             verified = verify_request(incoming, self.gateway_key, clock=utc_now, skew_seconds=300)
         except MessageSignatureError as exc:
             return Response(json.dumps({"refused": exc.reason}), status_code=401, media_type="application/json")
-        self.received.append({"path": request.url.path, "body": body, "keyid": verified.keyid,
-                              "headers": dict(incoming.headers)})
+        self.received.append(
+            {"path": request.url.path, "body": body, "keyid": verified.keyid, "headers": dict(incoming.headers)}
+        )
         if request.url.path.endswith("/slow"):
             await asyncio.sleep(self.slow_seconds)
-        answer_body = json.dumps({"by": self.name, "ma_ho_so": "000.00.31.H29-251123-0001",
-                                  "echo": body.decode("utf-8", "replace")}, ensure_ascii=False).encode()
+        answer_body = json.dumps(
+            {"by": self.name, "ma_ho_so": "000.00.31.H29-251123-0001", "echo": body.decode("utf-8", "replace")},
+            ensure_ascii=False,
+        ).encode()
         answer = HttpResponse(201, {"Content-Type": "application/json; charset=utf-8"}, answer_body, incoming)
         if not request.url.path.endswith("/unsigned"):
             answer = answer.with_headers(sign_response(answer, self.key, clock=utc_now).as_dict())

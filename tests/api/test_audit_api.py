@@ -13,6 +13,7 @@ from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.export import verify_export
 from tests.conftest import DEMO_KEYS, Service
 
+
 @pytest.fixture
 def api(service: Service) -> Service:
     return service
@@ -32,12 +33,21 @@ def test_public_key_is_served_without_authentication(api: Service) -> None:
 
 
 def test_other_systems_append_events_under_their_own_actor(api: Service) -> None:
-    response = _post(api, {"action": "dossier.received", "subject": "000.00.31.H29-251123-0001",
-                           "data": {"channel": "portal"}, "pii": {"name": "Phạm Thị C"}})
+    response = _post(
+        api,
+        {
+            "action": "dossier.received",
+            "subject": "000.00.31.H29-251123-0001",
+            "data": {"channel": "portal"},
+            "pii": {"name": "Phạm Thị C"},
+        },
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["actor"].startswith("client:")
-    read = api.client.get(f"/v1/audit/entries?start={body['seq']}&end={body['seq'] + 1}", headers=api.auth("audit:read"))
+    read = api.client.get(
+        f"/v1/audit/entries?start={body['seq']}&end={body['seq'] + 1}", headers=api.auth("audit:read")
+    )
     entry = read.json()["entries"][0]
     assert entry["action"] == "dossier.received" and entry["actor"] == body["actor"]
     assert entry["pii"] and "Phạm" not in read.text
@@ -56,8 +66,17 @@ def test_other_systems_append_events_under_their_own_actor(api: Service) -> None
         {"action": "a.b", "subject": "x", "data": {"big": "x" * 20_000}},
         {"action": "a.b", "subject": "x", "pii": {}},
     ],
-    ids=["uppercase", "undotted", "actor-field", "unknown-field", "pii-list", "data-text", "no-action",
-         "data-over-limit", "empty-pii"],
+    ids=[
+        "uppercase",
+        "undotted",
+        "actor-field",
+        "unknown-field",
+        "pii-list",
+        "data-text",
+        "no-action",
+        "data-over-limit",
+        "empty-pii",
+    ],
 )
 def test_invalid_events_are_refused_with_422_and_nothing_is_written(api: Service, body: dict) -> None:
     headers = api.auth("audit:append")  # creating the client is itself logged
@@ -80,8 +99,14 @@ def test_appending_needs_the_append_scope(api: Service) -> None:
 
 
 def test_reads_need_the_read_scope(api: Service) -> None:
-    for path in ("/v1/audit/entries", "/v1/audit/checkpoint", "/v1/audit/export", "/v1/audit/report",
-                 "/v1/audit/proofs/inclusion?seq=0", "/v1/audit/proofs/consistency?first=0"):
+    for path in (
+        "/v1/audit/entries",
+        "/v1/audit/checkpoint",
+        "/v1/audit/export",
+        "/v1/audit/report",
+        "/v1/audit/proofs/inclusion?seq=0",
+        "/v1/audit/proofs/consistency?first=0",
+    ):
         assert api.client.get(path).status_code == 401, path
         assert api.client.get(path, headers=api.auth("audit:append")).status_code == 403, path
 
@@ -102,8 +127,13 @@ def test_checkpoint_and_proofs_verify_with_the_public_key(api: Service) -> None:
     merkle.verify_inclusion(leaf, 3, signed.size, [bytes.fromhex(p) for p in proof["path"]], signed.root_hash)
     _post(api, {"action": "signature.created", "subject": "later"})
     later = api.client.get(f"/v1/audit/proofs/consistency?first={signed.size}", headers=headers).json()
-    merkle.verify_consistency(signed.size, later["second"], signed.root_hash, bytes.fromhex(later["second_root"]),
-                              [bytes.fromhex(p) for p in later["path"]])
+    merkle.verify_consistency(
+        signed.size,
+        later["second"],
+        signed.root_hash,
+        bytes.fromhex(later["second_root"]),
+        [bytes.fromhex(p) for p in later["path"]],
+    )
     bad = api.client.get(f"/v1/audit/proofs/inclusion?seq=999&size={signed.size}", headers=headers)
     assert bad.status_code == 422
 

@@ -103,7 +103,9 @@ def test_trusted_checkpoint_catches_a_cut_export(env: dict[str, str], state: App
     _run(env, "export", "--out", str(export))
     lines = [line for line in export.read_bytes().splitlines(keepends=True) if b'"checkpoint"' not in line][:5]
     export.write_bytes(b"".join(lines))
-    code, out = _run({}, "verify", "--export", str(export), "--public-key", str(VKEY), "--trusted-checkpoint", str(kept), "--json")
+    code, out = _run(
+        {}, "verify", "--export", str(export), "--public-key", str(VKEY), "--trusted-checkpoint", str(kept), "--json"
+    )
     assert code == 1 and json.loads(out)["fault"] == "cut_tail"
 
 
@@ -118,7 +120,9 @@ def test_trusted_checkpoint_catches_a_cut_export(env: dict[str, str], state: App
     ],
     ids=["no-public-key", "key-without-export", "missing-key-file", "missing-checkpoint", "bad-report-suffix"],
 )
-def test_bad_usage_exits_2(env: dict[str, str], state: AppState, tmp_path: Path, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_usage_exits_2(
+    env: dict[str, str], state: AppState, tmp_path: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.ndjson").write_text("")
     code, _ = _run(env, *args)

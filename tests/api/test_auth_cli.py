@@ -34,7 +34,19 @@ def _audit(db_url: str) -> list:
 def test_create_reads_the_password_from_stdin_and_audits_the_operator(cli_env: str) -> None:
     result = runner.invoke(
         app,
-        ["create", "Alice", "--role", "officer", "--reason", "new officer", "--operator", "ops1", "--password-stdin", "--demo", "--json"],
+        [
+            "create",
+            "Alice",
+            "--role",
+            "officer",
+            "--reason",
+            "new officer",
+            "--operator",
+            "ops1",
+            "--password-stdin",
+            "--demo",
+            "--json",
+        ],
         input=STRONG + "\n",
     )
     assert result.exit_code == 0, result.output
@@ -46,7 +58,9 @@ def test_create_reads_the_password_from_stdin_and_audits_the_operator(cli_env: s
 
 def test_weak_password_is_exit_2_with_one_line(cli_env: str) -> None:
     result = runner.invoke(
-        app, ["create", "bob", "--role", "citizen", "--reason", "walk-in", "--password-stdin", "--demo"], input="short\n"
+        app,
+        ["create", "bob", "--role", "citizen", "--reason", "walk-in", "--password-stdin", "--demo"],
+        input="short\n",
     )
     assert result.exit_code == 2
     assert "at least 15 characters" in result.output and "Traceback" not in result.output
@@ -54,10 +68,14 @@ def test_weak_password_is_exit_2_with_one_line(cli_env: str) -> None:
 
 def test_unlock_and_reset_mfa(cli_env: str) -> None:
     created = runner.invoke(
-        app, ["create", "carol", "--role", "officer", "--reason", "new", "--password-stdin", "--demo"], input=STRONG + "\n"
+        app,
+        ["create", "carol", "--role", "officer", "--reason", "new", "--password-stdin", "--demo"],
+        input=STRONG + "\n",
     )
     assert created.exit_code == 0, created.output
-    unlocked = runner.invoke(app, ["unlock", "carol", "--reason", "help desk", "--operator", "ops2", "--demo", "--json"])
+    unlocked = runner.invoke(
+        app, ["unlock", "carol", "--reason", "help desk", "--operator", "ops2", "--demo", "--json"]
+    )
     assert unlocked.exit_code == 0 and json.loads(unlocked.stdout)["action"] == "unlocked"
     reset = runner.invoke(app, ["reset-mfa", "carol", "--reason", "phone lost", "--operator", "ops2", "--demo"])
     assert reset.exit_code == 0, reset.output

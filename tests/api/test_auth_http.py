@@ -56,7 +56,9 @@ def _enrol(svc: Any, username: str = "alice") -> tuple[bytes, list[str], str]:
 def _mfa_session(svc: Any, secret: bytes, username: str = "alice") -> str:
     step1 = _login(svc, username).json()
     assert step1 == {"mfa_required": True, "mfa_token": step1["mfa_token"], "enrolment_required": False}
-    step2 = svc.client.post("/v1/auth/mfa", json={"mfa_token": step1["mfa_token"], "code": rfc6238(secret, step_of(svc.clock))})
+    step2 = svc.client.post(
+        "/v1/auth/mfa", json={"mfa_token": step1["mfa_token"], "code": rfc6238(secret, step_of(svc.clock))}
+    )
     assert step2.status_code == 200, step2.text
     return step2.json()["token"]
 
@@ -173,7 +175,9 @@ def test_admin_unlock_and_mfa_reset(svc: Any) -> None:
     for i in range(5):
         _login(svc, "alice", f"attacker guess {i}")
     assert _login(svc).status_code == 429
-    unlock = svc.client.post("/v1/admin/users/alice/unlock", json={"reason": "help desk call"}, headers=svc.auth("admin"))
+    unlock = svc.client.post(
+        "/v1/admin/users/alice/unlock", json={"reason": "help desk call"}, headers=svc.auth("admin")
+    )
     assert unlock.status_code == 200
     assert _login(svc).json()["mfa_required"] is True
     reset = svc.client.post("/v1/admin/users/Alice/mfa/reset", json={"reason": "phone lost"}, headers=svc.auth("admin"))
@@ -207,7 +211,9 @@ def test_require_step_up_guards_a_sensitive_route(svc: Any) -> None:
     late = svc.client.post("/test/sign-personal", headers=_bearer(token))
     assert late.status_code == 401 and late.json()["type"].endswith("step-up-required")
     assert "insufficient_user_authentication" in late.headers["www-authenticate"]
-    stepped = svc.client.post("/v1/auth/step-up", json={"code": rfc6238(secret, step_of(svc.clock))}, headers=_bearer(token))
+    stepped = svc.client.post(
+        "/v1/auth/step-up", json={"code": rfc6238(secret, step_of(svc.clock))}, headers=_bearer(token)
+    )
     assert stepped.status_code == 200
     assert svc.client.post("/test/sign-personal", headers=_bearer(token)).status_code == 401  # rotated away
     assert svc.client.post("/test/sign-personal", headers=_bearer(stepped.json()["token"])).status_code == 200
@@ -220,7 +226,9 @@ def test_recovery_code_use_is_flagged_on_me(svc: Any) -> None:
     answer = svc.client.post("/v1/auth/mfa", json={"mfa_token": step1["mfa_token"], "recovery_code": codes[2]})
     me = svc.client.get("/v1/auth/me", headers=_bearer(answer.json()["token"])).json()
     assert me["recovery_code_used"] is True and me["recovery_codes_left"] == 9
-    again = svc.client.post("/v1/auth/mfa", json={"mfa_token": _login(svc).json()["mfa_token"], "recovery_code": codes[2]})
+    again = svc.client.post(
+        "/v1/auth/mfa", json={"mfa_token": _login(svc).json()["mfa_token"], "recovery_code": codes[2]}
+    )
     assert again.status_code == 401
 
 

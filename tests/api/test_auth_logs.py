@@ -30,20 +30,33 @@ def _b(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_full_account_flow_leaves_no_secret_in_logs_or_audit(service: Any, log_stream: io.StringIO, caplog: pytest.LogCaptureFixture) -> None:
+def test_full_account_flow_leaves_no_secret_in_logs_or_audit(
+    service: Any, log_stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     wire_accounts(service)
     c = service.client
     admin = service.auth("admin")
     secrets: list[str] = [STRONG, NEW_PASSWORD, admin["Authorization"].split()[1]]
-    c.post("/v1/admin/users", json={"username": "alice", "password": STRONG, "role": "officer", "reason": "new"}, headers=admin)
+    c.post(
+        "/v1/admin/users",
+        json={"username": "alice", "password": STRONG, "role": "officer", "reason": "new"},
+        headers=admin,
+    )
     first = c.post("/v1/auth/login", json={"username": "alice", "password": STRONG}).json()
     enrol = c.post("/v1/auth/totp/enroll", headers=_b(first["token"])).json()
     secret = secret_from_uri(enrol["otpauth_uri"])
     enrol_code = rfc6238(secret, step_of(service.clock))
     done = c.post("/v1/auth/totp/confirm", json={"code": enrol_code}, headers=_b(first["token"])).json()
-    secrets += [first["token"], first["device_token"], enrol["secret"], base64.b32encode(secret).decode(), enrol_code,
-                done["token"], *done["recovery_codes"]]
+    secrets += [
+        first["token"],
+        first["device_token"],
+        enrol["secret"],
+        base64.b32encode(secret).decode(),
+        enrol_code,
+        done["token"],
+        *done["recovery_codes"],
+    ]
     c.post("/v1/auth/login", json={"username": "alice", "password": "wrong password typed"})
     c.post("/v1/auth/login", json={"username": STRONG, "password": STRONG})  # password typed in the name box
     service.clock.advance(30)
@@ -54,9 +67,13 @@ def test_full_account_flow_leaves_no_secret_in_logs_or_audit(service: Any, log_s
     assert bad.status_code == 401 and "token" in session
     secrets += [step1["mfa_token"], code, session["token"], session["device_token"]]
     step2 = c.post("/v1/auth/login", json={"username": "alice", "password": STRONG}).json()
-    rec = c.post("/v1/auth/mfa", json={"mfa_token": step2["mfa_token"], "recovery_code": done["recovery_codes"][0]}).json()
+    rec = c.post(
+        "/v1/auth/mfa", json={"mfa_token": step2["mfa_token"], "recovery_code": done["recovery_codes"][0]}
+    ).json()
     secrets += [step2["mfa_token"], rec["token"]]
-    changed = c.post("/v1/auth/password", json={"current_password": STRONG, "new_password": NEW_PASSWORD}, headers=_b(rec["token"]))
+    changed = c.post(
+        "/v1/auth/password", json={"current_password": STRONG, "new_password": NEW_PASSWORD}, headers=_b(rec["token"])
+    )
     assert changed.status_code == 200
     secrets.append(changed.json()["token"])
     c.get("/v1/auth/me", headers=_b(changed.json()["token"]))

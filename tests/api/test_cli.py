@@ -28,7 +28,11 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def _run_main(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from api.cli import main; main()", *args],
-        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -99,8 +103,12 @@ def test_a_served_worker_freezes_its_start_up_heap(cli_env: dict[str, str]) -> N
         "print(before, gc.get_freeze_count())"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env={**os.environ, **cli_env, "BHXH_DEMO": "1"},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, **cli_env, "BHXH_DEMO": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     before, after = map(int, result.stdout.split())

@@ -113,8 +113,13 @@ def test_malformed_verify_request_is_422(svc: Any, change: dict[str, Any]) -> No
 
 
 def _peer_body(**over: Any) -> dict[str, Any]:
-    body = {"name": "portal", "keyid": "portal", "key_pem": demo_cert_pem("portal-exchange"),
-            "routes": ["POST /gateway/one-stop/v1/dossiers"], "base_url": "http://portal.bhxh.internal:8080"}
+    body = {
+        "name": "portal",
+        "keyid": "portal",
+        "key_pem": demo_cert_pem("portal-exchange"),
+        "routes": ["POST /gateway/one-stop/v1/dossiers"],
+        "base_url": "http://portal.bhxh.internal:8080",
+    }
     body.update(over)
     return body
 
@@ -135,8 +140,11 @@ def test_admin_manages_peers_and_every_change_is_logged(svc: Any) -> None:
     assert svc.client.delete("/v1/admin/peers/portal", headers=auth).status_code == 200
     assert svc.client.get("/v1/admin/peers/portal", headers=auth).status_code == 404
 
-    logged = [(e.action, e.actor.split(":")[0], e.subject) for e in svc.state.audit.entries(0, 10_000)
-              if e.action.startswith("exchange.peer.")]
+    logged = [
+        (e.action, e.actor.split(":")[0], e.subject)
+        for e in svc.state.audit.entries(0, 10_000)
+        if e.action.startswith("exchange.peer.")
+    ]
     assert logged == [
         ("exchange.peer.added", "client", "peer:portal"),
         ("exchange.peer.updated", "client", "peer:portal"),
@@ -184,7 +192,12 @@ def test_a_refused_rotation_is_422_and_changes_nothing(svc: Any, patch: dict[str
     auth = svc.auth("admin")
     before = svc.client.get("/v1/admin/peers/portal", headers=auth).json()
     if patch.get("key_pem") == "NEW":
-        patch = {**patch, "key_pem": ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem()}
+        patch = {
+            **patch,
+            "key_pem": ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate())
+            .peer_key()
+            .public_pem(),
+        }
     response = svc.client.patch("/v1/admin/peers/portal", json=patch, headers=auth)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

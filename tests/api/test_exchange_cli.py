@@ -36,11 +36,27 @@ def _actions(db_url: str) -> list[str]:
 
 
 def test_peer_lifecycle_from_the_command_line(cli_env: str) -> None:
-    added = _run("peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"),
-                 "--route", "POST /gateway/one-stop/v1/dossiers", "--route", "GET /gateway/one-stop/v1/dossiers/*",
-                 "--base-url", "http://127.0.0.1:8081", "--json")
+    added = _run(
+        "peers",
+        "add",
+        "portal",
+        "--keyid",
+        "portal",
+        "--key",
+        str(DEMO_KEYS / "portal-exchange.crt.pem"),
+        "--route",
+        "POST /gateway/one-stop/v1/dossiers",
+        "--route",
+        "GET /gateway/one-stop/v1/dossiers/*",
+        "--base-url",
+        "http://127.0.0.1:8081",
+        "--json",
+    )
     assert added.exit_code == 0, added.output
-    assert json.loads(added.stdout)["routes"] == ["POST /gateway/one-stop/v1/dossiers", "GET /gateway/one-stop/v1/dossiers/*"]
+    assert json.loads(added.stdout)["routes"] == [
+        "POST /gateway/one-stop/v1/dossiers",
+        "GET /gateway/one-stop/v1/dossiers/*",
+    ]
 
     listed = _run("peers", "list", "--json")
     assert [p["name"] for p in json.loads(listed.stdout)] == ["portal"]
@@ -53,15 +69,26 @@ def test_peer_lifecycle_from_the_command_line(cli_env: str) -> None:
     assert json.loads(_run("peers", "list", "--json").stdout) == []
 
     assert [a for a in _actions(cli_env) if a.startswith("exchange.")] == [
-        "exchange.peer.added", "exchange.peer.updated", "exchange.peer.removed",
+        "exchange.peer.added",
+        "exchange.peer.updated",
+        "exchange.peer.removed",
     ]
 
 
 def test_a_key_rotation_with_an_overlap_from_the_command_line(cli_env: str) -> None:
     added = _run("peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"))
     assert added.exit_code == 0, added.output
-    rotated = _run("peers", "update", "portal", "--key", str(DEMO_KEYS / "gateway-exchange.crt.pem"),
-                   "--keyid", "portal-2", "--overlap", "3600")
+    rotated = _run(
+        "peers",
+        "update",
+        "portal",
+        "--key",
+        str(DEMO_KEYS / "gateway-exchange.crt.pem"),
+        "--keyid",
+        "portal-2",
+        "--overlap",
+        "3600",
+    )
     assert rotated.exit_code == 0, rotated.output
     assert "previous keyid=portal" in rotated.stdout and "accepted until" in rotated.stdout
     shown = json.loads(_run("peers", "list", "--json").stdout)[0]
@@ -75,7 +102,17 @@ def test_a_key_rotation_with_an_overlap_from_the_command_line(cli_env: str) -> N
     [
         ["peers", "add", "portal", "--keyid", "portal", "--key", "/nonexistent.pem"],
         ["peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "passphrase.txt")],
-        ["peers", "add", "portal", "--keyid", "portal", "--key", str(DEMO_KEYS / "portal-exchange.crt.pem"), "--route", "FETCH /x"],
+        [
+            "peers",
+            "add",
+            "portal",
+            "--keyid",
+            "portal",
+            "--key",
+            str(DEMO_KEYS / "portal-exchange.crt.pem"),
+            "--route",
+            "FETCH /x",
+        ],
         ["peers", "remove", "nobody"],
         ["peers", "update", "nobody", "--no-routes"],
         ["peers", "update", "nobody", "--overlap", "60"],

@@ -102,8 +102,9 @@ def test_replayed_response_raises() -> None:
         first = canned[0]
         return httpx.Response(first.status_code, headers=first.headers, content=first.content)
 
-    client = httpx.Client(transport=httpx.MockTransport(replaying),
-                          auth=ExchangeAuth(CLIENT_KEY, server_key=SERVER_KEY.peer_key()))
+    client = httpx.Client(
+        transport=httpx.MockTransport(replaying), auth=ExchangeAuth(CLIENT_KEY, server_key=SERVER_KEY.peer_key())
+    )
     assert client.get(URL).status_code == 200
     with pytest.raises(ReplayedMessage):
         client.get(URL)
@@ -116,7 +117,10 @@ def test_content_coded_response_is_unverifiable() -> None:
 
 def test_from_files_loads_the_demo_keys() -> None:
     auth = ExchangeAuth.from_files(
-        keyid="portal", key_file=DEMO / "portal-exchange.key.pem", passphrase=PASSPHRASE,
-        server_keyid="gateway", server_key_file=DEMO / "gateway-exchange.crt.pem",
+        keyid="portal",
+        key_file=DEMO / "portal-exchange.key.pem",
+        passphrase=PASSPHRASE,
+        server_keyid="gateway",
+        server_key_file=DEMO / "gateway-exchange.crt.pem",
     )
     assert auth.key.keyid == "portal" and auth.server_key is not None and auth.server_key.keyid == "gateway"

@@ -76,7 +76,9 @@ class FuzzTarget:
         self.service = service
         self.accounts = wire_accounts(service)
         self.api_key = service.api_key(*sorted(SCOPES))
-        self.accounts.create_user(FUZZ_USER, STRONG, "citizen", actor="system", reason="fuzz harness", mfa_required=False)
+        self.accounts.create_user(
+            FUZZ_USER, STRONG, "citizen", actor="system", reason="fuzz harness", mfa_required=False
+        )
 
     def session_token(self) -> str:
         """A fresh full session per case: a fuzzed logout or password change must not leave the
@@ -205,7 +207,9 @@ def test_signed_messages_with_fuzzed_paths_and_bodies_cross_the_gateway_without_
     stand_in, server = one_stop
     exchange = service.state.exchange
     service.state.services["gateway"] = Gateway(exchange, timeout_seconds=5.0)
-    exchange.add_peer("portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["* /gateway/one-stop/**"])
+    exchange.add_peer(
+        "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["* /gateway/one-stop/**"]
+    )
     exchange.add_peer("one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=server.url)
     exchange.add_peer("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
     client = service.client

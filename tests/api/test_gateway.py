@@ -58,13 +58,25 @@ class Exchange:
         # A short timeout so the "peer does not answer" case is quick.
         service.state.services["gateway"] = Gateway(self.exchange, timeout_seconds=0.5)
         self.exchange.add_peer(
-            "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), base_url=portal_url,
-            routes=["POST /gateway/one-stop/v1/dossiers", "GET /gateway/one-stop/v1/dossiers/*",
-                    "POST /gateway/one-stop/v1/slow", "POST /gateway/one-stop/v1/tamper",
-                    "POST /gateway/one-stop/v1/unsigned", "POST /gateway/archive/**", "POST /gateway/ghost/**"],
+            "portal",
+            keyid="portal",
+            key_pem=demo_cert_pem("portal-exchange"),
+            base_url=portal_url,
+            routes=[
+                "POST /gateway/one-stop/v1/dossiers",
+                "GET /gateway/one-stop/v1/dossiers/*",
+                "POST /gateway/one-stop/v1/slow",
+                "POST /gateway/one-stop/v1/tamper",
+                "POST /gateway/one-stop/v1/unsigned",
+                "POST /gateway/archive/**",
+                "POST /gateway/ghost/**",
+            ],
         )
         self.exchange.add_peer(
-            "one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=one_stop_url,
+            "one-stop",
+            keyid="one-stop",
+            key_pem=demo_cert_pem("one-stop-exchange"),
+            base_url=one_stop_url,
             routes=["POST /gateway/portal/v1/**"],
         )
         self.exchange.add_peer("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
@@ -82,7 +94,9 @@ class Exchange:
 
 
 @pytest.fixture
-def ex(service: Any, one_stop: tuple[StandIn, LoopbackServer], portal_app: tuple[StandIn, LoopbackServer]) -> Iterator[Exchange]:
+def ex(
+    service: Any, one_stop: tuple[StandIn, LoopbackServer], portal_app: tuple[StandIn, LoopbackServer]
+) -> Iterator[Exchange]:
     yield Exchange(service, one_stop[1].url, portal_app[1].url)
     service.state.services["gateway"].close()
 
@@ -118,7 +132,10 @@ def test_full_round_trip_through_the_gateway(ex: Exchange, one_stop: tuple[Stand
     assert got["keyid"] == "gateway" and json.loads(got["body"]) == DOSSIER and got["path"] == "/v1/dossiers"
     assert "authorization" not in {k.lower() for k in got["headers"]}
     accepted = ex.entries("exchange.accepted")
-    assert [(e.data["direction"], e.data["peer"]) for e in accepted] == [("request", "portal"), ("response", "one-stop")]
+    assert [(e.data["direction"], e.data["peer"]) for e in accepted] == [
+        ("request", "portal"),
+        ("response", "one-stop"),
+    ]
     assert accepted[1].data["in_reply_to"] == accepted[0].subject
     assert accepted[0].data["route"] == "POST /gateway/one-stop/v1/dossiers"
 
@@ -157,7 +174,11 @@ def test_tampered_body_is_refused(ex: Exchange, one_stop: tuple[StandIn, Loopbac
 def test_changed_header_is_refused(ex: Exchange) -> None:
     headers, body = _signed_raw(PORTAL_KEY, "/one-stop/v1/dossiers", b"{}")
     headers["Content-Type"] = "text/plain"
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body), 401, "exchange-unauthenticated")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body),
+        401,
+        "exchange-unauthenticated",
+    )
     ex.rejected("bad-signature")
 
 
@@ -166,7 +187,11 @@ def test_replayed_nonce_is_refused(ex: Exchange, one_stop: tuple[StandIn, Loopba
     first = ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body)
     assert first.status_code == 201
     before = len(one_stop[0].received)
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body), 401, "exchange-unauthenticated")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body),
+        401,
+        "exchange-unauthenticated",
+    )
     assert ex.rejected("replayed-nonce").data["peer"] == "portal"
     assert len(one_stop[0].received) == before
 
@@ -182,14 +207,22 @@ def test_stale_created_is_refused(ex: Exchange) -> None:
 def test_unknown_key_is_refused(ex: Exchange) -> None:
     stranger = ExchangeSigningKey.from_private_key("vssid", ed25519.Ed25519PrivateKey.generate())
     headers, body = _signed_raw(stranger, "/one-stop/v1/dossiers", b"{}")
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body), 401, "exchange-unauthenticated")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body),
+        401,
+        "exchange-unauthenticated",
+    )
     assert ex.rejected("unknown-key").data["keyid"] == "vssid"
 
 
 def test_route_not_allowed_is_refused_with_403(ex: Exchange, one_stop: tuple[StandIn, LoopbackServer]) -> None:
     before = len(one_stop[0].received)
     headers, body = _signed_raw(PORTAL_KEY, "/one-stop/v1/admin/users", b"{}")
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/admin/users", headers=headers, content=body), 403, "exchange-route-forbidden")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/admin/users", headers=headers, content=body),
+        403,
+        "exchange-route-forbidden",
+    )
     assert ex.rejected("route-not-allowed").data["peer"] == "portal"
     assert len(one_stop[0].received) == before
 
@@ -208,12 +241,17 @@ def test_response_tampered_on_the_way_back_is_not_passed_on(ex: Exchange) -> Non
 
 def test_unsigned_response_is_not_passed_on(ex: Exchange) -> None:
     headers, body = _signed_raw(PORTAL_KEY, "/one-stop/v1/unsigned", b"{}")
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/unsigned", headers=headers, content=body), 502, "exchange-bad-upstream-response")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/unsigned", headers=headers, content=body),
+        502,
+        "exchange-bad-upstream-response",
+    )
     assert ex.rejected("unsigned").data["direction"] == "response"
 
 
 def test_portal_client_detects_a_response_changed_after_the_gateway(ex: Exchange) -> None:
     """The last hop: a proxy between the gateway and the portal alters the answer."""
+
     class Tampering(httpx.BaseTransport):
         def __init__(self, inner: httpx.BaseTransport) -> None:
             self.inner = inner
@@ -223,8 +261,11 @@ def test_portal_client_detects_a_response_changed_after_the_gateway(ex: Exchange
             r.read()
             return httpx.Response(r.status_code, headers=r.headers, content=r.content.replace(b"H29", b"H30"))
 
-    client = httpx.Client(transport=Tampering(ex.service.client._transport), base_url="http://testserver",
-                          auth=ExchangeAuth(PORTAL_KEY, server_key=GATEWAY_PEER_KEY))
+    client = httpx.Client(
+        transport=Tampering(ex.service.client._transport),
+        base_url="http://testserver",
+        auth=ExchangeAuth(PORTAL_KEY, server_key=GATEWAY_PEER_KEY),
+    )
     with pytest.raises(ContentDigestMismatch):
         client.post(f"{GW}/one-stop/v1/dossiers", json=DOSSIER)
 
@@ -233,18 +274,29 @@ def test_portal_client_detects_a_response_changed_after_the_gateway(ex: Exchange
 
 
 def test_peer_that_is_down_gives_502_and_is_logged(ex: Exchange) -> None:
-    ex.exchange.add_peer("archive", keyid="archive",
-                         key_pem=ExchangeSigningKey.from_private_key("archive", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem(),
-                         base_url=f"http://127.0.0.1:{free_port()}")
+    ex.exchange.add_peer(
+        "archive",
+        keyid="archive",
+        key_pem=ExchangeSigningKey.from_private_key("archive", ed25519.Ed25519PrivateKey.generate())
+        .peer_key()
+        .public_pem(),
+        base_url=f"http://127.0.0.1:{free_port()}",
+    )
     headers, body = _signed_raw(PORTAL_KEY, "/archive/v1/store", b"{}")
-    _problem(ex.service.client.post(f"{GW}/archive/v1/store", headers=headers, content=body), 502, "exchange-peer-unreachable")
+    _problem(
+        ex.service.client.post(f"{GW}/archive/v1/store", headers=headers, content=body),
+        502,
+        "exchange-peer-unreachable",
+    )
     (failed,) = ex.entries("exchange.forward.failed")
     assert failed.data["reason"] == "unreachable" and failed.data["destination"] == "archive"
 
 
 def test_peer_that_does_not_answer_in_time_gives_504_and_is_logged(ex: Exchange) -> None:
     headers, body = _signed_raw(PORTAL_KEY, "/one-stop/v1/slow", b"{}")
-    _problem(ex.service.client.post(f"{GW}/one-stop/v1/slow", headers=headers, content=body), 504, "exchange-peer-timeout")
+    _problem(
+        ex.service.client.post(f"{GW}/one-stop/v1/slow", headers=headers, content=body), 504, "exchange-peer-timeout"
+    )
     (failed,) = ex.entries("exchange.forward.failed")
     assert failed.data["reason"] == "timeout" and failed.data["peer"] == "portal"
 

@@ -46,10 +46,15 @@ class TokenGateway:
         self.svc = Service(db_url, keys_dir=keys, gateway_key_label=self.label, **soft_token.settings())
         exchange = self.svc.state.exchange
         self.svc.state.services["gateway"] = Gateway(exchange, timeout_seconds=5)
-        exchange.add_peer("portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"),
-                          routes=["POST /gateway/one-stop/v1/dossiers"])
-        exchange.add_peer("one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"),
-                          base_url=self.server.url)
+        exchange.add_peer(
+            "portal",
+            keyid="portal",
+            key_pem=demo_cert_pem("portal-exchange"),
+            routes=["POST /gateway/one-stop/v1/dossiers"],
+        )
+        exchange.add_peer(
+            "one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=self.server.url
+        )
 
     def post(self, server_key: PeerKey) -> httpx.Response:
         self.svc.client.auth = ExchangeAuth(PORTAL_KEY, server_key=server_key)
@@ -66,7 +71,9 @@ class TokenGateway:
 
 
 @pytest.fixture(params=[Algorithm.ED25519, Algorithm.ES256], ids=["ed25519", "p256"])
-def token_gateway(request: pytest.FixtureRequest, db_url: str, soft_token: SoftToken, tmp_path: Path) -> Iterator[TokenGateway]:
+def token_gateway(
+    request: pytest.FixtureRequest, db_url: str, soft_token: SoftToken, tmp_path: Path
+) -> Iterator[TokenGateway]:
     gw = TokenGateway(db_url, soft_token, tmp_path, request.param)
     yield gw
     gw.close()
@@ -83,10 +90,15 @@ def test_the_gateway_signs_both_ways_with_its_key_on_the_token(token_gateway: To
     # …and the portal's client checked the relayed answer against the same key.
     assert response.extensions["bhxh_exchange"].keyid == "gateway"
     accepted = gw.entries("exchange.accepted")
-    assert [(e.data["direction"], e.data["peer"]) for e in accepted] == [("request", "portal"), ("response", "one-stop")]
+    assert [(e.data["direction"], e.data["peer"]) for e in accepted] == [
+        ("request", "portal"),
+        ("response", "one-stop"),
+    ]
 
 
-def test_a_gateway_answer_signed_on_the_token_does_not_verify_with_the_old_file_key(token_gateway: TokenGateway) -> None:
+def test_a_gateway_answer_signed_on_the_token_does_not_verify_with_the_old_file_key(
+    token_gateway: TokenGateway,
+) -> None:
     with pytest.raises(MessageSignatureError):
         token_gateway.post(server_key=FILE_GATEWAY_KEY)
     # The message itself went through: only the caller's check of the answer failed.
@@ -138,15 +150,18 @@ def test_cli_shows_the_public_key_of_the_gateway_for_its_peers(
     shown = runner.invoke(cli.app, ["exchange", "gateway-key", "--demo"])
     assert shown.exit_code == 0, shown.output
     assert "on the PKCS#11 token" in shown.stdout and "ed25519" in shown.stdout
-    pem = shown.stdout[shown.stdout.index("-----BEGIN"):]
+    pem = shown.stdout[shown.stdout.index("-----BEGIN") :]
     assert serialization.load_pem_public_key(pem.encode()) == public
 
 
 def test_cli_gateway_key_without_any_key_is_one_clear_line(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in {"BHXH_DATABASE_URL": db_url, "BHXH_LOG_LEVEL": "WARNING",
-                       "BHXH_KEYS_DIR": str(demo_keys_without(tmp_path, "gateway-exchange.key.pem"))}.items():
+    for key, value in {
+        "BHXH_DATABASE_URL": db_url,
+        "BHXH_LOG_LEVEL": "WARNING",
+        "BHXH_KEYS_DIR": str(demo_keys_without(tmp_path, "gateway-exchange.key.pem")),
+    }.items():
         monkeypatch.setenv(key, value)
     shown = runner.invoke(cli.app, ["exchange", "gateway-key", "--demo"])
     assert shown.exit_code == 2

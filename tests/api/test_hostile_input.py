@@ -129,7 +129,9 @@ def _pdf(objects: dict[int, bytes], *, root: int = 1) -> bytes:
 
 
 def _catalog_with(entry: bytes) -> bytes:
-    return _pdf({1: b"<< /Type /Catalog /Pages 2 0 R /Bomb " + entry + b" >>", 2: b"<< /Type /Pages /Kids [] /Count 0 >>"})
+    return _pdf(
+        {1: b"<< /Type /Catalog /Pages 2 0 R /Bomb " + entry + b" >>", 2: b"<< /Type /Pages /Kids [] /Count 0 >>"}
+    )
 
 
 @lru_cache(maxsize=4)
@@ -151,11 +153,12 @@ def _flate_xref_bomb(mebibytes: int) -> bytes:
     """The cross-reference stream itself, which a reader must inflate first, is the bomb."""
     data = _inflating(mebibytes)
     head = b"%PDF-1.7\n"
-    body = b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+    body = (
+        b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+    )
     xref_at = len(head) + len(body)
-    xref = (
-        b"3 0 obj\n<< /Type /XRef /Size 4 /W [1 4 2] /Root 1 0 R /Filter /FlateDecode /Length %d >>\nstream\n"
-        % len(data)
+    xref = b"3 0 obj\n<< /Type /XRef /Size 4 /W [1 4 2] /Root 1 0 R /Filter /FlateDecode /Length %d >>\nstream\n" % len(
+        data
     )
     return head + body + xref + data + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref_at
 
@@ -178,7 +181,8 @@ def _object_stream_bomb(mebibytes: int, declared: int = 10_000_000, unit: bytes 
     data = _inflating(mebibytes, unit)
     head = b"%PDF-1.7\n"
     objstm = (
-        b"4 0 obj\n<< /Type /ObjStm /N %d /First 20 /Filter /FlateDecode /Length %d >>\nstream\n" % (declared, len(data))
+        b"4 0 obj\n<< /Type /ObjStm /N %d /First 20 /Filter /FlateDecode /Length %d >>\nstream\n"
+        % (declared, len(data))
         + data
         + b"\nendstream\nendobj\n"
     )
@@ -190,7 +194,9 @@ def _object_stream_bomb(mebibytes: int, declared: int = 10_000_000, unit: bytes 
 
 
 def _verify_pdf(service: Service, headers: dict[str, str], data: bytes) -> Any:
-    return service.client.post("/v1/receipts/verify", content=data, headers={**headers, "content-type": "application/pdf"})
+    return service.client.post(
+        "/v1/receipts/verify", content=data, headers={**headers, "content-type": "application/pdf"}
+    )
 
 
 @pytest.fixture
@@ -240,7 +246,11 @@ class _Bomb:
 PDF_BOMBS = [
     _Bomb("array-nested-100000-deep", lambda: _catalog_with(b"[" * 100_000 + b"]" * 100_000), "unreadable PDF"),
     _Bomb("array-nested-100000-deep-unclosed", lambda: _catalog_with(b"[" * 100_000), "unreadable PDF"),
-    _Bomb("dict-nested-100000-deep", lambda: _catalog_with(b"<< /A " * 100_000 + b"1" + b" >>" * 100_000), "unreadable PDF"),
+    _Bomb(
+        "dict-nested-100000-deep",
+        lambda: _catalog_with(b"<< /A " * 100_000 + b"1" + b" >>" * 100_000),
+        "unreadable PDF",
+    ),
     # ~1 MiB on the wire, 1 GiB once inflated: pyHanko's own decode limits (0.38) refuse them
     # before the child's memory cap would.
     _Bomb("flate-xref-stream-1GiB", lambda: _flate_xref_bomb(1024), "PdfDecodeLimitError"),
@@ -294,7 +304,10 @@ def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
     started = time.monotonic()
     with pytest.raises(MalformedPdf, match="within 0.5 seconds"):
         validate_pdf_sandboxed(
-            bomb, trust_roots=[], expected_signers=[], at=datetime.now(UTC),
+            bomb,
+            trust_roots=[],
+            expected_signers=[],
+            at=datetime.now(UTC),
             limits=SandboxLimits(cpu_seconds=60, wall_seconds=0.5),
         )
     assert time.monotonic() - started < BOMB_SECONDS
@@ -359,7 +372,10 @@ def test_a_child_whose_heap_grew_answers_and_is_then_replaced() -> None:
     # 100,000 numbers grow the heap by about 30 MiB: within a 64 MiB allowance, past its quarter.
     close_idle_children()
     verdict = validate_pdf_sandboxed(
-        _number_array_bomb(100_000), trust_roots=[], expected_signers=[], at=datetime.now(UTC),
+        _number_array_bomb(100_000),
+        trust_roots=[],
+        expected_signers=[],
+        at=datetime.now(UTC),
         limits=SandboxLimits(memory_bytes=64 << 20),
     )
     assert verdict.signature_found is False
@@ -439,9 +455,7 @@ def test_concurrent_checks_share_at_most_one_child_per_cpu(genuine: tuple[bytes,
 
 _LAUGHS = (
     b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + b"".join(
-        b'<!ENTITY lol%d "%s">' % (i, (b"&lol;" if i == 1 else b"&lol%d;" % (i - 1)) * 10) for i in range(1, 10)
-    )
+    + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol;" if i == 1 else b"&lol%d;" % (i - 1)) * 10) for i in range(1, 10))
     + b"]><lolz>&lol9;</lolz>"
 )
 HOSTILE_XML = {
@@ -452,7 +466,8 @@ HOSTILE_XML = {
     "xxe-file-utf16": (
         f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{PASSWD}">]><r>&x;</r>'
     ).encode("utf-16"),
-    "xxe-parameter-entity": b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY %% p SYSTEM "file://%s"> %%p;]><r/>' % PASSWD.encode(),
+    "xxe-parameter-entity": b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY %% p SYSTEM "file://%s"> %%p;]><r/>'
+    % PASSWD.encode(),
     "external-dtd": b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "file://%s"><r/>' % PASSWD.encode(),
     "nested-100000-deep": b"<a>" * 100_000 + b"</a>" * 100_000,
 }
@@ -496,7 +511,10 @@ def test_hostile_xml_is_refused_for_verifying_and_its_content_never_echoed(
 
 
 def test_xinclude_is_never_processed_when_signing(service: Service, everything: dict[str, str]) -> None:
-    document = b'<r xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file://%s" parse="text"/></r>' % PASSWD.encode()
+    document = (
+        b'<r xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file://%s" parse="text"/></r>'
+        % PASSWD.encode()
+    )
     response = service.client.post(
         "/v1/signatures", json={"format": "xml", "payload_b64": base64.b64encode(document).decode()}, headers=everything
     )
@@ -515,7 +533,9 @@ def test_a_signature_referencing_a_local_file_is_not_followed(service: Service, 
     assert b'URI=""' in document
     pointed = document.replace(b'URI=""', b'URI="file://%s"' % PASSWD.encode(), 1)
     response = service.client.post(
-        "/v1/signatures/verify", json={"format": "xml", "signature": base64.b64encode(pointed).decode()}, headers=everything
+        "/v1/signatures/verify",
+        json={"format": "xml", "signature": base64.b64encode(pointed).decode()},
+        headers=everything,
     )
     assert response.status_code in (200, 422), response.text
     body = response.json()
@@ -554,7 +574,9 @@ def test_json_nested_just_within_the_parser_limit_stays_readable(service: Servic
     stored, reading, exporting and verifying the log afterwards still work."""
     depth = 900
     body = b'{"action": "x.y", "data": {"d": ' + b"[" * depth + b"]" * depth + b"}}"
-    answer = service.client.post("/v1/audit/events", content=body, headers={**everything, "content-type": "application/json"})
+    answer = service.client.post(
+        "/v1/audit/events", content=body, headers={**everything, "content-type": "application/json"}
+    )
     assert answer.status_code in (201, 400, 413, 422), answer.text[:300]
     for path in ("/v1/audit/entries", "/v1/audit/export", "/v1/audit/report"):
         assert service.client.get(path, headers=everything).status_code == 200, path
@@ -606,17 +628,35 @@ def _valid_bodies() -> dict[str, dict[str, Any]]:
     certificate = (DEMO_KEYS / "portal-exchange.crt.pem").read_text()
     return {
         "/v1/admin/clients": {"name": "client", "scopes": ["sign"]},
-        "/v1/admin/users": {"username": "bob", "password": STRONG, "role": "citizen", "mfa_required": False, "reason": "why"},
-        "/v1/admin/peers": {"name": "p1", "keyid": "k1", "key_pem": certificate, "routes": ["POST /gateway/p1/**"],
-                            "base_url": "http://127.0.0.1:9/"},
+        "/v1/admin/users": {
+            "username": "bob",
+            "password": STRONG,
+            "role": "citizen",
+            "mfa_required": False,
+            "reason": "why",
+        },
+        "/v1/admin/peers": {
+            "name": "p1",
+            "keyid": "k1",
+            "key_pem": certificate,
+            "routes": ["POST /gateway/p1/**"],
+            "base_url": "http://127.0.0.1:9/",
+        },
         "/v1/audit/events": {"action": "a.b", "subject": "s", "data": {"k": "v"}, "pii": {"n": "v"}},
         "/v1/signatures": {"format": "jws", "payload_b64": "AA==", "key_id": "k"},
         "/v1/signatures/verify": {"format": "jws", "signature": "a.b.c", "payload_b64": "AA=="},
-        "/v1/receipts": {**RECEIPT, "receiving_unit": {"code": "000.00.31.H29", "name": "n"},
-                         "applicant": {**RECEIPT["applicant"], "phone": "1", "address": "x"},
-                         "documents": [{"name": "d", "copies": 1, "original": True}]},
-        "/v1/exchange/verify": {"method": "POST", "url": "http://x/y", "headers": {"content-type": "a", "signature": "x"},
-                                "body_b64": "AA=="},
+        "/v1/receipts": {
+            **RECEIPT,
+            "receiving_unit": {"code": "000.00.31.H29", "name": "n"},
+            "applicant": {**RECEIPT["applicant"], "phone": "1", "address": "x"},
+            "documents": [{"name": "d", "copies": 1, "original": True}],
+        },
+        "/v1/exchange/verify": {
+            "method": "POST",
+            "url": "http://x/y",
+            "headers": {"content-type": "a", "signature": "x"},
+            "body_b64": "AA==",
+        },
         "/v1/auth/login": {"username": "bob", "password": "x", "device_token": "d"},
         "/v1/auth/mfa": {"mfa_token": "t", "code": "123456", "device_token": "d"},
         "/v1/admin/users/bob/unlock": {"reason": "why"},
@@ -650,9 +690,16 @@ def test_nul_or_a_lone_surrogate_in_any_string_field_is_never_a_5xx(
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/v1/admin/peers/a%00b"), ("PATCH", "/v1/admin/peers/a%00b"), ("DELETE", "/v1/admin/peers/a%00b"),
-     ("POST", "/v1/admin/clients/a%00b/revoke"), ("POST", "/v1/admin/users/a%00b/unlock"),
-     ("GET", "/v1/receipts/a%00b"), ("GET", "/v1/receipts/a%00b/pdf"), ("GET", "/v1/admin/peers/portal%0A")],
+    [
+        ("GET", "/v1/admin/peers/a%00b"),
+        ("PATCH", "/v1/admin/peers/a%00b"),
+        ("DELETE", "/v1/admin/peers/a%00b"),
+        ("POST", "/v1/admin/clients/a%00b/revoke"),
+        ("POST", "/v1/admin/users/a%00b/unlock"),
+        ("GET", "/v1/receipts/a%00b"),
+        ("GET", "/v1/receipts/a%00b/pdf"),
+        ("GET", "/v1/admin/peers/portal%0A"),
+    ],
 )
 def test_nul_or_newline_in_a_path_parameter_is_a_4xx(
     service: Service, everything: dict[str, str], method: str, path: str
@@ -685,9 +732,14 @@ def test_a_body_over_the_limit_with_content_length_is_413_before_reading(db_url:
     try:
         auth = svc.auth(*sorted(SCOPES))
         status, headers, _, pulls = _asgi(
-            svc.app, "POST", "/v1/signatures",
-            [(b"content-type", b"application/json"), (b"content-length", b"%d" % (1 << 30)),
-             (b"authorization", auth["Authorization"].encode())],
+            svc.app,
+            "POST",
+            "/v1/signatures",
+            [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % (1 << 30)),
+                (b"authorization", auth["Authorization"].encode()),
+            ],
             _endless_json(),
         )
         assert status == 413 and pulls == 0
@@ -696,13 +748,16 @@ def test_a_body_over_the_limit_with_content_length_is_413_before_reading(db_url:
         svc.close()
 
 
-@pytest.mark.parametrize("route, ctype", [
-    ("/v1/signatures", b"application/json"),
-    ("/v1/admin/clients", b"application/json"),
-    ("/v1/auth/login", b"application/json"),
-    ("/v1/receipts/verify", b"application/pdf"),
-    ("/gateway/one-stop/v1/dossiers", b"application/json"),
-])
+@pytest.mark.parametrize(
+    "route, ctype",
+    [
+        ("/v1/signatures", b"application/json"),
+        ("/v1/admin/clients", b"application/json"),
+        ("/v1/auth/login", b"application/json"),
+        ("/v1/receipts/verify", b"application/pdf"),
+        ("/gateway/one-stop/v1/dossiers", b"application/json"),
+    ],
+)
 def test_a_streamed_body_without_content_length_is_413_without_being_read_whole(
     db_url: str, route: str, ctype: bytes
 ) -> None:
@@ -713,7 +768,9 @@ def test_a_streamed_body_without_content_length_is_413_without_being_read_whole(
         auth = svc.auth(*sorted(SCOPES))
         untouched = _NothingWritten(svc)
         status, headers, body, pulls = _asgi(
-            svc.app, "POST", route,
+            svc.app,
+            "POST",
+            route,
             [(b"content-type", ctype), (b"authorization", auth["Authorization"].encode())],
             _endless_json(),
         )
@@ -738,16 +795,29 @@ def _endless_json() -> Iterator[bytes]:
 
 
 def _asgi(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: Iterator[bytes] | None = None,
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: Iterator[bytes] | None = None,
     raw_path: bytes | None = None,
 ) -> tuple[int, dict[bytes, bytes], bytes, int]:
     """One request through the raw ASGI interface, below any client library's header checks.
     Returns status, headers (all of them must be well-formed), body and how many body chunks
     the app pulled."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": raw_path or path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers], "client": ("203.0.113.9", 50000), "server": ("testserver", 80),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw_path or path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("203.0.113.9", 50000),
+        "server": ("testserver", 80),
     }
     chunks = iter(body or ())
     pulls = 0
@@ -796,7 +866,10 @@ def test_cr_lf_in_request_headers_never_reaches_a_response_header(service: Servi
 def test_cr_lf_in_the_path_never_reaches_a_response_header(service: Service) -> None:
     auth = service.auth(*sorted(SCOPES))["Authorization"].encode()
     status, answer, _, _ = _asgi(
-        service.app, "GET", "/v1/receipts/x\r\nSet-Cookie: injected=1/pdf", [(b"authorization", auth)],
+        service.app,
+        "GET",
+        "/v1/receipts/x\r\nSet-Cookie: injected=1/pdf",
+        [(b"authorization", auth)],
         raw_path=b"/v1/receipts/x%0D%0ASet-Cookie:%20injected=1/pdf",
     )
     assert 400 <= status < 500
@@ -831,7 +904,13 @@ SAME_AS_ALICE = {
 def _create_user(service: Service, headers: dict[str, str], username: str) -> Any:
     return service.client.post(
         "/v1/admin/users",
-        json={"username": username, "password": STRONG, "role": "citizen", "mfa_required": False, "reason": "service-input test"},
+        json={
+            "username": username,
+            "password": STRONG,
+            "role": "citizen",
+            "mfa_required": False,
+            "reason": "service-input test",
+        },
         headers=headers,
     )
 

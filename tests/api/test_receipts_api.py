@@ -18,8 +18,8 @@ from integrity import errors as integrity_errors
 from integrity.dossier_code import receipt_day
 from integrity.receipt_tables import receipt_sequences
 from tests.conftest import Service
-from tests.signing.test_pdf_signing import flip_byte_in_signed_range, renderer, replace_page_content
 from tests.integrity.test_receipts import slip_for
+from tests.signing.test_pdf_signing import flip_byte_in_signed_range, renderer, replace_page_content
 
 CODE_RE = re.compile(r"^000\.00\.31\.H29-\d{6}-\d{4}$")
 
@@ -28,8 +28,12 @@ INTENDED_PROBLEMS = {
     integrity_errors.UnknownReceivingUnit: Problem(422, "unknown-receiving-unit", "Unknown receiving unit"),
     integrity_errors.InvalidReceiptRequest: Problem(422, "invalid-receipt-request", "Invalid receipt request"),
     integrity_errors.InvalidDossierCode: Problem(422, "invalid-dossier-code", "Invalid dossier code"),
-    integrity_errors.DailySequenceExhausted: Problem(409, "daily-sequence-exhausted", "Daily dossier sequence exhausted"),
-    integrity_errors.IdempotencyKeyReused: Problem(422, "idempotency-key-reused", "Idempotency-Key reused with a different request"),
+    integrity_errors.DailySequenceExhausted: Problem(
+        409, "daily-sequence-exhausted", "Daily dossier sequence exhausted"
+    ),
+    integrity_errors.IdempotencyKeyReused: Problem(
+        422, "idempotency-key-reused", "Idempotency-Key reused with a different request"
+    ),
     integrity_errors.ReceiptNotFound: Problem(404, "receipt-not-found", "Receipt not found"),
     integrity_errors.UnreadableReceipt: Problem(422, "unreadable-pdf", "Not a readable PDF"),
     integrity_errors.ReceiptSigningFailed: Problem(503, "receipt-signing-unavailable", "Receipt signing unavailable"),
@@ -113,7 +117,9 @@ def test_verify_accepts_the_issued_pdf(api: Service) -> None:
     ],
     ids=["page-replaced", "byte-flipped"],
 )
-def test_verify_flags_a_tampered_receipt_with_reasons_in_both_languages(api: Service, tamper: Any, reasons: set[str]) -> None:
+def test_verify_flags_a_tampered_receipt_with_reasons_in_both_languages(
+    api: Service, tamper: Any, reasons: set[str]
+) -> None:
     issued = api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:issue")).json()
     pdf = api.client.get(f"/v1/receipts/{issued['code']}/pdf", headers=api.auth("receipts:read")).content
     response = api.client.post(
@@ -146,7 +152,9 @@ def test_verify_answers_422_for_a_truncated_receipt(api: Service) -> None:
     issued = api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:issue")).json()
     pdf = api.client.get(f"/v1/receipts/{issued['code']}/pdf", headers=api.auth("receipts:read")).content
     response = api.client.post(
-        "/v1/receipts/verify", content=pdf[: len(pdf) * 2 // 3], headers={**api.auth("verify"), "Content-Type": "application/pdf"}
+        "/v1/receipts/verify",
+        content=pdf[: len(pdf) * 2 // 3],
+        headers={**api.auth("verify"), "Content-Type": "application/pdf"},
     )
     _problem(response, 422, "unreadable-pdf")
 
@@ -170,7 +178,9 @@ def test_idempotency_key_retry_returns_the_same_receipt(api: Service) -> None:
 def test_ten_thousandth_receipt_of_the_day_is_409(api: Service) -> None:
     with api.state.engine.begin() as conn:
         conn.execute(
-            insert(receipt_sequences).values(unit_code="000.00.31.H29", receipt_day=receipt_day(api.clock()), last_value=9999)
+            insert(receipt_sequences).values(
+                unit_code="000.00.31.H29", receipt_day=receipt_day(api.clock()), last_value=9999
+            )
         )
     response = api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:issue"))
     problem = _problem(response, 409, "daily-sequence-exhausted")
@@ -198,7 +208,10 @@ def test_bad_receipt_requests_are_refused_and_take_no_code(api: Service) -> None
 
 def test_appointment_may_be_a_date_time_with_offset(api: Service) -> None:
     at = (date.today() + timedelta(days=3)).isoformat() + "T08:00:00+07:00"
-    assert api.client.post("/v1/receipts", json=body(appointment_at=at), headers=api.auth("receipts:issue")).status_code == 201
+    assert (
+        api.client.post("/v1/receipts", json=body(appointment_at=at), headers=api.auth("receipts:issue")).status_code
+        == 201
+    )
 
 
 def test_unknown_and_malformed_codes(api: Service) -> None:
@@ -211,7 +224,9 @@ def test_unknown_and_malformed_codes(api: Service) -> None:
 def test_scopes_are_enforced(api: Service) -> None:
     assert api.client.post("/v1/receipts", json=body()).status_code == 401
     assert api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:read")).status_code == 403
-    assert api.client.get("/v1/receipts/000.00.31.H29-261123-0001", headers=api.auth("receipts:issue")).status_code == 403
+    assert (
+        api.client.get("/v1/receipts/000.00.31.H29-261123-0001", headers=api.auth("receipts:issue")).status_code == 403
+    )
     response = api.client.post(
         "/v1/receipts/verify", content=b"%PDF", headers={**api.auth("receipts:read"), "Content-Type": "application/pdf"}
     )
@@ -229,7 +244,11 @@ def test_parallel_requests_get_distinct_consecutive_codes(api: Service) -> None:
         for _ in range(2):
             response = client.post("/v1/receipts", json=body(), headers=headers)
             with lock:
-                (codes.append(response.json()["code"]) if response.status_code == 201 else failures.append(response.text))
+                (
+                    codes.append(response.json()["code"])
+                    if response.status_code == 201
+                    else failures.append(response.text)
+                )
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for t in threads:

@@ -64,7 +64,9 @@ def test_issue_writes_the_signed_pdf_and_verify_exits_0(cli_env: None, request_f
     assert human.exit_code == 0 and "ISSUED BY THE SYSTEM" in human.stdout
 
 
-def test_verify_exits_1_for_a_modified_receipt_and_gives_reasons(cli_env: None, request_file: Path, tmp_path: Path) -> None:
+def test_verify_exits_1_for_a_modified_receipt_and_gives_reasons(
+    cli_env: None, request_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "receipt.pdf"
     _issue(request_file, out)
     forged = tmp_path / "forged.pdf"

@@ -37,7 +37,11 @@ ROOT = _root()
 
 @pytest.fixture
 def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"BHXH_DATABASE_URL": db_url, "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_LOG_LEVEL": "WARNING"}.items():
+    for key, value in {
+        "BHXH_DATABASE_URL": db_url,
+        "BHXH_KEYS_DIR": str(DEMO_KEYS),
+        "BHXH_LOG_LEVEL": "WARNING",
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -52,12 +56,30 @@ def test_cli_cms_signature_verifies_with_openssl_and_with_verify(cli_env: None, 
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["alg"] == "PS256"
     check = subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "payload",
-         "-CAfile", str(DEMO_KEYS / "ca.crt.pem"), "-out", "/dev/null"],
-        cwd=tmp_path, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "sig.der",
+            "-content",
+            "payload",
+            "-CAfile",
+            str(DEMO_KEYS / "ca.crt.pem"),
+            "-out",
+            "/dev/null",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
     )
     assert check.returncode == 0
-    ok = _invoke("verify", str(tmp_path / "sig.der"), "--format", "cms", "--payload", str(tmp_path / "payload"), "--json")
+    ok = _invoke(
+        "verify", str(tmp_path / "sig.der"), "--format", "cms", "--payload", str(tmp_path / "payload"), "--json"
+    )
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["valid"] is True
     (tmp_path / "payload").write_bytes(PAYLOAD + b"!")
@@ -103,12 +125,17 @@ def test_keys_import_reads_the_passphrase_from_a_file_or_the_environment(
     private = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "key.pem").write_bytes(
         private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret")
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
         )
     )
     (tmp_path / "pw").write_text("s3cret\n")
     (tmp_path / "wrong").write_text("nope\n")
-    assert _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "wrong")).exit_code == 2
+    assert (
+        _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "wrong")).exit_code
+        == 2
+    )
     done = _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "pw"), "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["algorithm"] == "ES256"
@@ -130,11 +157,15 @@ def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(cli_env: None,
     private = _key_whose_kid_starts_with(prefix)
     (tmp_path / "key.pem").write_bytes(
         private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret")
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
         )
     )
     (tmp_path / "pw").write_text("s3cret\n")
-    imported = _invoke("keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "pw"), "--rotate", "--json")
+    imported = _invoke(
+        "keys", "import", str(tmp_path / "key.pem"), "--passphrase-file", str(tmp_path / "pw"), "--rotate", "--json"
+    )
     assert imported.exit_code == 0, imported.output
     kid = json.loads(imported.stdout)["kid"]
     assert kid.startswith(prefix)
@@ -149,5 +180,10 @@ def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(cli_env: None,
 
 
 def test_there_is_no_passphrase_option_on_the_command_line() -> None:
-    options = {p.opts[0] for c in cli_signing.keys_app.registered_commands for p in typer.main.get_command_from_info(c, pretty_exceptions_short=True, rich_markup_mode=None).params if p.opts}
+    options = {
+        p.opts[0]
+        for c in cli_signing.keys_app.registered_commands
+        for p in typer.main.get_command_from_info(c, pretty_exceptions_short=True, rich_markup_mode=None).params
+        if p.opts
+    }
     assert "--passphrase" not in options and "--password" not in options

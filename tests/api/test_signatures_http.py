@@ -26,6 +26,7 @@ from tests.conftest import DEMO_KEYS, Service
 PAYLOAD = "Hồ sơ 000.00.31.H29-251123-0001".encode()
 MAX_TEST_PAYLOAD = 64 * 1024
 
+
 @pytest.fixture
 def api(db_url: str) -> Iterator[Service]:
     svc = Service(db_url)
@@ -61,19 +62,45 @@ def test_cms_from_the_api_passes_openssl_and_tamper_fails_both(api: Service, tmp
     assert _entries(api, "signature.created")[-1].seq == body["audit_seq"]
     (tmp_path / "sig.der").write_bytes(base64.b64decode(body["signature"]))
     (tmp_path / "payload").write_bytes(PAYLOAD)
-    command = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "payload",
-               "-CAfile", str(DEMO_KEYS / "ca.crt.pem"), "-out", "/dev/null"]
+    command = [
+        "openssl",
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "sig.der",
+        "-content",
+        "payload",
+        "-CAfile",
+        str(DEMO_KEYS / "ca.crt.pem"),
+        "-out",
+        "/dev/null",
+    ]
     assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60).returncode == 0
     (tmp_path / "payload").write_bytes(PAYLOAD + b".")
     assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60).returncode != 0
 
-    good = api.client.post("/v1/signatures/verify", json={"format": "cms", "signature": body["signature"], "payload_b64": _b64(PAYLOAD)}, headers=auth)
+    good = api.client.post(
+        "/v1/signatures/verify",
+        json={"format": "cms", "signature": body["signature"], "payload_b64": _b64(PAYLOAD)},
+        headers=auth,
+    )
     assert good.status_code == 200 and good.json()["valid"] is True
     assert good.json()["signer"]["subject"].startswith("CN=BHXH One-Stop System Signing")
-    bad = api.client.post("/v1/signatures/verify", json={"format": "cms", "signature": body["signature"], "payload_b64": _b64(PAYLOAD + b".")}, headers=auth)
+    bad = api.client.post(
+        "/v1/signatures/verify",
+        json={"format": "cms", "signature": body["signature"], "payload_b64": _b64(PAYLOAD + b".")},
+        headers=auth,
+    )
     assert bad.status_code == 200
     verdict = bad.json()
-    assert (verdict["valid"], verdict["indication"], verdict["sub_indication"]) == (False, "TOTAL_FAILED", "HASH_FAILURE")
+    assert (verdict["valid"], verdict["indication"], verdict["sub_indication"]) == (
+        False,
+        "TOTAL_FAILED",
+        "HASH_FAILURE",
+    )
     assert verdict["message"]["vi"] and verdict["message"]["en"]
     assert _entries(api, "signature.verified")[-1].seq == verdict["audit_seq"]
 
@@ -97,10 +124,16 @@ def test_jws_from_the_api_verifies_with_jwcrypto_and_the_published_jwks(api: Ser
         checker.deserialize(token)
     checker.verify(key, alg="PS256")
     payload_b64 = _b64(PAYLOAD) if detached else None
-    ok = api.client.post("/v1/signatures/verify", json={"format": "jws", "signature": token, "payload_b64": payload_b64}, headers=auth)
+    ok = api.client.post(
+        "/v1/signatures/verify", json={"format": "jws", "signature": token, "payload_b64": payload_b64}, headers=auth
+    )
     assert ok.json()["valid"] is True and ok.json()["key_id"] == body["key_id"]
     if detached:
-        tampered = api.client.post("/v1/signatures/verify", json={"format": "jws", "signature": token, "payload_b64": _b64(b"x" + PAYLOAD)}, headers=auth)
+        tampered = api.client.post(
+            "/v1/signatures/verify",
+            json={"format": "jws", "signature": token, "payload_b64": _b64(b"x" + PAYLOAD)},
+            headers=auth,
+        )
         assert tampered.json()["sub_indication"] == "SIG_CRYPTO_FAILURE"
 
 
@@ -130,21 +163,37 @@ def test_xml_from_the_api_passes_xmlsec1_and_returns_the_signed_element(api: Ser
     auth = api.auth("sign", "verify")
     kid = _import_ec_signer(api)
     doc = "<HoSo><NguoiNop>Lê Văn C</NguoiNop></HoSo>".encode()
-    signed = api.client.post("/v1/signatures", json={"format": "xml", "payload_b64": _b64(doc), "key_id": kid}, headers=auth).json()
+    signed = api.client.post(
+        "/v1/signatures", json={"format": "xml", "payload_b64": _b64(doc), "key_id": kid}, headers=auth
+    ).json()
     document = base64.b64decode(signed["signature"])
     (tmp_path / "signed.xml").write_bytes(document)
     (tmp_path / "ca.pem").write_bytes((DEMO_KEYS / "ca.crt.pem").read_bytes())
-    command = ["xmlsec1", "--verify", "--trusted-pem", "ca.pem", "--id-attr:Id", "HoSo",
-               "--id-attr:Id", "http://uri.etsi.org/01903/v1.3.2#:SignedProperties",
-               "--id-attr:Id", "http://www.w3.org/2000/09/xmldsig#:KeyInfo", "signed.xml"]
+    command = [
+        "xmlsec1",
+        "--verify",
+        "--trusted-pem",
+        "ca.pem",
+        "--id-attr:Id",
+        "HoSo",
+        "--id-attr:Id",
+        "http://uri.etsi.org/01903/v1.3.2#:SignedProperties",
+        "--id-attr:Id",
+        "http://www.w3.org/2000/09/xmldsig#:KeyInfo",
+        "signed.xml",
+    ]
     assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60).returncode == 0
-    verdict = api.client.post("/v1/signatures/verify", json={"format": "xml", "signature": signed["signature"]}, headers=auth).json()
+    verdict = api.client.post(
+        "/v1/signatures/verify", json={"format": "xml", "signature": signed["signature"]}, headers=auth
+    ).json()
     assert verdict["valid"] is True
     assert "Lê Văn C".encode() in base64.b64decode(verdict["signed_xml_b64"])
     tampered = document.replace("Lê".encode(), "Lý".encode())
     (tmp_path / "signed.xml").write_bytes(tampered)
     assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60).returncode != 0
-    bad = api.client.post("/v1/signatures/verify", json={"format": "xml", "signature": _b64(tampered)}, headers=auth).json()
+    bad = api.client.post(
+        "/v1/signatures/verify", json={"format": "xml", "signature": _b64(tampered)}, headers=auth
+    ).json()
     assert bad["sub_indication"] == "HASH_FAILURE" and bad.get("signed_xml_b64") is None
 
 
@@ -175,7 +224,11 @@ def test_batch_over_the_limit_or_with_a_bad_item_signs_nothing(api: Service) -> 
         ({"format": "pgp", "payload_b64": _b64(PAYLOAD)}, 422, "unknown-signature-format"),
         ({"format": "jws", "payload_b64": _b64(PAYLOAD), "key_id": "no-such-key"}, 404, "unknown-key"),
         ({"format": "jws", "payload_b64": _b64(b"x" * (MAX_TEST_PAYLOAD + 1))}, 413, "payload-too-large"),
-        ({"format": "xml", "payload_b64": _b64(b"<!DOCTYPE a [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><a>&e;</a>")}, 422, "invalid-xml"),
+        (
+            {"format": "xml", "payload_b64": _b64(b"<!DOCTYPE a [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><a>&e;</a>")},
+            422,
+            "invalid-xml",
+        ),
         ({"format": "jws", "payload_b64": _b64(PAYLOAD), "extra": 1}, 422, "validation-error"),
     ],
 )

@@ -49,7 +49,10 @@ def _private_objects(soft_token: SoftToken) -> set[bytes]:
     try:
         library = pkcs11.lib(str(soft_token.module))
         with library.get_token(token_label=soft_token.label).open() as session:
-            return {bytes(o[pkcs11.Attribute.ID]) for o in session.get_objects({pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY})}
+            return {
+                bytes(o[pkcs11.Attribute.ID])
+                for o in session.get_objects({pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY})
+            }
     finally:
         token.close()
 
@@ -119,7 +122,9 @@ def test_readiness_reports_the_token_and_turns_503_when_it_stops_answering(api: 
 def test_a_token_failure_while_signing_is_a_503_and_nothing_is_logged_as_signed(
     api: Service, soft_token: SoftToken
 ) -> None:
-    record = api.state.signatures.generate_key(Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True)
+    record = api.state.signatures.generate_key(
+        Algorithm.PS256, actor="user:admin", rotate=True, rsa_bits=2048, on_token=True
+    )
     assert record.token_object_id is not None
     soft_token.erase(record.token_object_id)
     before = len(_entries(api, "signature.created"))
@@ -184,15 +189,16 @@ def _cli(*args: str) -> Any:
 @pytest.fixture
 def cli_env(db_url: str, soft_token: SoftToken, monkeypatch: pytest.MonkeyPatch) -> SoftToken:
     for key, value in {
-        "BHXH_DATABASE_URL": db_url, "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_LOG_LEVEL": "WARNING", **soft_token.env()
+        "BHXH_DATABASE_URL": db_url,
+        "BHXH_KEYS_DIR": str(DEMO_KEYS),
+        "BHXH_LOG_LEVEL": "WARNING",
+        **soft_token.env(),
     }.items():
         monkeypatch.setenv(key, value)
     return soft_token
 
 
-def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
-    cli_env: SoftToken, tmp_path: Path
-) -> None:
+def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(cli_env: SoftToken, tmp_path: Path) -> None:
     made = _cli("keys", "rotate", "--alg", "ES256", "--on-token", "--demo", "--json")
     assert made.exit_code == 0, made.output
     assert json.loads(made.stdout)["storage"] == "pkcs11"
@@ -207,8 +213,12 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
             public_key = load_der_public_key(encode_rsa_public_key(public))
             # One it could hand out: refused, whatever its certificate.
             session.generate_keypair(
-                pkcs11.KeyType.RSA, 2048, label=f"{label}-open", id=object_id[::-1],
-                store=True, private_template={pkcs11.Attribute.SENSITIVE: False, pkcs11.Attribute.EXTRACTABLE: True},
+                pkcs11.KeyType.RSA,
+                2048,
+                label=f"{label}-open",
+                id=object_id[::-1],
+                store=True,
+                private_template={pkcs11.Attribute.SENSITIVE: False, pkcs11.Attribute.EXTRACTABLE: True},
             )
         ca = TestCa.create()
         (tmp_path / "chain.pem").write_bytes(pem(ca.issue(public_key, "Officer Key")) + pem(ca.cert))
@@ -217,7 +227,9 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
         mismatched = _cli("keys", "import-token", label, "--cert", str(tmp_path / "other.pem"), "--rotate", "--demo")
         assert mismatched.exit_code == 2 and "does not certify" in mismatched.output
         assert _cli("keys", "list", "--demo", "--json").stdout == before  # nothing stored, nothing retired
-        imported = _cli("keys", "import-token", label, "--cert", str(tmp_path / "chain.pem"), "--rotate", "--demo", "--json")
+        imported = _cli(
+            "keys", "import-token", label, "--cert", str(tmp_path / "chain.pem"), "--rotate", "--demo", "--json"
+        )
         assert imported.exit_code == 0, imported.output
         row = json.loads(imported.stdout)
         assert row["storage"] == "pkcs11" and row["pkcs11_object_id"] == object_id.hex()
@@ -239,7 +251,10 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
     env = {k: v for k, v in os.environ.items() if not k.startswith("BHXH_PKCS11_")}
     no_token = subprocess.run(
         [str(Path(sys.executable).with_name("bhxh-integrity")), "keys", "list", "--demo"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert no_token.returncode == 2, no_token.stderr
     assert "held on a PKCS#11 token: configure BHXH_PKCS11_MODULE" in no_token.stderr
@@ -249,12 +264,18 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
 # --- the audit log's checkpoint key on the token ------------------------------------------------
 
 
-def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_token: SoftToken, tmp_path: Path) -> None:
+def test_audit_checkpoints_are_signed_by_the_key_on_the_token(
+    db_url: str, soft_token: SoftToken, tmp_path: Path
+) -> None:
     from audit.checkpoint import SignedCheckpoint, VerifierKey
 
     label, public = soft_token.officer_key(Algorithm.ED25519, "checkpoint")
-    svc = Service(db_url, keys_dir=demo_keys_without(tmp_path, "audit-log.key.pem"), checkpoint_key_label=label,
-                  **soft_token.settings())
+    svc = Service(
+        db_url,
+        keys_dir=demo_keys_without(tmp_path, "audit-log.key.pem"),
+        checkpoint_key_label=label,
+        **soft_token.settings(),
+    )
     try:
         audit = svc.state.audit
         assert audit.ensure_genesis() is not None
@@ -275,16 +296,37 @@ def test_audit_checkpoints_are_signed_by_the_key_on_the_token(db_url: str, soft_
 @pytest.mark.parametrize(
     ("setting", "what", "file", "wrong", "refusal"),
     [
-        ("checkpoint_key_label", "audit checkpoint key", "audit-log.key.pem", Algorithm.ES256,
-         "is not Ed25519: checkpoints are C2SP signed notes"),
-        ("gateway_key_label", "gateway key", "gateway-exchange.key.pem", Algorithm.PS256,
-         "is RSA: the gateway's token key must be Ed25519 or ECDSA P-256"),
-        ("receipt_key_label", "receipt key", "one-stop-signing.key.pem", Algorithm.ED25519,
-         "must be RSA or ECDSA for PAdES receipts"),
+        (
+            "checkpoint_key_label",
+            "audit checkpoint key",
+            "audit-log.key.pem",
+            Algorithm.ES256,
+            "is not Ed25519: checkpoints are C2SP signed notes",
+        ),
+        (
+            "gateway_key_label",
+            "gateway key",
+            "gateway-exchange.key.pem",
+            Algorithm.PS256,
+            "is RSA: the gateway's token key must be Ed25519 or ECDSA P-256",
+        ),
+        (
+            "receipt_key_label",
+            "receipt key",
+            "one-stop-signing.key.pem",
+            Algorithm.ED25519,
+            "must be RSA or ECDSA for PAdES receipts",
+        ),
     ],
 )
 def test_a_wrong_token_key_label_stops_start_up_with_a_clear_error(
-    db_url: str, soft_token: SoftToken, tmp_path: Path, setting: str, what: str, file: str, wrong: Algorithm,
+    db_url: str,
+    soft_token: SoftToken,
+    tmp_path: Path,
+    setting: str,
+    what: str,
+    file: str,
+    wrong: Algorithm,
     refusal: str,
 ) -> None:
     keys = demo_keys_without(tmp_path, file)
@@ -327,8 +369,9 @@ def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_ke
         assert not moved.state.audit.verify().ok
     finally:
         moved.close()
-    with_retired = Service(db_url, keys_dir=keys, checkpoint_key_label=label, checkpoint_retired_keys_file=retired,
-                           **soft_token.settings())
+    with_retired = Service(
+        db_url, keys_dir=keys, checkpoint_key_label=label, checkpoint_retired_keys_file=retired, **soft_token.settings()
+    )
     try:
         # …until the old key is named as retired: it verifies, and the token key signs.
         assert with_retired.state.audit.verifier_keys()[1] == file_key
@@ -337,5 +380,10 @@ def test_a_log_moved_from_the_file_key_to_the_token_key_verifies_with_the_old_ke
         with_retired.close()
     retired.write_text("not a key\n")
     with pytest.raises(ConfigurationError, match="line 1: not a verifier key"):
-        Service(db_url, keys_dir=keys, checkpoint_key_label=label, checkpoint_retired_keys_file=retired,
-                **soft_token.settings())
+        Service(
+            db_url,
+            keys_dir=keys,
+            checkpoint_key_label=label,
+            checkpoint_retired_keys_file=retired,
+            **soft_token.settings(),
+        )

@@ -61,7 +61,10 @@ def test_whole_flow_through_the_forms(site: Any) -> None:
     signed = _post(site, "/login", login.text, username="alice", password=STRONG)
     assert signed.status_code == 303 and signed.headers["location"] == "/account/totp"
     cookies = signed.headers.get_list("set-cookie")
-    assert any(c.startswith("__Host-bhxh_session=") and "HttpOnly" in c and "Secure" in c and "SameSite=strict" in c for c in cookies)
+    assert any(
+        c.startswith("__Host-bhxh_session=") and "HttpOnly" in c and "Secure" in c and "SameSite=strict" in c
+        for c in cookies
+    )
     intro = site.browser.get("/account/totp")
     enrol = _post(site, "/account/totp", intro.text)
     assert enrol.status_code == 200 and 'src="data:image/svg+xml' in enrol.text

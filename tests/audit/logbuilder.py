@@ -90,10 +90,18 @@ def rehash(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def forged_entry(seq: int, prev: str) -> dict[str, Any]:
-    return rehash({
-        "seq": seq, "ts": "2025-11-21T11:11:11.111111Z", "actor": "user:mallory", "action": "receipt.issued",
-        "subject": "forged", "data": {"n": secrets.randbelow(1000)}, "pii": None, "prev": prev,
-    })
+    return rehash(
+        {
+            "seq": seq,
+            "ts": "2025-11-21T11:11:11.111111Z",
+            "actor": "user:mallory",
+            "action": "receipt.issued",
+            "subject": "forged",
+            "data": {"n": secrets.randbelow(1000)},
+            "pii": None,
+            "prev": prev,
+        }
+    )
 
 
 def rewrite_from(objs: list[dict[str, Any]], start: int) -> None:

@@ -134,11 +134,27 @@ def test_forged_signature_by_known_key_name_and_id_is_refused() -> None:
         "origin\n1\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 a not-base64!\n",
         "origin\n1\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 a AAAA\n",
         "origin\n1\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 a " + base64.b64encode(bytes(68)).decode(),
-        "origin\n1\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 a+b " + base64.b64encode(bytes(68)).decode() + "\n",
-        "origin\x01\n1\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 a " + base64.b64encode(bytes(68)).decode() + "\n",
+        "origin\n1\n"
+        + base64.b64encode(bytes(32)).decode()
+        + "\n\n\u2014 a+b "
+        + base64.b64encode(bytes(68)).decode()
+        + "\n",
+        "origin\x01\n1\n"
+        + base64.b64encode(bytes(32)).decode()
+        + "\n\n\u2014 a "
+        + base64.b64encode(bytes(68)).decode()
+        + "\n",
     ],
-    ids=["empty", "no-blank-line", "ascii-dash", "bad-base64", "short-signature", "no-final-newline",
-         "plus-in-name", "control-char"],
+    ids=[
+        "empty",
+        "no-blank-line",
+        "ascii-dash",
+        "bad-base64",
+        "short-signature",
+        "no-final-newline",
+        "plus-in-name",
+        "control-char",
+    ],
 )
 def test_malformed_signed_note_is_refused(note: str) -> None:
     with pytest.raises(MalformedCheckpoint):
@@ -162,8 +178,18 @@ ROOT_B64 = base64.b64encode(bytes(32)).decode()
         f"origin\n1\n{base64.b64encode(bytes(31)).decode()}\n",
         f"origin\n1\n{ROOT_B64}",
     ],
-    ids=["too-few-lines", "empty-origin", "plus-size", "leading-zero", "underscore", "negative",
-         "arabic-digit", "bad-root", "short-root", "no-newline"],
+    ids=[
+        "too-few-lines",
+        "empty-origin",
+        "plus-size",
+        "leading-zero",
+        "underscore",
+        "negative",
+        "arabic-digit",
+        "bad-root",
+        "short-root",
+        "no-newline",
+    ],
 )
 def test_malformed_checkpoint_body_is_refused(body: str) -> None:
     with pytest.raises(MalformedCheckpoint):
@@ -196,6 +222,8 @@ def test_demo_verifier_key_file_parses_and_matches_the_demo_private_key() -> Non
     if not (demo / "audit-log.vkey").exists():
         pytest.skip("demo PKI not generated")
     vkey = VerifierKey.from_text((demo / "audit-log.vkey").read_text())
-    private = load_pem_private_key((demo / "audit-log.key.pem").read_bytes(), (demo / "passphrase.txt").read_bytes().strip())
+    private = load_pem_private_key(
+        (demo / "audit-log.key.pem").read_bytes(), (demo / "passphrase.txt").read_bytes().strip()
+    )
     assert isinstance(private, Ed25519PrivateKey)
     assert NoteSigner(vkey.name, private).verifier == vkey

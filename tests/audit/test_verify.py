@@ -4,9 +4,9 @@ matrix), never a false alarm on an untouched log (property), constant-memory str
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,8 +28,13 @@ def log() -> Log:
     return build_log(SIZE)
 
 
-def _verify(tmp_path: Path, log: Log, objs: list[dict[str, Any]], notes: list[str] | None = None,
-            trusted: SignedCheckpoint | None = None) -> VerificationReport:
+def _verify(
+    tmp_path: Path,
+    log: Log,
+    objs: list[dict[str, Any]],
+    notes: list[str] | None = None,
+    trusted: SignedCheckpoint | None = None,
+) -> VerificationReport:
     notes = [c.to_text() for c in log.checkpoints] if notes is None else notes
     path = write_export(tmp_path / "export.ndjson", objs, notes)
     return verify_export(path, log.vkey, trusted_checkpoint=trusted)
@@ -46,8 +51,15 @@ def test_untouched_export_verifies(tmp_path: Path, log: Log) -> None:
 
 def test_export_written_by_the_exporter_verifies_with_personal_data(tmp_path: Path, log: Log) -> None:
     path = tmp_path / "export.ndjson"
-    entries = [(e, _Pii(log.personal[e.seq].salt, json.loads(log.personal[e.seq].canonical)) if e.seq in log.personal else None)
-               for e in log.entries]
+    entries = [
+        (
+            e,
+            _Pii(log.personal[e.seq].salt, json.loads(log.personal[e.seq].canonical))
+            if e.seq in log.personal
+            else None,
+        )
+        for e in log.entries
+    ]
     with path.open("wb") as out:
         for line in export_lines(entries, [c.to_text() for c in log.checkpoints], include_pii=True):
             out.write(line)
@@ -179,7 +191,9 @@ def test_malformed_checkpoint_line_is_forged(tmp_path: Path, log: Log) -> None:
 def test_checkpoint_of_another_log_is_refused(tmp_path: Path, log: Log) -> None:
     from audit.checkpoint import Checkpoint
 
-    other = SignedCheckpoint.sign(Checkpoint("bhxh-integrity/audit/other", 4, log.checkpoints[0].root_hash), [log.signer])
+    other = SignedCheckpoint.sign(
+        Checkpoint("bhxh-integrity/audit/other", 4, log.checkpoints[0].root_hash), [log.signer]
+    )
     path = write_export(tmp_path / "e.ndjson", log.objects(), [other.to_text()])
     report = verify_export(path, log.vkey, origin="bhxh-integrity/audit/test-log")
     assert report.fault == Fault.FORGED_CHECKPOINT
@@ -317,22 +331,42 @@ def _custom_log(tmp_path: Path, data: dict, subject: str) -> tuple[Log, list[dic
     log = build_log(6, every=3)
     entries = list(log.entries)
     prev = entries[1].hash
-    tricky = build_entry(seq=2, ts=entries[2].ts, actor="peer:portal", action="exchange.accepted",
-                         subject=subject, data=data, pii=None, prev=prev)
+    tricky = build_entry(
+        seq=2,
+        ts=entries[2].ts,
+        actor="peer:portal",
+        action="exchange.accepted",
+        subject=subject,
+        data=data,
+        pii=None,
+        prev=prev,
+    )
     log.entries[2] = tricky
     prev = tricky.hash
     for seq in range(3, 6):
         e = entries[seq]
-        log.entries[seq] = build_entry(seq=seq, ts=e.ts, actor=e.actor, action=e.action, subject=e.subject,
-                                       data=e.data, pii=e.pii, prev=prev)
+        log.entries[seq] = build_entry(
+            seq=seq, ts=e.ts, actor=e.actor, action=e.action, subject=e.subject, data=e.data, pii=e.pii, prev=prev
+        )
         prev = log.entries[seq].hash
     log.checkpoints = [log.checkpoint_at(3), log.checkpoint_at(6)]
     return log, log.objects()
 
 
 TRICKY_DATA = {
-    "hash": "a" * 64, "pii": None, "prev": "b" * 64, "seq": 9, "subject": 'x","ts":"', "ts": "2025-01-01T00:00:00.000000Z",
-    "nested": {"k": ',"hash":"' + "c" * 64 + '","pii":null,"prev":"' + "d" * 64 + '","seq":1,"subject":"s","ts":"2025-01-01T00:00:00.000000Z"}'},
+    "hash": "a" * 64,
+    "pii": None,
+    "prev": "b" * 64,
+    "seq": 9,
+    "subject": 'x","ts":"',
+    "ts": "2025-01-01T00:00:00.000000Z",
+    "nested": {
+        "k": ',"hash":"'
+        + "c" * 64
+        + '","pii":null,"prev":"'
+        + "d" * 64
+        + '","seq":1,"subject":"s","ts":"2025-01-01T00:00:00.000000Z"}'
+    },
 }
 
 

@@ -30,8 +30,13 @@ def fast_hasher() -> PasswordHasher:
 
 def make_audit(engine: Engine, clock: FrozenClock) -> AuditService:
     return AuditService(
-        engine, clock=clock, log_id="test", checkpoint_key=Ed25519PrivateKey.generate(),
-        checkpoint_key_name="test-log", checkpoint_every=10_000, checkpoint_seconds=3600,
+        engine,
+        clock=clock,
+        log_id="test",
+        checkpoint_key=Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test-log",
+        checkpoint_every=10_000,
+        checkpoint_seconds=3600,
     )
 
 
@@ -45,7 +50,11 @@ def make_accounts(
     clock = clock or FrozenClock()
     policy = AccountPolicy(throttle=throttle or ThrottlePolicy())
     return AccountService(
-        engine, clock, make_audit(engine, clock), secrets_key=SECRETS_KEY, policy=policy,
+        engine,
+        clock,
+        make_audit(engine, clock),
+        secrets_key=SECRETS_KEY,
+        policy=policy,
         hasher=hasher or fast_hasher(),
     )
 
@@ -78,8 +87,12 @@ def wire_accounts(service: object, *, throttle: ThrottlePolicy | None = None) ->
         throttle=throttle or ThrottlePolicy(),
     )
     existing = AccountService(
-        state.engine, service.clock, state.audit, secrets_key=state.keys.secrets_key,  # type: ignore[attr-defined]
-        policy=policy, hasher=fast_hasher(),
+        state.engine,
+        service.clock,
+        state.audit,
+        secrets_key=state.keys.secrets_key,  # type: ignore[attr-defined]
+        policy=policy,
+        hasher=fast_hasher(),
     )
     state.accounts = existing
     return existing

@@ -30,7 +30,9 @@ def test_expired_token_is_ignored() -> None:
     assert TOKENS.verify(token, "user-1", NOW + timedelta(seconds=DEVICE_TOKEN_MAX_AGE_SECONDS + 1)) is None
 
 
-@pytest.mark.parametrize("bad", [None, "", "garbage", "dev1.a.b.c.d", "dev1.user-1.x.notanumber.mac", "é" * 10, "x" * 300])
+@pytest.mark.parametrize(
+    "bad", [None, "", "garbage", "dev1.a.b.c.d", "dev1.user-1.x.notanumber.mac", "é" * 10, "x" * 300]
+)
 def test_malformed_token_is_ignored(bad: str | None) -> None:
     assert TOKENS.verify(bad, "user-1", NOW) is None
 

@@ -23,7 +23,8 @@ def test_delay_starts_after_five_failures_and_doubles_to_one_hour(failures: int,
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"free_failures": 0}, {"free_failures": 100}, {"base_delay": 0}, {"base_delay": 7200}, {"address_limit": 0}]
+    "kwargs",
+    [{"free_failures": 0}, {"free_failures": 100}, {"base_delay": 0}, {"base_delay": 7200}, {"address_limit": 0}],
 )
 def test_nonsense_policy_is_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):

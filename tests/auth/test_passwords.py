@@ -28,7 +28,10 @@ def test_hash_is_argon2id_with_owasp_parameters_in_the_phc_string() -> None:
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     params = argon2.extract_parameters(stored)
     assert (params.type, params.memory_cost, params.time_cost, params.parallelism) == (
-        argon2.Type.ID, ARGON2_MEMORY_KIB, 2, 1,
+        argon2.Type.ID,
+        ARGON2_MEMORY_KIB,
+        2,
+        1,
     )
 
 
@@ -77,7 +80,9 @@ def test_password_is_nfkc_normalised_before_hashing() -> None:
         ("bhxh2025", True, PasswordContainsContext, "context_words"),
     ],
 )
-def test_policy_names_the_rule_broken(password: str, mfa: bool, error: type[PasswordRejected] | None, rule: str | None) -> None:
+def test_policy_names_the_rule_broken(
+    password: str, mfa: bool, error: type[PasswordRejected] | None, rule: str | None
+) -> None:
     if error is None:
         POLICY.check(password, mfa=mfa)
         return

@@ -22,8 +22,14 @@ NOW = datetime(2025, 11, 23, 8, 0, 0, tzinfo=UTC)
 
 @pytest.mark.parametrize(
     ("unix", "expected8"),
-    [(59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"), (1234567890, "89005924"),
-     (2000000000, "69279037"), (20000000000, "65353130")],
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
 )
 def test_rfc6238_appendix_b_vectors_sha1(unix: int, expected8: str) -> None:
     # The RFC lists 8-digit codes; ours are 6 digits, i.e. the value modulo 10^6.
@@ -160,7 +166,9 @@ def test_altered_secret_row_fails_closed(engine: Engine) -> None:
     other = _user(engine, "bob")
     _enrol(engine, other)
     with engine.begin() as conn:
-        stolen = conn.execute(select(totp_credentials.c.secret_ct).where(totp_credentials.c.user_id == other)).scalar_one()
+        stolen = conn.execute(
+            select(totp_credentials.c.secret_ct).where(totp_credentials.c.user_id == other)
+        ).scalar_one()
         conn.execute(update(totp_credentials).where(totp_credentials.c.user_id == uid).values(secret_ct=stolen))
     with engine.begin() as conn, pytest.raises(SecretUnreadable):
         totp.verify_and_consume(conn, BOX, uid, "123456", NOW + timedelta(seconds=60))

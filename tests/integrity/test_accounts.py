@@ -138,7 +138,9 @@ def test_mfa_required_account_gets_only_an_enrolment_session(accounts: AccountSe
     assert accounts.status(result.token).session_kind == "enrol"
 
 
-def test_enrolment_confirmation_rotates_the_session_and_revokes_others(accounts: AccountService, clock: FrozenClock) -> None:
+def test_enrolment_confirmation_rotates_the_session_and_revokes_others(
+    accounts: AccountService, clock: FrozenClock
+) -> None:
     accounts.create_user("alice", STRONG, "officer", actor="user:root", reason="r")
     other = accounts.login("alice", STRONG, address=ADDRESS).token
     first = accounts.login("alice", STRONG, address=ADDRESS).token
@@ -218,7 +220,11 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(accounts: AccountSe
         accounts.login("bad name", "not the password at all", address=ADDRESS)
     assert str(wrong.value) == str(unknown.value) == str(invalid.value)
     reasons = [(e.subject, e.data["reason"]) for e in _entries(accounts, "auth.login.failed")]
-    assert reasons == [("citizen1", "bad_password"), ("unknown-user", "unknown_user"), ("unknown-user", "invalid_username")]
+    assert reasons == [
+        ("citizen1", "bad_password"),
+        ("unknown-user", "unknown_user"),
+        ("unknown-user", "invalid_username"),
+    ]
 
 
 def test_unknown_usernames_lock_like_real_ones(accounts: AccountService) -> None:
@@ -252,7 +258,9 @@ def test_locked_account_answers_the_same_whatever_the_password(accounts: Account
     assert accounts.login("citizen1", STRONG, address=ADDRESS).token
 
 
-def test_distributed_guessing_stops_at_the_cap_until_an_admin_unlocks(accounts: AccountService, clock: FrozenClock) -> None:
+def test_distributed_guessing_stops_at_the_cap_until_an_admin_unlocks(
+    accounts: AccountService, clock: FrozenClock
+) -> None:
     accounts.create_user("citizen1", STRONG, "citizen", actor="user:root", reason="r")
     for i in range(100):
         with pytest.raises(InvalidCredentials):
@@ -274,7 +282,9 @@ def test_distributed_guessing_stops_at_the_cap_until_an_admin_unlocks(accounts: 
     assert accounts.login("citizen1", STRONG, address=ADDRESS).token
 
 
-def test_credential_stuffing_from_one_address_stops_without_locking_accounts(engine: Engine, clock: FrozenClock) -> None:
+def test_credential_stuffing_from_one_address_stops_without_locking_accounts(
+    engine: Engine, clock: FrozenClock
+) -> None:
     svc = make_accounts(engine, clock, throttle=ThrottlePolicy(address_limit=20, address_window=900))
     try:
         names = [f"citizen{i:02d}" for i in range(50)]
@@ -458,7 +468,11 @@ def test_second_factor_failures_count_toward_the_account_lock(accounts: AccountS
         step1 = accounts.login("alice", STRONG, address=ADDRESS)
         assert step1.mfa_token
         with pytest.raises(InvalidCredentials):
-            accounts.complete_mfa(step1.mfa_token, code="000000" if rfc6238(secret, step_of(clock)) != "000000" else "111111", address=ADDRESS)
+            accounts.complete_mfa(
+                step1.mfa_token,
+                code="000000" if rfc6238(secret, step_of(clock)) != "000000" else "111111",
+                address=ADDRESS,
+            )
     with pytest.raises(LoginThrottled):
         accounts.login("alice", STRONG, address=ADDRESS)
 
@@ -537,7 +551,9 @@ def test_enrolment_session_cannot_replace_an_active_factor(accounts: AccountServ
 # --- step-up -------------------------------------------------------------------------------
 
 
-def test_step_up_expires_after_five_minutes_and_rotates_on_renewal(accounts: AccountService, clock: FrozenClock) -> None:
+def test_step_up_expires_after_five_minutes_and_rotates_on_renewal(
+    accounts: AccountService, clock: FrozenClock
+) -> None:
     secret, _, _ = _enrolled(accounts, clock)
     token = _mfa_login(accounts, clock, secret).token
     assert token

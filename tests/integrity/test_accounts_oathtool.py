@@ -26,7 +26,10 @@ def _oath_code(secret_b32: str, clock: FrozenClock) -> str:
     when = clock().strftime("%Y-%m-%d %H:%M:%S UTC")
     out = subprocess.run(
         [_oathtool(), "--totp", "--base32", "--digits=6", "--time-step-size=30s", f"--now={when}", secret_b32],
-        capture_output=True, text=True, check=True, timeout=10,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
     )
     return out.stdout.strip()
 

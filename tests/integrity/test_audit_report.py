@@ -35,7 +35,7 @@ def _report(tmp_path: Path, tamper: bool) -> VerificationReport:
 def test_clean_report_puts_the_verdict_first(tmp_path: Path) -> None:
     report = _report(tmp_path, tamper=False)
     page = render_html(report, CONTEXT)
-    body = page[page.index("<body>"):]
+    body = page[page.index("<body>") :]
     assert body.index("KẾT LUẬN: TOÀN VẸN") < body.index("Phạm vi kiểm tra")
     assert "(Verdict: verified, no fault found)" in page
     assert "Không có sai lệch" in page
@@ -71,7 +71,11 @@ def test_chart_is_valid_svg_with_one_bar_segment_per_day_and_action(tmp_path: Pa
     report = _report(tmp_path, tamper=False)
     svg = chart_svg(report.actions_per_day)
     root = ElementTree.fromstring(svg)
-    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+    rects = [
+        r
+        for r in root.iter("{http://www.w3.org/2000/svg}rect")
+        if r.find("{http://www.w3.org/2000/svg}title") is not None
+    ]
     assert len(rects) == len(report.actions_per_day)
     titles = {r.find("{http://www.w3.org/2000/svg}title").text for r in rects}  # type: ignore[union-attr]
     assert "2025-11-20 receipt.issued: 4" in titles

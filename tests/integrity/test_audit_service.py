@@ -103,8 +103,13 @@ def test_invalid_event_is_refused_and_nothing_is_written(audit: AuditService, en
 
 
 def test_personal_data_is_stored_apart_behind_a_salted_commitment(audit: AuditService, engine: Engine) -> None:
-    seq = audit.record("user:an", "receipt.issued", "000.00.31.H29-251123-0001", {"units": 1},
-                       {"name": "Nguyễn Văn A", "id_number": "079123456789"})
+    seq = audit.record(
+        "user:an",
+        "receipt.issued",
+        "000.00.31.H29-251123-0001",
+        {"units": 1},
+        {"name": "Nguyễn Văn A", "id_number": "079123456789"},
+    )
     entry = audit.entry(seq)
     assert entry.pii is not None and len(entry.pii) == 64
     assert "Nguyễn" not in str(entry.to_dict()) and "079123456789" not in str(entry.to_dict())
@@ -155,7 +160,7 @@ def _in_one_batch(audit: AuditService, calls: list[Callable[[], object]]) -> lis
     def run(i: int) -> None:
         try:
             results[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
@@ -196,11 +201,14 @@ def test_claims_of_one_batch_take_one_call_and_a_key_goes_to_one_caller(audit: A
 
 def test_a_failing_claim_fails_its_own_callers_only(audit: AuditService) -> None:
     broken = _Keys(fail=ValueError("claim store broken"))
-    results = _in_one_batch(audit, [
-        lambda: audit.record_if(Claim(broken, "x"), "client:p", "exchange.accepted", "x1"),
-        lambda: audit.record("client:p", "signature.created", "s1"),
-        lambda: audit.record_if(Claim(broken, "y"), "client:p", "exchange.accepted", "y1"),
-    ])
+    results = _in_one_batch(
+        audit,
+        [
+            lambda: audit.record_if(Claim(broken, "x"), "client:p", "exchange.accepted", "x1"),
+            lambda: audit.record("client:p", "signature.created", "s1"),
+            lambda: audit.record_if(Claim(broken, "y"), "client:p", "exchange.accepted", "y1"),
+        ],
+    )
     assert isinstance(results[0], ValueError) and isinstance(results[2], ValueError)
     assert isinstance(results[1], int)
     assert len(broken.calls) == 1
@@ -223,9 +231,8 @@ def test_checkpoints_every_n_entries_and_every_n_seconds(audit: AuditService, cl
 
 def test_checkpoint_covers_only_committed_entries(audit: AuditService, engine: Engine) -> None:
     audit.record("system", "test.event", "a")
-    with engine.connect() as pending:
-        with pending.begin():
-            pass
+    with engine.connect() as pending, pending.begin():
+        pass
     cp = audit.checkpoint_now()
     assert cp.tree_size == 1
     parsed = cp.parsed()
@@ -296,7 +303,10 @@ def test_erasing_personal_data_keeps_the_log_verifiable(audit: AuditService, eng
     erased_at = audit.erase_pii(seq, "data subject request 2025-11", actor="user:admin")
     assert _count(engine, audit_pii) == 0
     erasure = audit.entry(erased_at)
-    assert erasure.action == "audit.pii.erased" and erasure.data == {"seq": seq, "reason": "data subject request 2025-11"}
+    assert erasure.action == "audit.pii.erased" and erasure.data == {
+        "seq": seq,
+        "reason": "data subject request 2025-11",
+    }
     report = audit.verify()
     assert report.ok and report.pii_erased == 1 and report.pii_checked == 0
     with pytest.raises(PiiAlreadyErased):
@@ -310,16 +320,19 @@ def test_erasing_personal_data_keeps_the_log_verifiable(audit: AuditService, eng
     assert audit.size() == 3
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_entries SET subject = 'forged' WHERE seq = 0",
-    "DELETE FROM audit_entries WHERE seq = 0",
-    "UPDATE audit_checkpoints SET tree_size = 0",
-    "DELETE FROM audit_checkpoints",
-    "UPDATE audit_tree_nodes SET idx = 7",
-    "DELETE FROM audit_tree_nodes",
-    "UPDATE audit_pii SET data = '{}'",
-    "DELETE FROM audit_keys",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_entries SET subject = 'forged' WHERE seq = 0",
+        "DELETE FROM audit_entries WHERE seq = 0",
+        "UPDATE audit_checkpoints SET tree_size = 0",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_tree_nodes SET idx = 7",
+        "DELETE FROM audit_tree_nodes",
+        "UPDATE audit_pii SET data = '{}'",
+        "DELETE FROM audit_keys",
+    ],
+)
 def test_raw_update_and_delete_on_log_tables_fail(audit: AuditService, engine: Engine, statement: str) -> None:
     audit.record("system", "test.event", "a", {}, {"name": "x"})
     audit.record("system", "test.event", "b")
@@ -371,9 +384,8 @@ def test_service_role_holds_only_select_and_insert_on_postgresql(audit: AuditSer
                 "DROP TRIGGER audit_entries_append_only ON audit_entries",
                 "DELETE FROM audit_checkpoints",
             ):
-                with pytest.raises(DBAPIError) as caught:
-                    with conn.begin():
-                        conn.execute(text(statement))
+                with pytest.raises(DBAPIError) as caught, conn.begin():
+                    conn.execute(text(statement))
                 assert "permission denied" in str(caught.value) or "must be owner" in str(caught.value)
             with conn.begin():  # erasure is the one sanctioned removal
                 conn.execute(text("DELETE FROM audit_pii"))
@@ -401,12 +413,23 @@ def test_a_fork_cannot_commit_even_when_the_lock_is_bypassed(audit: AuditService
         audit.record("system", "test.event", str(i))
     first = audit.entry(0)
     # A second successor of entry 0 at the next free seq: a fork of the chain.
-    fork = build_entry(seq=3, ts=first.ts, actor="system", action="test.fork", subject="x", data={}, pii=None, prev=first.hash)
+    fork = build_entry(
+        seq=3, ts=first.ts, actor="system", action="test.fork", subject="x", data={}, pii=None, prev=first.hash
+    )
     with pytest.raises(DBAPIError), engine.begin() as conn:
-        conn.execute(audit_entries.insert().values(
-            seq=3, ts=fork.ts, actor=fork.actor, action=fork.action, subject=fork.subject, data="{}",
-            pii=None, prev=fork.prev, hash=fork.hash,
-        ))
+        conn.execute(
+            audit_entries.insert().values(
+                seq=3,
+                ts=fork.ts,
+                actor=fork.actor,
+                action=fork.action,
+                subject=fork.subject,
+                data="{}",
+                pii=None,
+                prev=fork.prev,
+                hash=fork.hash,
+            )
+        )
     assert audit.size() == 3 and audit.verify().ok
 
 
@@ -432,9 +455,11 @@ def test_migration_grants_the_configured_service_role_only_select_and_insert(
         monkeypatch.setenv("BHXH_DB_SERVICE_ROLE", role)
         upgrade(fresh)
         with fresh.connect() as conn:
+
             def can(table: str, privilege: str) -> bool:
-                return conn.execute(text("SELECT has_table_privilege(:r, :t, :p)"),
-                                    {"r": role, "t": table, "p": privilege}).scalar_one()
+                return conn.execute(
+                    text("SELECT has_table_privilege(:r, :t, :p)"), {"r": role, "t": table, "p": privilege}
+                ).scalar_one()
 
             for table in ("audit_entries", "audit_checkpoints", "audit_tree_nodes", "audit_keys"):
                 assert can(table, "SELECT") and can(table, "INSERT")

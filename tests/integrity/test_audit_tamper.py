@@ -86,8 +86,14 @@ def _row(conn: Connection, seq: int) -> dict:
 
 def _body(row: dict) -> dict:
     return {
-        "seq": row["seq"], "ts": row["ts"], "actor": row["actor"], "action": row["action"],
-        "subject": row["subject"], "data": json.loads(row["data"]), "pii": row["pii"], "prev": row["prev"],
+        "seq": row["seq"],
+        "ts": row["ts"],
+        "actor": row["actor"],
+        "action": row["action"],
+        "subject": row["subject"],
+        "data": json.loads(row["data"]),
+        "pii": row["pii"],
+        "prev": row["prev"],
     }
 
 
@@ -120,8 +126,16 @@ def _insert_renumber(conn: Connection) -> None:
     for seq in range(SIZE - 1, 6, -1):
         _set_seq(conn, seq, seq + 1)
     prev = _row(conn, 6)["hash"]
-    forged = {"seq": 7, "ts": "2025-01-01T00:00:00.000000Z", "actor": "user:mallory", "action": "receipt.issued",
-              "subject": "forged", "data": {}, "pii": None, "prev": prev}
+    forged = {
+        "seq": 7,
+        "ts": "2025-01-01T00:00:00.000000Z",
+        "actor": "user:mallory",
+        "action": "receipt.issued",
+        "subject": "forged",
+        "data": {},
+        "pii": None,
+        "prev": prev,
+    }
     conn.execute(
         text("INSERT INTO audit_entries VALUES (:seq, :ts, :actor, :action, :subject, :data, :pii, :prev, :hash)"),
         {**forged, "data": "{}", "hash": hash_body(forged)},
@@ -198,7 +212,9 @@ def test_insider_tampering_in_the_database_is_named_with_its_first_bad_seq(
 
 
 def _published(tmp_path: Path) -> list[SignedCheckpoint]:
-    return [SignedCheckpoint.from_text(p.read_text()) for p in sorted((tmp_path / "published").glob("checkpoint-*.txt"))]
+    return [
+        SignedCheckpoint.from_text(p.read_text()) for p in sorted((tmp_path / "published").glob("checkpoint-*.txt"))
+    ]
 
 
 def test_cut_tail_with_checkpoints_deleted_is_caught_by_published_checkpoints(
@@ -255,6 +271,7 @@ def test_export_of_the_live_log_verifies_offline_and_detects_the_same_tampering(
 
 # --------------------------------------------------------------- processes
 
+
 def _append_worker(url: str, key_pem: bytes, worker: int, count: int) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -263,8 +280,15 @@ def _append_worker(url: str, key_pem: bytes, worker: int, count: int) -> None:
 
     engine = make_engine(url)
     key = load_pem_private_key(key_pem, None)
-    svc = AuditService(engine, clock=system_clock, log_id="test-log", checkpoint_key=key,  # type: ignore[arg-type]
-                       checkpoint_key_name=KEY_NAME, checkpoint_every=7, checkpoint_seconds=3600)
+    svc = AuditService(
+        engine,
+        clock=system_clock,
+        log_id="test-log",
+        checkpoint_key=key,  # type: ignore[arg-type]
+        checkpoint_key_name=KEY_NAME,
+        checkpoint_every=7,
+        checkpoint_seconds=3600,
+    )
     try:
         for i in range(count):
             if i % 3 == 0:
@@ -293,8 +317,15 @@ def test_four_processes_appending_at_once_leave_one_chain_without_gaps(engine: E
         subjects = set(conn.execute(select(audit_entries.c.subject)).scalars())
     assert seqs == list(range(160))
     assert subjects == {f"{w}-{i}" for w in range(4) for i in range(40)}
-    svc = AuditService(engine, clock=FrozenClock(), log_id="test-log", checkpoint_key=key,
-                       checkpoint_key_name=KEY_NAME, checkpoint_every=7, checkpoint_seconds=3600)
+    svc = AuditService(
+        engine,
+        clock=FrozenClock(),
+        log_id="test-log",
+        checkpoint_key=key,
+        checkpoint_key_name=KEY_NAME,
+        checkpoint_every=7,
+        checkpoint_seconds=3600,
+    )
     try:
         report = svc.verify()
         assert report.ok and report.entries_checked == 160 and report.verified_tree_size >= 154
@@ -320,8 +351,13 @@ while True:
 
 
 def test_acknowledged_appends_survive_kill_minus_9(engine: Engine, db_url: str) -> None:
-    child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, db_url], stdout=subprocess.PIPE, text=True,
-                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, db_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     acknowledged = []
     assert child.stdout is not None
     for line in child.stdout:
@@ -334,7 +370,7 @@ def test_acknowledged_appends_survive_kill_minus_9(engine: Engine, db_url: str) 
         stored = set(conn.execute(select(audit_entries.c.seq)).scalars())
     assert set(acknowledged) <= stored
     assert sorted(stored) == list(range(len(stored)))
-    assert GENESIS_PREV == conn_first_prev(engine)
+    assert conn_first_prev(engine) == GENESIS_PREV
 
 
 def conn_first_prev(engine: Engine) -> str:

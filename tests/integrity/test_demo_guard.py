@@ -46,7 +46,14 @@ def test_demo_pki_files_are_all_present_and_encrypted() -> None:
     names = {p.name for p in DEMO_KEYS.iterdir()}
     for stem in ("ca", "one-stop-signing", "portal-exchange", "one-stop-exchange", "gateway-exchange"):
         assert {f"{stem}.crt.pem", f"{stem}.key.pem"} <= names
-    assert {"audit-log.key.pem", "audit-log.pub.pem", "audit-log.vkey", "secrets.key", "passphrase.txt", "README.md"} <= names
+    assert {
+        "audit-log.key.pem",
+        "audit-log.pub.pem",
+        "audit-log.vkey",
+        "secrets.key",
+        "passphrase.txt",
+        "README.md",
+    } <= names
     for key in DEMO_KEYS.glob("*.key.pem"):
         assert b"BEGIN ENCRYPTED PRIVATE KEY" in key.read_bytes()
     assert "NOT FOR PRODUCTION" in (DEMO_KEYS / "README.md").read_text()

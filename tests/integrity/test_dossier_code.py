@@ -58,7 +58,9 @@ def test_sequence_outside_0001_to_9999_is_refused_never_wrapped(sequence: int) -
         DossierCode("000.00.31.H29", date(2026, 11, 23), sequence)
 
 
-@pytest.mark.parametrize("unit", ["000.00.31.h29", "00.00.31.H29", "000-00-31-H29", "000.00.31.H2", "000.00.31.299", ""])
+@pytest.mark.parametrize(
+    "unit", ["000.00.31.h29", "00.00.31.H29", "000-00-31-H29", "000.00.31.H2", "000.00.31.299", ""]
+)
 def test_unit_code_outside_the_national_format_is_refused(unit: str) -> None:
     assert not is_unit_code(unit)
     with pytest.raises(InvalidDossierCode):

@@ -45,14 +45,26 @@ class World:
         self.one_stop = ExchangeSigningKey.from_private_key("one-stop", ed25519.Ed25519PrivateKey.generate())
 
     def register(self) -> None:
-        self.service.add_peer("portal", keyid="portal", key_pem=self.portal.peer_key().public_pem(), routes=PORTAL_ROUTES)
         self.service.add_peer(
-            "one-stop", keyid="one-stop", key_pem=self.one_stop.peer_key().public_pem(),
-            routes=["POST /gateway/portal/**"], base_url="http://127.0.0.1:9/",
+            "portal", keyid="portal", key_pem=self.portal.peer_key().public_pem(), routes=PORTAL_ROUTES
+        )
+        self.service.add_peer(
+            "one-stop",
+            keyid="one-stop",
+            key_pem=self.one_stop.peer_key().public_pem(),
+            routes=["POST /gateway/portal/**"],
+            base_url="http://127.0.0.1:9/",
         )
 
-    def signed(self, key: ExchangeSigningKey | None = None, *, method: str = "POST", url: str = URL,
-               body: bytes = BODY, **kw: Any) -> HttpRequest:
+    def signed(
+        self,
+        key: ExchangeSigningKey | None = None,
+        *,
+        method: str = "POST",
+        url: str = URL,
+        body: bytes = BODY,
+        **kw: Any,
+    ) -> HttpRequest:
         request = HttpRequest(method, url, {"Content-Type": "application/json"}, body)
         return request.with_headers(sign_request(request, key or self.portal, clock=self.clock, **kw).as_dict())
 
@@ -104,7 +116,9 @@ def test_route_pattern_matching(route: str, method: str, path: str, ok: bool) ->
     assert Route.parse(route).matches(method, path) is ok
 
 
-@pytest.mark.parametrize("text", ["/no/method", "FETCH /x", "GET x", "GET /a/../b", "GET /a?b=1", "GET /a**b", "GET /a b"])
+@pytest.mark.parametrize(
+    "text", ["/no/method", "FETCH /x", "GET x", "GET /a/../b", "GET /a?b=1", "GET /a**b", "GET /a b"]
+)
 def test_malformed_route_is_refused(text: str) -> None:
     with pytest.raises(InvalidPeer):
         Route.parse(text)
@@ -157,9 +171,13 @@ def test_peer_can_be_registered_by_its_demo_certificate(world: World) -> None:
 def test_refused_peer_definition_writes_nothing(world: World, kwargs: dict[str, Any], error: type[Exception]) -> None:
     before = len(world.entries())
     args: dict[str, Any] = {
-        "name": "vssid", "keyid": "vssid",
-        "key_pem": ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem(),
-        "routes": [], "base_url": None,
+        "name": "vssid",
+        "keyid": "vssid",
+        "key_pem": ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate())
+        .peer_key()
+        .public_pem(),
+        "routes": [],
+        "base_url": None,
     }
     args.update(kwargs)
     with pytest.raises(error):
@@ -294,7 +312,9 @@ def test_removed_peer_is_refused_from_then_on(world: World) -> None:
 
 def _rotate_portal(world: World, **kwargs: Any) -> ExchangeSigningKey:
     new = ExchangeSigningKey.from_private_key("portal-2", ed25519.Ed25519PrivateKey.generate())
-    world.service.update_peer("portal", keyid="portal-2", key_pem=new.peer_key().public_pem(), actor="user:admin", **kwargs)
+    world.service.update_peer(
+        "portal", keyid="portal-2", key_pem=new.peer_key().public_pem(), actor="user:admin", **kwargs
+    )
     return new
 
 
@@ -386,7 +406,9 @@ def test_a_refused_rotation_writes_nothing(world: World, kwargs: dict[str, Any],
     before, stored = len(world.entries()), world.service.get_peer("portal")
     args = dict(kwargs)
     if args.pop("new_key", False):
-        args["key_pem"] = ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem()
+        args["key_pem"] = (
+            ExchangeSigningKey.from_private_key("x", ed25519.Ed25519PrivateKey.generate()).peer_key().public_pem()
+        )
     with pytest.raises(error):
         world.service.update_peer("portal", **args)
     assert len(world.entries()) == before

@@ -123,10 +123,17 @@ def genuine_signer() -> PdfSigner:
 
 def slip_for(code: str, *, applicant: str = "Nguyễn Thị Ánh Tuyết") -> ReceiptSlip:
     return ReceiptSlip(
-        code=code, unit_code=code[:13], unit_name=HCM_NAME, procedure_code="1.001234",
-        procedure_name="Giải quyết hưởng chế độ ốm đau", applicant_name=applicant,
-        applicant_id_number="079190001234", official_name="Đặng Văn Lợi", official_title="Chuyên viên",
-        received_at=datetime.now(UTC), appointment_at=date.today() + timedelta(days=7),
+        code=code,
+        unit_code=code[:13],
+        unit_name=HCM_NAME,
+        procedure_code="1.001234",
+        procedure_name="Giải quyết hưởng chế độ ốm đau",
+        applicant_name=applicant,
+        applicant_id_number="079190001234",
+        official_name="Đặng Văn Lợi",
+        official_title="Chuyên viên",
+        received_at=datetime.now(UTC),
+        appointment_at=date.today() + timedelta(days=7),
         verify_url=f"http://testserver/v1/receipts/{code}",
     )
 
@@ -146,7 +153,9 @@ def test_issue_registers_code_hash_signer_and_audit_seq(env: Env) -> None:
     assert record == issued.record
     pdf = env.receipts.pdf(issued.code)
     assert record.sha256 == sha256_hex(pdf) and record.size_bytes == len(pdf)
-    assert record.signer_certificate_sha256 == sha256_hex(_demo("one-stop-signing.crt.pem").public_bytes(serialization.Encoding.DER))
+    assert record.signer_certificate_sha256 == sha256_hex(
+        _demo("one-stop-signing.crt.pem").public_bytes(serialization.Encoding.DER)
+    )
     assert record.issued_by == ISSUER and record.issued_at == env.clock() and record.pades_level == "B-B"
     entry = env.state.audit.entry(record.audit_seq)
     assert (entry.action, entry.subject, entry.actor) == ("receipt.issued", issued.code, ISSUER)
@@ -169,7 +178,9 @@ def test_issued_receipt_verifies_as_issued_by_system(env: Env) -> None:
 def test_sequences_count_up_per_unit_and_day(env: Env, clock: FrozenClock) -> None:
     first = env.receipts.issue(request(), issued_by=ISSUER)
     second = env.receipts.issue(request(), issued_by=ISSUER)
-    other_unit = env.receipts.issue(request(unit_code="000.00.00.G00", unit_name="Bảo hiểm xã hội Việt Nam"), issued_by=ISSUER)
+    other_unit = env.receipts.issue(
+        request(unit_code="000.00.00.G00", unit_name="Bảo hiểm xã hội Việt Nam"), issued_by=ISSUER
+    )
     assert [DossierCode.from_text(c).sequence for c in (first.code, second.code, other_unit.code)] == [1, 2, 1]
     clock.advance(24 * 3600)
     next_day = env.receipts.issue(request(appointment_at=date.today() + timedelta(days=9)), issued_by=ISSUER)
@@ -188,7 +199,7 @@ def _issue_in_threads(envs: list[Env], per_thread: int, threads_per_env: int) ->
         for _ in range(per_thread):
             try:
                 code = environment.receipts.issue(request(), issued_by=ISSUER).code
-            except BaseException as exc:  # noqa: BLE001  (collected and asserted below)
+            except BaseException as exc:
                 with lock:
                     errors.append(exc)
                 continue
@@ -234,7 +245,9 @@ def test_ten_thousandth_receipt_of_a_day_is_refused_not_wrapped(env: Env) -> Non
         assert conn.execute(select(receipt_sequences.c.last_value)).scalar_one() == 9999
     assert env.count(receipts) == 1 and env.state.audit.size() == audit_size
     # Another unit, or the next day, is unaffected.
-    assert env.receipts.issue(request(unit_code="000.00.00.G00", unit_name=None), issued_by=ISSUER).code.endswith("-0001")
+    assert env.receipts.issue(request(unit_code="000.00.00.G00", unit_name=None), issued_by=ISSUER).code.endswith(
+        "-0001"
+    )
 
 
 def test_failed_signing_rolls_back_the_sequence_so_no_gap(db_url: str, clock: FrozenClock) -> None:
@@ -333,7 +346,7 @@ def test_concurrent_retries_with_one_key_issue_one_receipt_and_leave_no_gap(env:
         start.wait()
         try:
             results.append(env.receipts.issue(request(), issued_by=ISSUER, idempotency_key="retry-me").code)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -377,17 +390,23 @@ def test_unsigned_pdf_made_elsewhere_is_flagged(env: Env, issued_pdf: tuple[str,
 
 def test_pdf_signed_by_an_untrusted_key_is_flagged(env: Env, issued_pdf: tuple[str, bytes]) -> None:
     code, _ = issued_pdf
-    verdict = env.receipts.verify(signer_for("forger").sign(renderer().render(slip_for(code)), signing_time=datetime.now(UTC)))
+    verdict = env.receipts.verify(
+        signer_for("forger").sign(renderer().render(slip_for(code)), signing_time=datetime.now(UTC))
+    )
     assert not verdict.issued_by_system
     assert verdict.intact is True and verdict.trusted_signer is False
     assert {"untrusted_signer", "not_one_stop_signer", "hash_mismatch"} == reason_codes(verdict)
 
 
-def test_pdf_signed_by_another_key_of_the_demo_ca_is_not_a_one_stop_signer(env: Env, issued_pdf: tuple[str, bytes]) -> None:
+def test_pdf_signed_by_another_key_of_the_demo_ca_is_not_a_one_stop_signer(
+    env: Env, issued_pdf: tuple[str, bytes]
+) -> None:
     # The CA is trusted, but this certificate is not the one-stop system's signing certificate.
     ca = (_demo_key("ca.key.pem"), _demo("ca.crt.pem"))
     key, cert = make_leaf(ca, "Somebody else of BHXH")  # type: ignore[arg-type]
-    forged = PdfSigner(key, cert, [ca[1]]).sign(renderer().render(slip_for(issued_pdf[0])), signing_time=datetime.now(UTC))
+    forged = PdfSigner(key, cert, [ca[1]]).sign(
+        renderer().render(slip_for(issued_pdf[0])), signing_time=datetime.now(UTC)
+    )
     verdict = env.receipts.verify(forged)
     assert verdict.signature.chain_trusted is True and verdict.trusted_signer is False
     assert "not_one_stop_signer" in reason_codes(verdict) and "untrusted_signer" not in reason_codes(verdict)
@@ -417,7 +436,9 @@ def test_added_overlay_annotation_is_flagged(env: Env, issued_pdf: tuple[str, by
 
 def test_genuine_signature_with_an_unregistered_code_is_flagged(env: Env) -> None:
     code = f"{HCM}-{receipt_day(env.clock()):%y%m%d}-0777"
-    verdict = env.receipts.verify(genuine_signer().sign(renderer().render(slip_for(code)), signing_time=datetime.now(UTC)))
+    verdict = env.receipts.verify(
+        genuine_signer().sign(renderer().render(slip_for(code)), signing_time=datetime.now(UTC))
+    )
     assert not verdict.issued_by_system
     assert verdict.intact and verdict.trusted_signer and verdict.modified_after_signing is False
     assert verdict.registered is False and verdict.hash_matches is None
@@ -426,7 +447,9 @@ def test_genuine_signature_with_an_unregistered_code_is_flagged(env: Env) -> Non
 
 def test_registered_code_with_a_different_file_is_flagged(env: Env, issued_pdf: tuple[str, bytes]) -> None:
     code, _ = issued_pdf
-    other = genuine_signer().sign(renderer().render(slip_for(code, applicant="Lê Văn Giả")), signing_time=datetime.now(UTC))
+    other = genuine_signer().sign(
+        renderer().render(slip_for(code, applicant="Lê Văn Giả")), signing_time=datetime.now(UTC)
+    )
     verdict = env.receipts.verify(other)
     assert not verdict.issued_by_system
     assert verdict.intact and verdict.trusted_signer and verdict.registered is True
@@ -438,11 +461,18 @@ def test_expired_signer_certificate_is_flagged(env: Env) -> None:
     # A retired one-stop certificate that has expired: still "ours", no longer valid for new signatures.
     ca = (_demo_key("ca.key.pem"), _demo("ca.crt.pem"))
     now = env.clock()
-    key, expired = make_leaf(ca, "BHXH One-Stop (retired)", not_before=now - timedelta(days=800), not_after=now - timedelta(days=1))  # type: ignore[arg-type]
+    key, expired = make_leaf(
+        ca, "BHXH One-Stop (retired)", not_before=now - timedelta(days=800), not_after=now - timedelta(days=1)
+    )  # type: ignore[arg-type]
     service = ReceiptService(
-        env.engine, env.clock, env.state.audit,
-        signer=genuine_signer(), renderer=renderer(), units=env.receipts.units,
-        trust_roots=[ca[1]], one_stop_certificates=[_demo("one-stop-signing.crt.pem"), expired],
+        env.engine,
+        env.clock,
+        env.state.audit,
+        signer=genuine_signer(),
+        renderer=renderer(),
+        units=env.receipts.units,
+        trust_roots=[ca[1]],
+        one_stop_certificates=[_demo("one-stop-signing.crt.pem"), expired],
         public_base_url="http://testserver",
     )
     code = f"{HCM}-{receipt_day(now):%y%m%d}-0001"
@@ -495,11 +525,14 @@ def test_verification_writes_nothing(env: Env, issued_pdf: tuple[str, bytes]) ->
 
 def test_units_file_replaces_the_demo_list(db_url: str, clock: FrozenClock, tmp_path: Path) -> None:
     units = tmp_path / "units.json"
-    units.write_text(json.dumps([{"code": "000.00.01.H26", "name": "Bảo hiểm xã hội Thành phố Hà Nội"}]), encoding="utf-8")
+    units.write_text(
+        json.dumps([{"code": "000.00.01.H26", "name": "Bảo hiểm xã hội Thành phố Hà Nội"}]), encoding="utf-8"
+    )
     environment = Env(db_url, clock, units_file=units)
     try:
         issued = environment.receipts.issue(
-            replace(request(), unit_code="000.00.01.H26", unit_name="Bảo hiểm xã hội thành phố Hà Nội"), issued_by=ISSUER
+            replace(request(), unit_code="000.00.01.H26", unit_name="Bảo hiểm xã hội thành phố Hà Nội"),
+            issued_by=ISSUER,
         )
         assert issued.code.startswith("000.00.01.H26-")
         with pytest.raises(UnknownReceivingUnit):

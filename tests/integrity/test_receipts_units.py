@@ -33,7 +33,9 @@ def test_given_name_must_be_the_configured_one_up_to_case_spacing_and_normal_for
 
 def test_units_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "units.json"
-    path.write_text(json.dumps([{"code": "000.00.01.H26", "name": "BHXH Hà Nội"}], ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps([{"code": "000.00.01.H26", "name": "BHXH Hà Nội"}], ensure_ascii=False), encoding="utf-8"
+    )
     units = load_units(path)
     assert [u.code for u in units] == ["000.00.01.H26"] and "000.00.31.H29" not in units
 

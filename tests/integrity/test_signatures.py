@@ -58,15 +58,26 @@ class World:
 def world(engine: Engine) -> Iterator[World]:
     clock = FrozenClock()
     audit = AuditService(
-        engine, clock=clock, log_id="test", checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
-        checkpoint_key_name="test/audit", checkpoint_every=10_000, checkpoint_seconds=3600,
+        engine,
+        clock=clock,
+        log_id="test",
+        checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test/audit",
+        checkpoint_every=10_000,
+        checkpoint_seconds=3600,
     )
     ca = TestCa.create()
     private = rsa_key()
     cert = ca.issue(private.public_key(), "One-stop signing (test)")
     service = SignatureService.open(
-        engine, clock, audit, passphrase=PASS, trust=TrustPolicy([ca.cert]),
-        bootstrap=[(private, (cert, ca.cert))], max_payload_bytes=4096, max_batch_items=5,
+        engine,
+        clock,
+        audit,
+        passphrase=PASS,
+        trust=TrustPolicy([ca.cert]),
+        bootstrap=[(private, (cert, ca.cert))],
+        max_payload_bytes=4096,
+        max_batch_items=5,
     )
     yield World(clock, audit, service, ca)
     audit.close()
@@ -79,8 +90,13 @@ def test_service_built_before_migration_loads_keys_on_first_use(tmp_path: Any) -
     engine = make_engine(f"sqlite:///{tmp_path}/late.db")
     clock = FrozenClock()
     audit = AuditService(
-        engine, clock=clock, log_id="test", checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
-        checkpoint_key_name="test/audit", checkpoint_every=10_000, checkpoint_seconds=3600,
+        engine,
+        clock=clock,
+        log_id="test",
+        checkpoint_key=ed25519.Ed25519PrivateKey.generate(),
+        checkpoint_key_name="test/audit",
+        checkpoint_every=10_000,
+        checkpoint_seconds=3600,
     )
     try:
         service = SignatureService.open(engine, clock, audit, passphrase=PASS, trust=TrustPolicy([]))
@@ -108,7 +124,11 @@ def test_bootstrap_key_is_imported_once_and_logged(engine: Engine, world: World)
     records = world.service.list_keys()
     assert len(records) == 1 and records[0].algorithm is Algorithm.PS256
     again = SignatureService.open(
-        engine, world.clock, world.audit, passphrase=PASS, trust=world.service.trust,
+        engine,
+        world.clock,
+        world.audit,
+        passphrase=PASS,
+        trust=world.service.trust,
         bootstrap=[(rsa_key(), (records[0].certificate, world.ca.cert))],
     )
     assert len(again.list_keys()) == 1
@@ -125,7 +145,9 @@ def test_signature_is_logged_and_verifies(world: World, fmt: str, detached: bool
     checked = world.service.verify(fmt, signed.signature, PAYLOAD if detached else None, actor="client:portal")
     assert checked.result.valid, checked.result.reasons
     logged = world.entries("signature.verified")[-1]
-    assert logged.seq == checked.audit_seq and logged.data["valid"] is True and logged.data["indication"] == "TOTAL_PASSED"
+    assert (
+        logged.seq == checked.audit_seq and logged.data["valid"] is True and logged.data["indication"] == "TOTAL_PASSED"
+    )
     assert logged.pii is not None  # the signer's subject went to the personal-data store
 
 
@@ -193,7 +215,9 @@ def test_concurrent_batches_each_get_contiguous_entries(world: World) -> None:
         results[n] = world.service.sign_batch(items, actor="client:portal")
 
     def single(n: int) -> None:
-        results[100 + n] = [world.service.sign(SignRequest("jws", f"single {n}".encode(), key_id=kid), actor="client:portal")]
+        results[100 + n] = [
+            world.service.sign(SignRequest("jws", f"single {n}".encode(), key_id=kid), actor="client:portal")
+        ]
 
     threads = [threading.Thread(target=batch, args=(n,)) for n in range(4)]
     threads += [threading.Thread(target=single, args=(n,)) for n in range(8)]
@@ -271,7 +295,10 @@ def test_rotation_and_revocation_through_the_service_are_logged(world: World) ->
     assert world.service.verify("jws", signed.signature, None, actor="system").result.valid
     world.clock.advance(10)
     world.service.revoke_key(old, actor="user:admin", at=signed.signed_at - timedelta(seconds=1))
-    assert world.service.verify("jws", signed.signature, None, actor="system").result.sub_indication is SubIndication.REVOKED
+    assert (
+        world.service.verify("jws", signed.signature, None, actor="system").result.sub_indication
+        is SubIndication.REVOKED
+    )
     actions = [e.action for e in world.entries() if e.subject in (f"key:{old}", f"key:{new}")]
     assert actions == ["key.generated", "key.rotated", "key.revoked"]
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from signing import cms
 from signing.errors import KeyNotUsable
-from signing.keystore import Keystore, KeyState
+from signing.keystore import KeyState, Keystore
 from signing.results import Indication, SubIndication
 from signing.trust import TrustPolicy
 from tests.signing._pki import TestCa, bare_key, certified_key, now, pem, rsa_key, run_openssl
@@ -28,8 +28,22 @@ def _openssl_verify(tmp_path: Path, der: bytes, payload: bytes, ca_cert: object)
     (tmp_path / "payload").write_bytes(payload)
     (tmp_path / "ca.pem").write_bytes(pem(ca_cert))
     out = run_openssl(
-        "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "payload",
-        "-CAfile", "ca.pem", "-purpose", "any", "-out", "/dev/null", cwd=tmp_path,
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "sig.der",
+        "-content",
+        "payload",
+        "-CAfile",
+        "ca.pem",
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+        cwd=tmp_path,
     )
     return out.returncode == 0
 
@@ -39,8 +53,21 @@ def _openssl_sign(tmp_path: Path, key: object, cert: object, payload: bytes, *ex
     (tmp_path / "signer.crt").write_bytes(pem(cert))
     (tmp_path / "payload").write_bytes(payload)
     out = run_openssl(
-        "cms", "-sign", "-binary", "-in", "payload", "-signer", "signer.crt", "-inkey", "signer.key",
-        "-outform", "DER", "-out", "sig.der", *extra, cwd=tmp_path,
+        "cms",
+        "-sign",
+        "-binary",
+        "-in",
+        "payload",
+        "-signer",
+        "signer.crt",
+        "-inkey",
+        "signer.key",
+        "-outform",
+        "DER",
+        "-out",
+        "sig.der",
+        *extra,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     return (tmp_path / "sig.der").read_bytes()
@@ -75,7 +102,9 @@ def test_demo_one_stop_certificate_signature_is_accepted_by_openssl(tmp_path: Pa
         pytest.skip("demo PKI not generated")
     from signing.keystore import SigningKey, parse_certificates, parse_pkcs8
 
-    private = parse_pkcs8((demo / "one-stop-signing.key.pem").read_bytes(), (demo / "passphrase.txt").read_bytes().strip())
+    private = parse_pkcs8(
+        (demo / "one-stop-signing.key.pem").read_bytes(), (demo / "passphrase.txt").read_bytes().strip()
+    )
     chain = parse_certificates((demo / "one-stop-signing.crt.pem").read_bytes() + (demo / "ca.crt.pem").read_bytes())
     key = SigningKey.create(private, chain, created_at=now())
     sig = cms.sign(key, PAYLOAD, signed_at=now())
@@ -83,8 +112,20 @@ def test_demo_one_stop_certificate_signature_is_accepted_by_openssl(tmp_path: Pa
     (tmp_path / "payload").write_bytes(PAYLOAD)
     # The exact command of the acceptance criteria (default purpose: S/MIME signing).
     out = run_openssl(
-        "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "payload",
-        "-CAfile", str(demo / "ca.crt.pem"), "-out", "/dev/null", cwd=tmp_path,
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "sig.der",
+        "-content",
+        "payload",
+        "-CAfile",
+        str(demo / "ca.crt.pem"),
+        "-out",
+        "/dev/null",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
 
@@ -119,7 +160,9 @@ def test_rsa_1024_signer_gives_crypto_constraints_failure(tmp_path: Path, ca: Te
 
 # DSA keys are what this test refuses; cryptography's own deprecation notice about them is expected.
 @pytest.mark.filterwarnings("ignore:DSA is deprecated")
-@pytest.mark.parametrize("make", [lambda: ec.generate_private_key(ec.SECP256K1()), lambda: dsa.generate_private_key(2048)])
+@pytest.mark.parametrize(
+    "make", [lambda: ec.generate_private_key(ec.SECP256K1()), lambda: dsa.generate_private_key(2048)]
+)
 def test_unsupported_signer_key_type_gives_crypto_constraints_failure(tmp_path: Path, ca: TestCa, make) -> None:
     private = make()
     der = _openssl_sign(tmp_path, private, ca.issue(private.public_key()), PAYLOAD)

@@ -170,7 +170,9 @@ def test_tampered_body_is_a_digest_mismatch(ed_key: ExchangeSigningKey, clock: _
 def test_tampered_body_with_a_recomputed_digest_breaks_the_signature(ed_key: ExchangeSigningKey, clock: _Clock) -> None:
     signed = _signed(ed_key, clock)
     body = b'{"ho_so": "forged"}'
-    forged = HttpRequest(signed.method, signed.url, signed.headers, body).with_headers({"Content-Digest": body_digest(body)})
+    forged = HttpRequest(signed.method, signed.url, signed.headers, body).with_headers(
+        {"Content-Digest": body_digest(body)}
+    )
     with pytest.raises(MessageSignatureInvalid):
         verify_request(forged, ed_key.peer_key(), clock=clock, skew_seconds=SKEW)
 
@@ -200,7 +202,9 @@ def test_content_type_added_after_signing_a_get_is_a_profile_violation(
     ed_key: ExchangeSigningKey, clock: _Clock
 ) -> None:
     get = HttpRequest("GET", URL, {})
-    signed = get.with_headers(sign_request(get, ed_key, clock=clock).as_dict()).with_headers({"Content-Type": "text/csv"})
+    signed = get.with_headers(sign_request(get, ed_key, clock=clock).as_dict()).with_headers(
+        {"Content-Type": "text/csv"}
+    )
     with pytest.raises(MessageProfileViolation, match="content-type"):
         verify_request(signed, ed_key.peer_key(), clock=clock, skew_seconds=SKEW)
 
@@ -335,17 +339,23 @@ def test_unsigned_message_is_refused_as_unsigned(ed_key: ExchangeSigningKey, clo
     ],
     ids=["unparsable", "no-signature-field", "label-mismatch", "not-inner-list"],
 )
-def test_malformed_signature_fields_are_refused(fields: dict[str, str], ed_key: ExchangeSigningKey, clock: _Clock) -> None:
+def test_malformed_signature_fields_are_refused(
+    fields: dict[str, str], ed_key: ExchangeSigningKey, clock: _Clock
+) -> None:
     with pytest.raises(MalformedMessageSignature):
         verify_request(_request().with_headers(fields), ed_key.peer_key(), clock=clock, skew_seconds=SKEW)
 
 
 def test_two_signatures_claiming_the_profile_are_refused(ed_key: ExchangeSigningKey, clock: _Clock) -> None:
     signed = _signed(ed_key, clock)
-    doubled = signed.with_headers({
-        "Signature-Input": signed.header("Signature-Input") + ", " + signed.header("Signature-Input").replace("bhxh=", "dup=", 1),
-        "Signature": signed.header("Signature") + ", " + signed.header("Signature").replace("bhxh=", "dup=", 1),
-    })
+    doubled = signed.with_headers(
+        {
+            "Signature-Input": signed.header("Signature-Input")
+            + ", "
+            + signed.header("Signature-Input").replace("bhxh=", "dup=", 1),
+            "Signature": signed.header("Signature") + ", " + signed.header("Signature").replace("bhxh=", "dup=", 1),
+        }
+    )
     with pytest.raises(MessageProfileViolation, match="more than one"):
         verify_request(doubled, ed_key.peer_key(), clock=clock, skew_seconds=SKEW)
 
@@ -353,7 +363,9 @@ def test_two_signatures_claiming_the_profile_are_refused(ed_key: ExchangeSigning
 # --- responses ---------------------------------------------------------------------------------
 
 
-def _response(request: HttpRequest, status: int = 201, body: bytes = b'{"ma_ho_so": "000.00.31.H29-251123-0001"}') -> HttpResponse:
+def _response(
+    request: HttpRequest, status: int = 201, body: bytes = b'{"ma_ho_so": "000.00.31.H29-251123-0001"}'
+) -> HttpResponse:
     return HttpResponse(status, {"Content-Type": "application/json"}, body, request)
 
 
@@ -372,7 +384,9 @@ def test_signed_response_verifies_and_covers_the_request(ed_key: ExchangeSigning
     "change",
     [
         lambda r: HttpResponse(200, r.headers, r.body, r.request),
-        lambda r: HttpResponse(r.status, r.headers, r.body, HttpRequest("POST", URL.replace("dossiers", "receipts"), (), b"")),
+        lambda r: HttpResponse(
+            r.status, r.headers, r.body, HttpRequest("POST", URL.replace("dossiers", "receipts"), (), b"")
+        ),
         lambda r: HttpResponse(r.status, r.headers, r.body, HttpRequest("DELETE", URL, (), b"")),
         lambda r: r.with_headers({"Content-Type": "text/html"}),
     ],
@@ -389,8 +403,12 @@ def test_tampered_response_body_is_a_digest_mismatch(clock: _Clock) -> None:
     one_stop = ExchangeSigningKey.from_private_key("one-stop", ed25519.Ed25519PrivateKey.generate())
     r = _signed_response(one_stop, clock, _response(_request()))
     with pytest.raises(ContentDigestMismatch):
-        verify_response(HttpResponse(r.status, r.headers, b'{"ma_ho_so": "forged"}', r.request), one_stop.peer_key(),
-                        clock=clock, skew_seconds=SKEW)
+        verify_response(
+            HttpResponse(r.status, r.headers, b'{"ma_ho_so": "forged"}', r.request),
+            one_stop.peer_key(),
+            clock=clock,
+            skew_seconds=SKEW,
+        )
 
 
 def test_request_signature_does_not_pass_as_a_response_signature(ed_key: ExchangeSigningKey, clock: _Clock) -> None:

@@ -76,14 +76,16 @@ def _covers(vector: dict[str, Any], component: str) -> bool:
     return f'"{component}"' in vector["signature_input"]
 
 
-@pytest.mark.parametrize(
-    "vector", [s for s in SUPPORTED if _covers(s, "@authority")], ids=lambda s: s["section"]
-)
+@pytest.mark.parametrize("vector", [s for s in SUPPORTED if _covers(s, "@authority")], ids=lambda s: s["section"])
 def test_changed_authority_fails(vector: dict[str, Any]) -> None:
     message = _signed(vector)
     if isinstance(message, HttpResponse):
-        moved = HttpRequest(message.request.method, message.request.url.replace("example.com", "example.org"),
-                            message.request.headers, message.request.body)
+        moved = HttpRequest(
+            message.request.method,
+            message.request.url.replace("example.com", "example.org"),
+            message.request.headers,
+            message.request.body,
+        )
         message = HttpResponse(message.status, message.headers, message.body, moved)
     else:
         message = HttpRequest(message.method, message.url.replace("example", "exampIe"), message.headers, message.body)
@@ -91,9 +93,7 @@ def test_changed_authority_fails(vector: dict[str, Any]) -> None:
         verify_signature(message, _key(vector["keyid"]))
 
 
-@pytest.mark.parametrize(
-    "vector", [s for s in SUPPORTED if _covers(s, "content-type")], ids=lambda s: s["section"]
-)
+@pytest.mark.parametrize("vector", [s for s in SUPPORTED if _covers(s, "content-type")], ids=lambda s: s["section"])
 def test_changed_covered_header_fails(vector: dict[str, Any]) -> None:
     message = _signed(vector).with_headers({"Content-Type": "application/xml"})
     with pytest.raises(MessageSignatureInvalid):
@@ -103,7 +103,10 @@ def test_changed_covered_header_fails(vector: dict[str, Any]) -> None:
 def test_b26_signature_is_reproduced_byte_for_byte_from_the_rfc_key() -> None:
     vector = next(s for s in SUPPORTED if s["section"] == "B.2.6")
     private = serialization.load_pem_private_key(VECTORS["keys"]["test-key-ed25519"]["private_pem"].encode(), None)
-    assert PeerKey.from_public_key("test-key-ed25519", private.public_key()).public_pem() == _key("test-key-ed25519").public_pem()
+    assert (
+        PeerKey.from_public_key("test-key-ed25519", private.public_key()).public_pem()
+        == _key("test-key-ed25519").public_pem()
+    )
 
     class _Resolver:
         def resolve_private_key(self, key_id: str) -> object:

@@ -129,7 +129,10 @@ def test_legacy_eddsa_name_is_accepted_for_an_ed25519_key_only() -> None:
     assert jws.verify(f"{header}.{body}.{_b64(sig)}", Keystore([key]), NO_TRUST, now=now()).valid
     ec_key = bare_key("ES256")
     header = _b64(json.dumps({"alg": "EdDSA", "kid": ec_key.kid}).encode())
-    assert jws.verify(f"{header}.{body}.{_b64(sig)}", Keystore([ec_key]), NO_TRUST, now=now()).sub_indication is SubIndication.SIG_CRYPTO_FAILURE
+    assert (
+        jws.verify(f"{header}.{body}.{_b64(sig)}", Keystore([ec_key]), NO_TRUST, now=now()).sub_indication
+        is SubIndication.SIG_CRYPTO_FAILURE
+    )
 
 
 def test_unknown_kid_gives_no_signing_certificate_found() -> None:

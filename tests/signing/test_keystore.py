@@ -25,8 +25,8 @@ from signing.errors import (
     WeakKey,
 )
 from signing.keystore import (
-    Keystore,
     KeyState,
+    Keystore,
     add_key,
     generate_key,
     list_keys,

@@ -56,7 +56,9 @@ def _pyhanko_validate(path: Path) -> subprocess.CompletedProcess[str]:
     cli = _tool("pyhanko", "pip package pyhanko-cli")
     return subprocess.run(
         [cli, "sign", "validate", "--trust", str(DEMO / "ca.crt.pem"), str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

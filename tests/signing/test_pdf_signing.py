@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -43,7 +43,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def make_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
@@ -57,9 +59,7 @@ def make_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         .not_valid_before(NOW - timedelta(days=30))
         .not_valid_after(NOW + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -86,9 +86,7 @@ def make_leaf(
         .not_valid_before(not_before or NOW - timedelta(days=1))
         .not_valid_after(not_after or NOW + timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if timestamping:
@@ -96,7 +94,7 @@ def make_leaf(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-@lru_cache(maxsize=None)
+@cache
 def throwaway_pki() -> dict[str, tuple]:
     """One trusted CA with the expected signer, a sibling, an expired signer; an untrusted CA."""
     ca = make_ca("Test Root CA")
@@ -105,13 +103,13 @@ def throwaway_pki() -> dict[str, tuple]:
         "ca": ca,
         "signer": make_leaf(ca, "One-Stop Signing (test)"),
         "sibling": make_leaf(ca, "Portal (test)"),
-        "expired": make_leaf(ca, "One-Stop Signing (expired)", not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1)),
+        "expired": make_leaf(
+            ca, "One-Stop Signing (expired)", not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1)
+        ),
         "forger": make_leaf(other_ca, "One-Stop Signing (forged)"),
         "forger_ca": other_ca,
         "tsa": make_leaf(ca, "Test TSA", timestamping=True),
     }
-
-
 
 
 def sample_slip(code: str = "000.00.31.H29-261123-0001", **changes: object) -> ReceiptSlip:
@@ -144,7 +142,7 @@ def renderer() -> ReceiptRenderer:
     return ReceiptRenderer()
 
 
-@lru_cache(maxsize=None)
+@cache
 def unsigned_pdf() -> bytes:
     return renderer().render(sample_slip())
 
@@ -264,10 +262,10 @@ class _CountingKey(rsa.RSAPrivateKey):
     def private_bytes(self, encoding, format, encryption_algorithm):  # type: ignore[no-untyped-def]
         return self.inner.private_bytes(encoding, format, encryption_algorithm)
 
-    def __copy__(self) -> "_CountingKey":
+    def __copy__(self) -> _CountingKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "_CountingKey":
+    def __deepcopy__(self, memo: dict) -> _CountingKey:
         return self
 
 
@@ -292,7 +290,10 @@ def test_ecdsa_p256_signature_validates() -> None:
     signed = PdfSigner(key, cert, [ca[1]]).sign(unsigned_pdf(), signing_time=NOW)
     verdict = validate_pdf(signed, trust_roots=[ca[1]], expected_signers=[cert], at=NOW)
     assert verdict.intact and verdict.valid and verdict.trusted_signer
-    assert PdfFileReader(io.BytesIO(signed)).embedded_signatures[0].signer_info["signature_algorithm"]["algorithm"].native == "sha256_ecdsa"
+    assert (
+        PdfFileReader(io.BytesIO(signed)).embedded_signatures[0].signer_info["signature_algorithm"]["algorithm"].native
+        == "sha256_ecdsa"
+    )
 
 
 # ---------------------------------------------------------------- forgeries
@@ -452,7 +453,7 @@ class _TsaHandler(BaseHTTPRequestHandler):
     stamper: DummyTimeStamper
     requests_seen = 0
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.headers.get("Content-Type") != "application/timestamp-query":
             self.send_error(415)
@@ -473,7 +474,9 @@ class _TsaHandler(BaseHTTPRequestHandler):
 def tsa_url() -> Iterator[str]:
     """An RFC 3161 responder on loopback, signing with a timestamping certificate of the test CA."""
     key, cert = throwaway_pki()["tsa"]
-    der_key = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    der_key = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     handler = type("Handler", (_TsaHandler,), {})
     handler.stamper = DummyTimeStamper(
         tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),

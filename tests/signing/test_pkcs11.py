@@ -28,7 +28,6 @@ from tests.token_support import SoftToken
 PAYLOAD = "Hồ sơ điện tử ký bằng khoá trong HSM".encode()
 
 
-
 @pytest.fixture
 def token(soft_token: SoftToken) -> Iterator[KeyToken]:
     opened = KeyToken.open(soft_token.module, soft_token.label, soft_token.pin)
@@ -51,7 +50,9 @@ def _generate(token: KeyToken, made: list[TokenKey], algorithm: Algorithm) -> To
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
-def test_a_token_key_signs_jws_that_jwcrypto_verifies(token: KeyToken, made: list[TokenKey], algorithm: Algorithm) -> None:
+def test_a_token_key_signs_jws_that_jwcrypto_verifies(
+    token: KeyToken, made: list[TokenKey], algorithm: Algorithm
+) -> None:
     key = _generate(token, made, algorithm)
     loaded = SigningKey.create(key, created_at=now())
     token_jws = jws.sign(loaded, PAYLOAD, signed_at=now())
@@ -95,8 +96,22 @@ def test_openssl_accepts_cms_signed_on_the_token(
     for payload, accepted in ((PAYLOAD, True), (PAYLOAD + b"!", False)):
         (tmp_path / "payload").write_bytes(payload)
         out = run_openssl(
-            "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "payload",
-            "-CAfile", "ca.pem", "-purpose", "any", "-out", "/dev/null", cwd=tmp_path,
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "sig.der",
+            "-content",
+            "payload",
+            "-CAfile",
+            "ca.pem",
+            "-purpose",
+            "any",
+            "-out",
+            "/dev/null",
+            cwd=tmp_path,
         )
         assert (out.returncode == 0) is accepted, out.stderr
     result = cms.verify(signature.der, PAYLOAD, Keystore([key]), TrustPolicy([ca.cert]), now=now())

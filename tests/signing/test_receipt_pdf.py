@@ -33,7 +33,9 @@ def _pdftotext(pdf: bytes, tmp_path: Path) -> str:
     path = tmp_path / "slip.pdf"
     path.write_bytes(pdf)
     tool = _tool("pdftotext", "poppler-utils")
-    return subprocess.run([tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True, timeout=60).stdout.decode()
+    return subprocess.run(
+        [tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True, timeout=60
+    ).stdout.decode()
 
 
 EXPECTED_LINES = [
@@ -80,7 +82,9 @@ def test_markup_characters_in_fields_are_printed_literally(tmp_path: Path) -> No
 def test_font_is_an_embedded_truetype_subset_with_unicode_map(tmp_path: Path) -> None:
     path = tmp_path / "slip.pdf"
     path.write_bytes(renderer().render(sample_slip()))
-    report = subprocess.run([_tool("pdffonts", "poppler-utils"), str(path)], capture_output=True, text=True, check=True).stdout
+    report = subprocess.run(
+        [_tool("pdffonts", "poppler-utils"), str(path)], capture_output=True, text=True, check=True
+    ).stdout
     dejavu = [line.split() for line in report.splitlines() if "DejaVuSans" in line]
     assert dejavu, report
     for columns in dejavu:
@@ -92,7 +96,9 @@ def test_font_is_an_embedded_truetype_subset_with_unicode_map(tmp_path: Path) ->
 def test_page_is_a4_and_metadata_names_the_code(tmp_path: Path) -> None:
     path = tmp_path / "slip.pdf"
     path.write_bytes(renderer().render(sample_slip()))
-    info = subprocess.run([_tool("pdfinfo", "poppler-utils"), str(path)], capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(
+        [_tool("pdfinfo", "poppler-utils"), str(path)], capture_output=True, text=True, check=True
+    ).stdout
     assert "Page size:       595.276 x 841.89 pts (A4)" in info
     assert "Pages:           1" in info
     assert "Subject:         000.00.31.H29-261123-0001" in info
@@ -105,10 +111,14 @@ def test_qr_code_decodes_to_the_verification_address(tmp_path: Path) -> None:
     path.write_bytes(renderer().render(sample_slip(verify_url=url)))
     subprocess.run(
         [_tool("pdftoppm", "poppler-utils"), "-png", "-r", "150", "-singlefile", str(path), str(tmp_path / "page")],
-        check=True, timeout=60,
+        check=True,
+        timeout=60,
     )
     decoded = subprocess.run(
-        [_tool("zbarimg", "zbar-tools"), "-q", "--raw", str(tmp_path / "page.png")], capture_output=True, text=True, timeout=60
+        [_tool("zbarimg", "zbar-tools"), "-q", "--raw", str(tmp_path / "page.png")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.strip()
     assert decoded == url
 
@@ -161,7 +171,7 @@ def test_concurrent_rendering_from_threads_gives_identical_documents() -> None:
         for _ in range(5):
             try:
                 results.append(renderer().render(sample_slip()))
-            except BaseException as exc:  # noqa: BLE001  (collected and asserted below)
+            except BaseException as exc:
                 failures.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(8)]

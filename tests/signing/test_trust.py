@@ -47,8 +47,24 @@ def test_sha1_signed_certificate_gives_crypto_constraints_failure(tmp_path: Path
     (tmp_path / "ext").write_text("keyUsage=critical,digitalSignature\n")
     steps = [
         ("req", "-new", "-key", "leaf.key", "-subj", "/CN=SHA1 leaf", "-out", "leaf.csr"),
-        ("x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-sha1", "-days", "30", "-extfile", "ext", "-out", "leaf.crt"),
+        (
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-sha1",
+            "-days",
+            "30",
+            "-extfile",
+            "ext",
+            "-out",
+            "leaf.crt",
+        ),
     ]
     for step in steps:
         out = run_openssl(*step, cwd=tmp_path)

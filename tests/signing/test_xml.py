@@ -50,13 +50,22 @@ def _xmlsec1(tmp_path: Path, doc: bytes, ca: TestCa, root_tag: str) -> subproces
     (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
     return subprocess.run(
         [
-            "xmlsec1", "--verify", "--trusted-pem", "ca.pem",
-            "--id-attr:Id", root_tag,
-            "--id-attr:Id", "http://uri.etsi.org/01903/v1.3.2#:SignedProperties",
-            "--id-attr:Id", f"{DS}:KeyInfo",
+            "xmlsec1",
+            "--verify",
+            "--trusted-pem",
+            "ca.pem",
+            "--id-attr:Id",
+            root_tag,
+            "--id-attr:Id",
+            "http://uri.etsi.org/01903/v1.3.2#:SignedProperties",
+            "--id-attr:Id",
+            f"{DS}:KeyInfo",
             "signed.xml",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -248,9 +257,13 @@ def test_untrusted_ca_gives_no_certificate_chain_found(ec_key) -> None:
 
 def test_expired_certificate_gives_expired(ca: TestCa) -> None:
     t = now()
-    key = certified_key(ca, ec.generate_private_key(ec.SECP256R1()), not_before=t - timedelta(days=9), not_after=t - timedelta(days=1))
+    key = certified_key(
+        ca, ec.generate_private_key(ec.SECP256R1()), not_before=t - timedelta(days=9), not_after=t - timedelta(days=1)
+    )
     doc = sxml.sign(key, DOSSIER, signed_at=t - timedelta(days=2)).document
-    assert sxml.verify(doc, Keystore([key]), TrustPolicy([ca.cert]), now=t).result.sub_indication is SubIndication.EXPIRED
+    assert (
+        sxml.verify(doc, Keystore([key]), TrustPolicy([ca.cert]), now=t).result.sub_indication is SubIndication.EXPIRED
+    )
 
 
 def test_ed25519_and_uncertified_keys_cannot_sign_xml(ca: TestCa) -> None:

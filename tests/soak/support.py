@@ -96,9 +96,20 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "uvicorn", "--factory", "api.asgi:app_factory",
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "3",
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "api.asgi:app_factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--timeout-graceful-shutdown",
+                    "3",
                 ],
                 cwd=REPO_ROOT,
                 env=self._env,
@@ -235,7 +246,10 @@ def check_events(state: AppState, acked: Iterable[AckedEvent], result: CheckResu
     for event in wanted:
         entry = by_seq.get(event.seq)
         if entry is None or (entry.actor, entry.action, entry.subject, dict(entry.data)) != (
-            event.actor, event.action, event.subject, dict(event.data)
+            event.actor,
+            event.action,
+            event.subject,
+            dict(event.data),
         ):
             result.lost += 1
             result.fail(f"acknowledged append seq {event.seq} ({event.subject}) is missing or changed")
@@ -247,17 +261,29 @@ def check_receipts(state: AppState, acked: Iterable[AckedReceipt], result: Check
     registry (code → sha256)."""
     with _snapshot(state) as conn, conn.begin():
         rows = conn.execute(
-            select(receipts.c.code, receipts.c.unit_code, receipts.c.receipt_day, receipts.c.sequence,
-                   receipts.c.sha256, receipts.c.audit_seq)
+            select(
+                receipts.c.code,
+                receipts.c.unit_code,
+                receipts.c.receipt_day,
+                receipts.c.sequence,
+                receipts.c.sha256,
+                receipts.c.audit_seq,
+            )
         ).all()
         counters = {(r.unit_code, r.receipt_day): r.last_value for r in conn.execute(select(receipt_sequences))}
         acked_list = list(acked)
-        pdfs = {
-            r.code: hashlib.sha256(bytes(r.pdf)).hexdigest()
-            for r in conn.execute(
-                select(receipt_pdfs.c.code, receipt_pdfs.c.pdf).where(receipt_pdfs.c.code.in_([a.code for a in acked_list]))
-            )
-        } if acked_list else {}
+        pdfs = (
+            {
+                r.code: hashlib.sha256(bytes(r.pdf)).hexdigest()
+                for r in conn.execute(
+                    select(receipt_pdfs.c.code, receipt_pdfs.c.pdf).where(
+                        receipt_pdfs.c.code.in_([a.code for a in acked_list])
+                    )
+                )
+            }
+            if acked_list
+            else {}
+        )
     result.receipts = len(rows)
     registry = {r.code: r.sha256 for r in rows}
     if len(registry) != len(rows):
@@ -280,7 +306,12 @@ def check_receipts(state: AppState, acked: Iterable[AckedReceipt], result: Check
     entries = {e.seq: e for s in _chunks(sorted(by_seq)) for e in _entries_at(state, s)}
     for seq, r in by_seq.items():
         entry = entries.get(seq)
-        if entry is None or entry.action != "receipt.issued" or entry.subject != r.code or entry.data.get("sha256") != r.sha256:
+        if (
+            entry is None
+            or entry.action != "receipt.issued"
+            or entry.subject != r.code
+            or entry.data.get("sha256") != r.sha256
+        ):
             result.fail(f"receipt {r.code}: its audit entry {seq} does not record it")
     for ack in acked_list:
         if registry.get(ack.code) != ack.sha256 or pdfs.get(ack.code) != ack.sha256:
@@ -322,7 +353,11 @@ def audit_cli_verify(db_url: str) -> dict[str, Any]:
     env = server_env(db_url, 0)
     done = subprocess.run(
         [str(Path(sys.executable).with_name("bhxh-integrity")), "audit", "verify", "--json", "--demo"],
-        cwd=REPO_ROOT, env=env, capture_output=True, timeout=300, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
     )
     if done.returncode not in (0, 1):
         raise RuntimeError(f"audit verify exited {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}")

@@ -132,7 +132,9 @@ class MixedLoad:
                 n += 1
                 key = uuid.uuid4().hex
                 body = receipt_body(worker * 100_000 + n, UNITS[n % len(UNITS)])
-                response = client.post(rng.choice(self.urls) + "/v1/receipts", json=body, headers={"Idempotency-Key": key})
+                response = client.post(
+                    rng.choice(self.urls) + "/v1/receipts", json=body, headers={"Idempotency-Key": key}
+                )
                 if response.status_code != 201:
                     self.out.odd(f"receipt {response.status_code} {response.text[:200]}")
                     continue
@@ -173,8 +175,16 @@ class MixedLoad:
                 n += 1
                 body = f'{{"ma_ho_so": "{worker}-{n}", "ho_ten": "Lê Văn C"}}'.encode()
                 message = HttpRequest("POST", EXCHANGE_URL, {"Content-Type": "application/json"}, body)
-                headers = {"Content-Type": "application/json", **sign_request(message, PORTAL_KEY, clock=utc_now).as_dict()}
-                payload = {"method": "POST", "url": EXCHANGE_URL, "headers": headers, "body_b64": base64.b64encode(body).decode()}
+                headers = {
+                    "Content-Type": "application/json",
+                    **sign_request(message, PORTAL_KEY, clock=utc_now).as_dict(),
+                }
+                payload = {
+                    "method": "POST",
+                    "url": EXCHANGE_URL,
+                    "headers": headers,
+                    "body_b64": base64.b64encode(body).decode(),
+                }
                 if n % DOUBLE_DELIVERY_EVERY:
                     verdict = self._verify(client, rng.choice(self.urls), payload)
                     with self.out.lock:
@@ -194,7 +204,9 @@ class MixedLoad:
                 with self.out.lock:
                     self.out.doubles["one valid, one replayed" if ok else f"{valid} {reasons}"] += 1
 
-    def _verify_into(self, answers: list[dict[str, Any]], client: httpx.Client, url: str, payload: dict[str, Any]) -> None:
+    def _verify_into(
+        self, answers: list[dict[str, Any]], client: httpx.Client, url: str, payload: dict[str, Any]
+    ) -> None:
         answers.append(self._verify(client, url, payload))
 
     def _verify(self, client: httpx.Client, url: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +235,9 @@ def _throttle_counters(state: AppState) -> dict[str, int]:
         return {r.key: r.failures for r in conn.execute(select(login_throttle.c.key, login_throttle.c.failures))}
 
 
-def run_instances(db_url: str, tmp_path: Path, instances: int, seconds: float, capsys: pytest.CaptureFixture[str]) -> None:
+def run_instances(
+    db_url: str, tmp_path: Path, instances: int, seconds: float, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = int(os.environ.get("SOAK_SEED", str(random.SystemRandom().randrange(1 << 30))))
     prepare_database(db_url)
     with admin_state(db_url) as admin:
@@ -261,7 +275,9 @@ def run_instances(db_url: str, tmp_path: Path, instances: int, seconds: float, c
     counted = {name: out.wrong[name][401] for name in out.wrong}
     refused = {name: out.wrong[name][429] for name in out.wrong}
     accepted = sum(n for (action, _s, _r), n in audit.items() if action == "exchange.accepted")
-    replays_logged = sum(n for (action, _s, reason), n in audit.items() if action == "exchange.rejected" and reason == "replayed-nonce")
+    replays_logged = sum(
+        n for (action, _s, reason), n in audit.items() if action == "exchange.rejected" and reason == "replayed-nonce"
+    )
     line = (
         f"multi-instance[postgresql x{instances}, {seconds:.0f}s]: appends={len(out.events)} "
         f"receipts={len(out.receipts)} good logins={out.good_logins[200]} "
