@@ -2,8 +2,9 @@
 
 Each test gets a fresh, fully migrated database: on SQLite a copy of a migrated template
 file, on PostgreSQL ``CREATE DATABASE … TEMPLATE`` from a template migrated once per test
-session (a fresh database per session, dropped at the end). With CI=true an unreachable
-PostgreSQL is a failure, never a skip.
+session (a fresh database per session, dropped at the end). In CI an unreachable PostgreSQL is
+a failure, never a skip; elsewhere the PostgreSQL half is skipped and the run ends with one line
+that says how many tests that was and why.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,12 +27,21 @@ from integrity.audit_service import AuditService
 from integrity.db import make_engine
 from integrity.migrate import upgrade
 from integrity.settings import Settings
+from tests.tools import in_ci
 
 if TYPE_CHECKING:
     from tests.token_support import SoftToken
 
 PG_ADMIN_DSN = os.environ.get("BHXH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_shown() -> str:
+    """BHXH_TEST_PG_DSN as messages show it: never with its password."""
+    params = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    if "password" not in params:
+        return PG_ADMIN_DSN
+    return psycopg.conninfo.make_conninfo(**{**params, "password": "***"})
 
 
 def _pg_url(dbname: str) -> str:
@@ -48,6 +58,7 @@ class _PgTemplates:
         self.template: str | None = None
         self.created: list[str] = []
         self.error: str | None = None
+        self.skipped = 0  # tests whose PostgreSQL half was skipped because the server is unusable
 
     def _admin(self) -> psycopg.Connection:
         return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
@@ -61,8 +72,12 @@ class _PgTemplates:
         try:
             with self._admin() as admin:
                 admin.execute(f'CREATE DATABASE "{name}"')
-        except psycopg.OperationalError as exc:
-            self.error = f"PostgreSQL unreachable at {PG_ADMIN_DSN}: {exc}"
+        except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege) as exc:
+            detail = " ".join(str(exc).split())  # libpq's message spans lines; the summary is one
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                self.error = f"PostgreSQL at {_pg_shown()} refuses CREATE DATABASE to its user: {detail}"
+            else:
+                self.error = f"PostgreSQL unreachable at {_pg_shown()}: {detail}"
             raise RuntimeError(self.error) from exc
         self.created.append(name)
         engine = make_engine(_pg_url(name))
@@ -96,9 +111,13 @@ class _PgTemplates:
         self.created.clear()
 
 
+_PG_TEMPLATES = pytest.StashKey[_PgTemplates]()
+
+
 @pytest.fixture(scope="session")
-def _pg_templates() -> Iterator[_PgTemplates]:
+def _pg_templates(pytestconfig: pytest.Config) -> Iterator[_PgTemplates]:
     templates = _PgTemplates()
+    pytestconfig.stash[_PG_TEMPLATES] = templates  # read by the closing summary line below
     yield templates
     templates.drop_all()
 
@@ -123,9 +142,28 @@ def _require_pg(templates: _PgTemplates) -> None:
     try:
         templates.ensure_template()
     except RuntimeError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{exc} (CI=true: PostgreSQL tests must run)")
+        if in_ci():
+            pytest.fail(f"{exc} (CI is set: PostgreSQL tests must run)")
+        templates.skipped += 1
         pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, object, object]:
+    """After pytest's own closing lines, one more when the PostgreSQL half was skipped, so that a
+    run that never touched PostgreSQL cannot be mistaken for a full one."""
+    result = yield
+    templates = session.config.stash.get(_PG_TEMPLATES, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if templates is not None and templates.skipped and reporter is not None:
+        reporter.write_line(
+            f"PostgreSQL half skipped: {templates.skipped} test{'s' if templates.skipped != 1 else ''} "
+            f"({templates.error}; "
+            "set BHXH_TEST_PG_DSN to a server where that user may CREATE DATABASE)",
+            yellow=True,
+            bold=True,
+        )
+    return result
 
 
 @pytest.fixture(params=BACKENDS)

@@ -2,8 +2,8 @@
 for bench/bench_token.py.
 
 SoftHSM2 reads ``SOFTHSM2_CONF`` when the module is first loaded into the process, so the token
-directory is created and the variable set before any test loads it. With CI=true a missing
-SoftHSM2 is a failure, never a skip.
+directory is created and the variable set before any test loads it. In CI a missing SoftHSM2
+is a failure, never a skip (tests.tools).
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ def init_soft_token(base: Path, module: Path, label: str = LABEL) -> SoftToken:
 
 
 def make_soft_token(base: Path) -> SoftToken:
-    """The session's token for the tests: a missing SoftHSM2 skips, or fails with CI=true."""
-    import pytest
+    """The session's token for the tests: a missing SoftHSM2 skips, or fails in CI (tests.tools)."""
+    from tests.tools import missing, require_tool
 
+    require_tool("softhsm2-util", "softhsm2")
     module = soft_hsm_module()
     if module is None:
-        message = "Debian package softhsm2 is needed for the PKCS#11 tests"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: they must run)")
-        pytest.skip(message)
+        missing(
+            f"the SoftHSM2 PKCS#11 module is not at {' or '.join(map(str, MODULE_PATHS))} (Debian package softhsm2)"
+        )
     return init_soft_token(base, module)

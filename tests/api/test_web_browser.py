@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
 import threading
 import time
@@ -18,17 +17,11 @@ import pytest
 
 from tests.auth.support import STRONG, rfc6238, step_of, wire_accounts
 from tests.conftest import REPO_ROOT, Service
+from tests.tools import require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTEFACTS = Path(os.environ.get("BHXH_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "web"
-
-
-def _need(path: str) -> None:
-    if shutil.which(path) is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{path} is missing (Debian packages chromium and chromium-driver)")
-        pytest.skip(f"{path} is not installed")
 
 
 def _free_port() -> int:
@@ -62,8 +55,8 @@ def live(db_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    _need(CHROMIUM)
-    _need(CHROMEDRIVER)
+    require_tool(CHROMIUM, "chromium")
+    require_tool(CHROMEDRIVER, "chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
@@ -170,3 +163,24 @@ def test_browser_logs_in_enrols_totp_logs_out_and_logs_in_with_mfa(live: Any, br
     # Nothing the page loaded broke the CSP (a violation shows up in the console log).
     console = [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]
     assert console == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_api_docs_render_in_the_browser_under_the_page_csp(live: Any, browser: Any) -> None:
+    """/docs is Swagger UI from the service's own files: it renders every operation and the
+    security schemes, the CSP refuses nothing, and no request leaves for another origin."""
+    if not live.base.startswith("http://127.0.0.1"):
+        pytest.fail("the browser test only ever talks to the loopback")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{live.base}/docs")
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 0)
+    paths = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/receipts/{code}/pdf", "/v1/signatures", "/v1/audit/report"} <= paths
+    assert browser.find_elements(By.CSS_SELECTOR, "button.authorize"), "the security schemes must show"
+    _shot(browser, "08-api-docs")
+    console = [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+    assert console == []
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(live.base + "/") for url in loaded), loaded

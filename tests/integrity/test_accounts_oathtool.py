@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
-import pytest
 from sqlalchemy import Engine
 
 from integrity.clock import FrozenClock
 from tests.auth.support import ADDRESS, STRONG, make_accounts
+from tests.tools import require_tool
 
 
 def _oathtool() -> str:
-    path = shutil.which("oathtool")
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("oathtool is missing (Debian package oathtool; `make system-deps`)")
-        pytest.skip("oathtool is not installed")
-    return path
+    return require_tool("oathtool", "oathtool")
 
 
 def _oath_code(secret_b32: str, clock: FrozenClock) -> str:

@@ -16,7 +16,9 @@ from sqlalchemy.exc import DBAPIError
 from audit import merkle
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import EntryNotFound, InvalidEntry, InvalidTreeSize, PiiAlreadyErased, PiiNotFound
+from audit.store import StoredCheckpoint
 from audit.tables import audit_checkpoints, audit_entries, audit_pii
+from audit.verify import Fault, Verdict
 from integrity.audit_service import AuditService, Claim
 from integrity.clock import FrozenClock
 from tests.conftest import writer_held
@@ -62,6 +64,10 @@ def test_records_get_contiguous_seqs_and_link_into_one_chain(audit: AuditService
     assert entries[0].prev == "0" * 64
     assert all(entries[i].prev == entries[i - 1].hash for i in range(1, 6))
     assert [e.data for e in entries] == [{"i": i} for i in range(6)]
+    # Entry 5 is past every checkpoint (one per 5 entries): sound, but not yet proven.
+    pending = audit.verify()
+    assert pending.verdict is Verdict.NOT_VERIFIED and pending.fault is Fault.UNANCHORED
+    audit.checkpoint_now()
     assert audit.verify().ok
 
 
@@ -81,6 +87,7 @@ def test_record_with_conn_rolls_back_with_the_callers_work(audit: AuditService, 
     assert audit.size() == 0
     # The seq of the rolled-back entry is reused: no gap in the chain.
     assert audit.record("system", "receipt.issued", "X-2") == 0
+    audit.checkpoint_now()
     assert audit.verify().ok
 
 
@@ -116,6 +123,7 @@ def test_personal_data_is_stored_apart_behind_a_salted_commitment(audit: AuditSe
     with engine.connect() as conn:
         row = conn.execute(select(audit_pii)).one()
     assert row.seq == seq and "079123456789" in row.data and len(row.salt) == 32
+    audit.checkpoint_now()
     report = audit.verify()
     assert report.ok and report.pii_checked == 1
 
@@ -131,6 +139,7 @@ def test_concurrent_callers_share_group_commits_without_gaps(audit: AuditService
     for t in threads:
         t.join()
     assert audit.size() == 200
+    audit.checkpoint_now()
     report = audit.verify()
     assert report.ok and report.entries_checked == 200 and report.first_seq == 0 and report.last_seq == 199
 
@@ -191,10 +200,13 @@ def test_claims_of_one_batch_take_one_call_and_a_key_goes_to_one_caller(audit: A
         audit, [claim("a", "a1"), claim("b", "b1"), claim("a", "a2"), claim("c", "c1"), claim("old", "o1")]
     )
     assert len(keys.calls) == 1 and sorted(keys.calls[0]) == ["a", "b", "c", "old"]  # "a" offered once
-    accepted = {subject for subject, seq in zip(["a1", "b1", "a2", "c1", "o1"], results) if seq is not None}
+    accepted = {
+        subject for subject, seq in zip(["a1", "b1", "a2", "c1", "o1"], results, strict=True) if seq is not None
+    }
     assert accepted in ({"a1", "b1", "c1"}, {"a2", "b1", "c1"})
     assert all(isinstance(r, int) or r is None for r in results)
     logged = [e.subject for e in audit.entries(0, audit.size())]
+    audit.checkpoint_now()
     assert sorted(logged) == sorted(["h", *accepted])
     assert audit.verify().ok
 
@@ -229,14 +241,34 @@ def test_checkpoints_every_n_entries_and_every_n_seconds(audit: AuditService, cl
     assert audit.maybe_checkpoint() == []  # time passed but nothing new to cover
 
 
-def test_checkpoint_covers_only_committed_entries(audit: AuditService, engine: Engine) -> None:
+@pytest.mark.parametrize("outcome", ["rollback", "commit"])
+def test_checkpoint_covers_only_committed_entries(audit: AuditService, engine: Engine, outcome: str) -> None:
     audit.record("system", "test.event", "a")
-    with engine.connect() as pending, pending.begin():
-        pass
-    cp = audit.checkpoint_now()
-    assert cp.tree_size == 1
-    parsed = cp.parsed()
-    assert parsed.root_hash == audit.entry(0).leaf()
+    made: list[StoredCheckpoint] = []
+    with engine.connect() as pending:
+        tx = pending.begin()
+        # A real entry, appended in a transaction that is still open while the checkpoint is asked for.
+        assert audit.record("system", "test.event", "pending", conn=pending) == 1
+        signer = threading.Thread(target=lambda: made.append(audit.checkpoint_now()))
+        signer.start()
+        signer.join(0.5)  # let the checkpoint run (or wait) while the entry is uncommitted
+        if outcome == "rollback":
+            tx.rollback()
+        else:
+            tx.commit()
+    signer.join(30)
+    assert not signer.is_alive() and len(made) == 1
+    cp = made[0]
+    committed = audit.size()
+    assert committed == (1 if outcome == "rollback" else 2)
+    # Whenever it was signed, the checkpoint covers entries that are in the log, and its root is theirs.
+    assert 1 <= cp.tree_size <= committed
+    leaves = [audit.entry(seq).leaf() for seq in range(cp.tree_size)]
+    assert cp.parsed().root_hash == merkle.root(cp.tree_size, merkle.leaves_resolver(leaves))
+    # Nothing signed, stored or published outside the database, covers the rolled-back entry.
+    assert all(stored.tree_size <= committed for stored in audit.checkpoints())
+    assert all(SignedCheckpoint.from_text(note).size <= committed for note in audit.published_notes())
+    assert audit.verify().ok
 
 
 def test_checkpoint_now_is_idempotent_and_published(audit: AuditService, tmp_path: Path) -> None:
@@ -307,6 +339,7 @@ def test_erasing_personal_data_keeps_the_log_verifiable(audit: AuditService, eng
         "seq": seq,
         "reason": "data subject request 2025-11",
     }
+    audit.checkpoint_now()
     report = audit.verify()
     assert report.ok and report.pii_erased == 1 and report.pii_checked == 0
     with pytest.raises(PiiAlreadyErased):
@@ -430,6 +463,7 @@ def test_a_fork_cannot_commit_even_when_the_lock_is_bypassed(audit: AuditService
                 hash=fork.hash,
             )
         )
+    audit.checkpoint_now()
     assert audit.size() == 3 and audit.verify().ok
 
 

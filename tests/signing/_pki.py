@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from signing.keystore import SigningKey
+from tests.tools import require_tool
 
 SIGNING_USAGE = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
 ENCIPHER_ONLY_USAGE = x509.KeyUsage(False, False, True, False, False, False, False, False, False)
@@ -127,4 +128,6 @@ def pem(obj: object) -> bytes:
 
 
 def run_openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    """Run the openssl command line (skips, or fails in CI, when it is not installed)."""
+    openssl = require_tool("openssl", "openssl")
+    return subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)

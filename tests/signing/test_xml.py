@@ -4,7 +4,6 @@ verifier returns the element the signature covers and refuses signature-wrapping
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from signing.keystore import Keystore
 from signing.results import Indication, SubIndication
 from signing.trust import TrustPolicy
 from tests.signing._pki import TestCa, bare_key, certified_key, now, rsa_key
+from tests.tools import require_tool
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 DOSSIER = (
@@ -46,11 +46,12 @@ def _verify(doc: bytes, key, ca: TestCa) -> sxml.XmlVerification:
 def _xmlsec1(tmp_path: Path, doc: bytes, ca: TestCa, root_tag: str) -> subprocess.CompletedProcess[str]:
     from cryptography.hazmat.primitives import serialization
 
+    xmlsec1 = require_tool("xmlsec1", "xmlsec1")
     (tmp_path / "signed.xml").write_bytes(doc)
     (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
     return subprocess.run(
         [
-            "xmlsec1",
+            xmlsec1,
             "--verify",
             "--trusted-pem",
             "ca.pem",
@@ -66,10 +67,10 @@ def _xmlsec1(tmp_path: Path, doc: bytes, ca: TestCa, root_tag: str) -> subproces
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
-@pytest.mark.skipif(shutil.which("xmlsec1") is None, reason="Debian package xmlsec1 is needed")
 @pytest.mark.parametrize(("doc", "root_tag"), [(DOSSIER, "urn:bhxh:hoso:HoSo"), (PLAIN, "TepTin")])
 def test_xmlsec1_accepts_our_signature_and_rejects_a_changed_document(
     tmp_path: Path, ca: TestCa, ec_key, doc: bytes, root_tag: str
