@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Debian packages the test-suite drives as independent checkers and renderers, and the
 # software PKCS#11 token (SoftHSM2) that stands in for an HSM.
-TEST_DEBS := openssl poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver softhsm2
+TEST_DEBS := openssl postgresql-client poppler-utils oathtool xmlsec1 fonts-dejavu-core zbar-tools chromium chromium-driver softhsm2 nginx
 RUN_DEBS  := fonts-dejavu-core
 # The load generator of bench/ (python threads are the fallback, and saturate first) and the
 # software PKCS#11 token of bench_token.py.
@@ -45,6 +45,9 @@ run: install system-deps-run
 
 test: install-test system-deps postgres
 	$(BIN)/python scripts/dep-audit
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: install-test postgres

@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import gateway, web
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from api.routes import admin_clients, admin_users, audit, auth, exchange, health, keys, receipts, signatures
+from api.openapi import install_openapi
+from api.routes import admin_clients, admin_users, audit, auth, exchange, health, keys, receipts, signatures, tlog
 from integrity.app_state import AppState, build_state
 from integrity.clock import Clock, system_clock
+from integrity.refusal_log import flushing
 from integrity.settings import Settings
 
 ROUTERS = (
@@ -21,6 +24,7 @@ ROUTERS = (
     signatures.router,
     receipts.router,
     audit.router,
+    tlog.router,
     exchange.router,
     gateway.router,
     auth.router,
@@ -39,7 +43,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        # Anonymous refusals' summaries are written once their minute closes, even when no
+        # further refusal comes (integrity.refusal_log).
+        async with flushing(app_state.refusals):
+            yield
         if owned:
             app_state.close()
 
@@ -51,11 +58,16 @@ def create_app(
         # Observability is the service's own (structlog lines, Prometheus /metrics); FastAPI's
         # built-in OpenTelemetry hooks would only cost a provider lookup on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs is served from this service's own files (api/docs.py), never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.bhxh = app_state
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_state.settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware)

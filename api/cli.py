@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli_output import EXIT_USAGE, console, emit_json, err_console, fail
+from api.cli_output import EXIT_USAGE, console, emit_json, fail, print_error
 from api.cli_state import DEMO_KEYS_DIR, load_settings, open_state, run_server
 from audit.errors import AuditError
 from auth.errors import AuthError
@@ -86,11 +86,18 @@ def serve(
 def dev_pki(
     out: Annotated[Path, typer.Option(help="directory to write the demo PKI into")] = DEMO_KEYS_DIR,
     force: Annotated[bool, typer.Option(help="overwrite an existing demo PKI")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a demonstration PKI (NOT FOR PRODUCTION) for tests and demos."""
     if (out / "ca.crt.pem").exists() and not force:
         fail(f"{out} already holds a PKI; pass --force to overwrite it")
-    written = generate(out, now=datetime.now(UTC))
+    try:
+        written = generate(out, now=datetime.now(UTC))
+    except OSError as exc:
+        fail(f"cannot write the demo PKI to {out}: {exc.strerror}")
+    if as_json:
+        emit_json({"out": str(out), "files": [str(p) for p in written], "demo": True})
+        return
     console.print(f"wrote {len(written)} files to {out} [bold red](NOT FOR PRODUCTION)[/]")
 
 
@@ -99,8 +106,11 @@ def clients_create(
     name: str,
     scopes: Annotated[str, typer.Option(help="comma-separated scopes, e.g. sign,verify")],
     demo: DemoOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Create an API client; prints {"client_id", "api_key"} once (only a hash is stored)."""
+    """Create an API client; prints {"client_id", "api_key"} once (only a hash is stored).
+    The output is JSON with or without --json: the key is shown once and a script must catch it."""
+    del as_json  # accepted like on every command a machine reads; JSON is the only output
     state = open_state(demo)
     try:
         issued = state.clients.create(name, scopes, actor="system")
@@ -133,41 +143,50 @@ def clients_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     from rich.table import Table
 
     table = Table("client id", "name", "scopes", "state")
-    for r in rows:
-        table.add_row(r["client_id"], r["name"], ",".join(r["scopes"]), "revoked" if r["revoked_at"] else "active")
+    for c in clients:
+        table.add_row(c.client_id, c.name, ",".join(sorted(c.scopes)), "revoked" if c.revoked_at else "active")
     console.print(table)
 
 
 @clients_app.command("revoke")
-def clients_revoke(client_id: str, demo: DemoOption = False) -> None:
+def clients_revoke(client_id: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Revoke an API client's key; takes effect at once."""
     state = open_state(demo)
     try:
         client = state.clients.revoke(client_id, actor="system")
     finally:
         state.close()
+    if as_json:
+        revoked_at = client.revoked_at.isoformat() if client.revoked_at else None
+        emit_json({"client_id": client.client_id, "name": client.name, "revoked_at": revoked_at})
+        return
     console.print(f"revoked {client.client_id} ({client.name})")
 
 
 def _mount_domain_commands() -> None:
     """The domain modules own their commands; they are mounted here, at import time of the CLI."""
-    from api import cli_audit, cli_exchange, cli_receipts, cli_signing, cli_users
+    from api import cli_audit, cli_backup, cli_exchange, cli_keys, cli_receipts, cli_signing, cli_users, cli_witness
 
     app.registered_commands.extend(cli_signing.app.registered_commands)  # sign, verify
+    app.registered_commands.extend(cli_backup.app.registered_commands)  # backup, restore
     keys_app.registered_commands.extend(cli_signing.keys_app.registered_commands)
+    keys_app.registered_commands.extend(cli_keys.keys_app.registered_commands)  # init, install-cert
     app.add_typer(cli_audit.app, name="audit")
     app.add_typer(cli_receipts.app, name="receipts")
     app.add_typer(cli_users.app, name="users")
     app.add_typer(cli_exchange.app, name="exchange")
+    app.add_typer(cli_witness.app, name="witness")
 
 
 _mount_domain_commands()
 
 
 def main() -> None:
-    """Console entry point: domain errors become one line on stderr and exit code 2."""
+    """Console entry point, the one place where errors become ``error: …`` on stderr and exit
+    code 2: domain errors, and set-up errors (settings, keys, a database that is unsupported,
+    unreachable or not initialised), which are ConfigurationErrors."""
     try:
         app()
     except (IntegrityError, AuthError, AuditError, SigningError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise SystemExit(EXIT_USAGE) from None

@@ -1,8 +1,13 @@
 """``bhxh-integrity audit verify|export|checkpoint|erase-pii``.
 
 ``verify`` checks the live database, or an export with no database at all
-(``--export FILE --public-key FILE [--trusted-checkpoint FILE]``). Exit codes: 0 verified /
-done, 1 a fault was found, 2 bad usage or input. A progress bar shows on a terminal only.
+(``--export FILE --public-key FILE [--since KEPT] [--save-checkpoint FILE]``). It says VERIFIED
+and exits 0 only when no fault was found AND every entry read is anchored by a checkpoint signed
+by a trusted key; ``--since`` proves the log still holds the tree of a checkpoint the auditor
+kept from an earlier run; ``--tsa-cert ROOT`` checks each checkpoint's RFC 3161 time-stamp
+against the TSA roots the auditor trusts and prints its time (``--require-timestamps``: a
+checkpoint without one fails). Exit codes: 0 verified / done, 1 a fault or unanchored entries,
+2 bad usage or input. A progress bar shows on a terminal only.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from audit.errors import AuditError
 
 if TYPE_CHECKING:
     from audit.checkpoint import SignedCheckpoint
+    from audit.policy import Policy
     from audit.verify import VerificationReport
     from integrity.reports import ReportContext
 
@@ -34,6 +40,21 @@ DemoOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _policy(path: Path) -> Policy:
+    """The trust policy of ``--policy`` (C2SP tlog-policy); a bad file is one line, exit 2."""
+    from audit.errors import PolicyInvalid
+    from audit.policy import Policy
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read policy {path}: {exc.strerror}")
+    try:
+        return Policy.from_bytes(data)
+    except PolicyInvalid as exc:
+        fail(f"policy {path}: {exc}")
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -56,9 +77,9 @@ def _trusted(path: Path | None) -> SignedCheckpoint | None:
     from audit.checkpoint import SignedCheckpoint
 
     try:
-        return SignedCheckpoint.from_text(_read_text(path, "trusted checkpoint"))
+        return SignedCheckpoint.from_text(_read_text(path, "kept checkpoint"))
     except AuditError as exc:
-        fail(f"trusted checkpoint {path}: {exc}")
+        fail(f"kept checkpoint {path}: {exc}")
 
 
 class _Progress:
@@ -109,8 +130,14 @@ def _count_lines(path: Path) -> int | None:
         return None
 
 
-def _render(report: VerificationReport, context: ReportContext, report_file: Path | None, as_json: bool) -> None:
-    from integrity.reports import FAULT_LABELS, render_html, report_json, verdict_line
+def _render(
+    report: VerificationReport,
+    context: ReportContext,
+    report_file: Path | None,
+    as_json: bool,
+    save_checkpoint: Path | None = None,
+) -> None:
+    from integrity.reports import FAULT_LABELS, proof_lines, render_html, report_json, timestamp_lines, verdict_line
 
     data = report_json(report, context)
     if report_file is not None:
@@ -129,17 +156,38 @@ def _render(report: VerificationReport, context: ReportContext, report_file: Pat
         console.print(f"[{style}]{verdict_line(report)}[/]", highlight=False)
         console.print(
             f"  {context.origin}  entries {report.entries_checked}  root {report.root_hash}\n"
-            f"  covered by signed checkpoints: {report.verified_tree_size}  not yet covered: {report.uncovered_entries}\n"
-            f"  personal data checked {report.pii_checked}, erased {report.pii_erased}, not in source {report.pii_unavailable}",
+            + "".join(f"  {line}\n" for line in proof_lines(report))
+            + f"  personal data checked {report.pii_checked}, erased {report.pii_erased}, "
+            f"not in source {report.pii_unavailable}",
             highlight=False,
         )
+        for line in timestamp_lines(report):
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        ignored = sorted({name for check in report.checkpoints for name in check.ignored_cosigners})
+        if ignored:
+            console.print(f"  not counted (keys the policy does not list): {', '.join(ignored)}", highlight=False)
         for fault in report.faults[:20]:
             where = f"seq {fault.seq}" if fault.seq is not None else "checkpoint"
             console.print(f"  [red]✗[/] {FAULT_LABELS[fault.kind]} — {where}: {fault.detail}", highlight=False)
         if report_file is not None:
             console.print(f"  report written to {report_file}")
+    if save_checkpoint is not None:
+        _save_checkpoint(report, save_checkpoint, as_json)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _save_checkpoint(report: VerificationReport, path: Path, as_json: bool) -> None:
+    """Keep the anchoring checkpoint for ``--since`` next time; only from a verified run."""
+    if not report.ok or report.anchor_note is None:
+        err_console.print(f"checkpoint not saved to {path}: the log was not verified")
+        return
+    try:
+        path.write_text(report.anchor_note, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    if not as_json:
+        console.print(f"  checkpoint of tree size {report.verified_tree_size} kept in {path} (use --since next time)")
 
 
 @app.command("verify")
@@ -151,36 +199,98 @@ def verify(
         Path | None,
         typer.Option("--public-key", help="the log's verifier key(s) (.vkey lines or PEM); needed with --export"),
     ] = None,
-    trusted_checkpoint: Annotated[
-        Path | None, typer.Option("--trusted-checkpoint", help="a signed checkpoint you kept earlier")
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="a C2SP tlog-policy file (log keys, witnesses, quorum) instead of --public-key: a checkpoint "
+            "anchors entries only when its witness quorum cosigned it",
+        ),
     ] = None,
+    trusted_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--since",
+            "--trusted-checkpoint",
+            help="a signed checkpoint kept from an earlier run: the log must still hold its tree",
+        ),
+    ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option("--save-checkpoint", help="when verified, write the anchoring checkpoint here (for --since)"),
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="with --export: the reference verifier only (slower)")
+    ] = False,
     report_file: Annotated[
         Path | None, typer.Option("--report", help="also write the report to FILE.html or FILE.json")
     ] = None,
+    tsa_cert: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tsa-cert",
+            help="with --export: PEM root certificate(s) of the time-stamping authorities trusted for the "
+            "checkpoints' RFC 3161 time-stamps (repeatable)",
+        ),
+    ] = None,
+    require_timestamps: Annotated[
+        bool,
+        typer.Option("--require-timestamps", help="with --tsa-cert: a checkpoint without a time-stamp is a fault"),
+    ] = False,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify the chain, the Merkle tree, the checkpoints and the personal data: exit 0 clean, 1 on any fault."""
+    """Verify chain, Merkle tree, checkpoints and personal data: exit 0 only when every entry is anchored by a trusted signed checkpoint, 1 otherwise."""
     trusted = _trusted(trusted_checkpoint)
+    if policy_file is not None and public_key is not None:
+        fail("--policy or --public-key, not both (a policy lists the log's keys itself)")
+    policy = _policy(policy_file) if policy_file is not None else None
+    if require_timestamps and not tsa_cert:
+        fail("--require-timestamps needs --tsa-cert (the roots the time-stamps must chain to)")
     if export is not None:
-        if public_key is None:
-            fail("--export needs --public-key (the log's verifier key)")
-        _verify_export(export, public_key, trusted, report_file, as_json)
+        if public_key is None and policy is None:
+            fail("--export needs --public-key (the log's verifier key) or --policy")
+        roots = _tsa_roots(tsa_cert) if tsa_cert else None
+        _verify_export(
+            export,
+            public_key,
+            trusted,
+            report_file,
+            as_json,
+            save_checkpoint,
+            reference,
+            roots,
+            require_timestamps,
+            policy,
+        )
         return
     if public_key is not None:
         fail("--public-key goes with --export; the live check uses the configured keys")
+    if tsa_cert:
+        fail("--tsa-cert goes with --export: time-stamps are checked on an export")
+    if reference:
+        fail("--reference goes with --export")
     state = open_state(demo)
     try:
         with _Progress(state.audit.size(), "verifying") as progress:
-            report = state.audit.verify(trusted_checkpoint=trusted, progress=progress)
+            report = state.audit.verify(trusted_checkpoint=trusted, progress=progress, policy=policy)
         context = state.audit.report_context(trusted_checkpoint=trusted)
     finally:
         state.close()
-    _render(report, context, report_file, as_json)
+    _render(report, context, report_file, as_json, save_checkpoint)
 
 
 def _verify_export(
-    export: Path, public_key: Path, trusted: SignedCheckpoint | None, report_file: Path | None, as_json: bool
+    export: Path,
+    public_key: Path | None,
+    trusted: SignedCheckpoint | None,
+    report_file: Path | None,
+    as_json: bool,
+    save_checkpoint: Path | None,
+    reference: bool,
+    tsa_roots: list[Any] | None = None,
+    require_timestamps: bool = False,
+    policy: Policy | None = None,
 ) -> None:
     from datetime import UTC, datetime
 
@@ -188,18 +298,45 @@ def _verify_export(
     from audit.export import load_verifier_keys, scan_export, verify_export
     from integrity.reports import ReportContext
 
-    key_text = _read_text(public_key, "public key")
+    key_text = _read_text(public_key, "public key") if public_key is not None else ""
     try:
         with _Progress(_count_lines(export), "verifying") as progress:
-            report = verify_export(export, key_text, trusted_checkpoint=trusted, progress=progress)
+            report = verify_export(
+                export,
+                key_text,
+                trusted_checkpoint=trusted,
+                progress=progress,
+                reference=reference,
+                tsa_roots=tsa_roots,
+                require_timestamps=require_timestamps,
+                policy=policy,
+            )
         notes, _ = scan_export(export)
         names = [sig.name for note in notes for sig in _signatures(SignedNote, note)]
-        keys = tuple(dict.fromkeys(k.to_text() for k in load_verifier_keys(key_text, names)))
+        if policy is not None:
+            keys = tuple(k.to_text() for k in policy.logs) + tuple(
+                f"witness {name} {key.to_text()}" for name, key in policy.witnesses.items()
+            )
+        else:
+            keys = tuple(dict.fromkeys(k.to_text() for k in load_verifier_keys(key_text, names)))
     except AuditError as exc:
         fail(str(exc))
-    origin = next((_origin(note) for note in notes if _origin(note)), "unknown")
+    origin = next((found for found in map(_origin, notes) if found), "unknown")
     context = ReportContext(origin, export.name, datetime.now(UTC), keys, trusted.size if trusted else None)
-    _render(report, context, report_file, as_json)
+    _render(report, context, report_file, as_json, save_checkpoint)
+
+
+def _tsa_roots(paths: list[Path]) -> list[Any]:
+    """The TSA root certificates of the ``--tsa-cert`` files (PEM, one or more each)."""
+    from audit.timestamps import load_roots
+
+    roots: list[Any] = []
+    for path in paths:
+        try:
+            roots += load_roots(_read_text(path, "TSA certificate").encode())
+        except AuditError as exc:
+            fail(f"TSA certificate {path}: {exc}")
+    return roots
 
 
 def _signatures(note_type: Any, note: str) -> Any:
@@ -221,8 +358,12 @@ def export_cmd(
         bool, typer.Option("--include-pii", help="add personal data (pii_salt, pii_data); logged")
     ] = False,
     demo: DemoOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Write the whole log as NDJSON (entries and checkpoints), streamed."""
+    """Write the whole log as NDJSON (entries and checkpoints), streamed. With --out and --json,
+    standard output gets {"out", "lines"} (without --out it carries the export itself)."""
+    if as_json and out is None:
+        fail("--json needs --out: without it the NDJSON export itself is written to standard output")
     state = open_state(demo)
     try:
         if include_pii:
@@ -232,7 +373,9 @@ def export_cmd(
             count = state.audit.export(handle, include_pii=include_pii)
     finally:
         state.close()
-    if out is not None:
+    if as_json:
+        emit_json({"out": str(out), "lines": count, "include_pii": include_pii})
+    elif out is not None:
         err_console.print(f"wrote {count} lines to {out}")
 
 
@@ -260,16 +403,29 @@ def checkpoint(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 @app.command("erase-pii")
 def erase_pii(
     seq: Annotated[int, typer.Argument(help="the entry whose personal data is erased")],
+    approved_by: Annotated[
+        str,
+        typer.Option(
+            "--approved-by",
+            help="username of the administrator who approved the erasure (an account with the admin role)",
+        ),
+    ],
     reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit.pii.erased entry)")],
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete an entry's personal data (salt and data) and log audit.pii.erased; the chain stays verifiable."""
+    """Delete an entry's personal data (salt and data) and log audit.pii.erased, written by the
+    service and naming the approving administrator and the reason; the chain stays verifiable."""
+    from auth.errors import AuthError
+    from integrity.errors import IntegrityError
+    from integrity.pii_erasure import admin_approver
+
     state = open_state(demo)
     try:
         try:
-            erasure = state.audit.erase_pii(seq, reason, actor=CLI_ACTOR)
-        except AuditError as exc:
+            approver = admin_approver(state.engine, approved_by)
+            erasure = state.audit.erase_pii(seq, reason, approved_by=approver)
+        except (AuditError, AuthError, IntegrityError) as exc:
             fail(str(exc))
     finally:
         state.close()

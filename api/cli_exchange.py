@@ -70,12 +70,8 @@ def peers_add(
     name: Annotated[str, typer.Argument(help="peer name, e.g. portal, one-stop, vssid")],
     keyid: Annotated[str, typer.Option("--keyid", help="the RFC 9421 keyid the peer signs with")],
     key: Annotated[Path, typer.Option("--key", help="PEM certificate or PEM public key of the peer")],
-    route: Annotated[
-        list[str] | None, typer.Option("--route", help="'METHOD /path' the peer may use; repeat")
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="where the gateway forwards to this peer")
-    ] = None,
+    route: Annotated[list[str] | None, typer.Option("--route", help="'METHOD /path' the peer may use; repeat")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="where the gateway forwards to this peer")] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:

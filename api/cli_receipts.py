@@ -47,9 +47,7 @@ def _read(path: Path, limit: int) -> bytes:
 
 @app.command("issue")
 def issue(
-    request_file: Annotated[
-        Path, typer.Argument(help='JSON receipt request (DESIGN.md "Receipt request"); - for stdin')
-    ],
+    request_file: Annotated[Path, typer.Argument(help="JSON receipt request (docs/receipts.md); - for stdin")],
     out: Annotated[Path | None, typer.Option("--out", help="write the signed PDF to this file")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="retrying with the same key returns the same receipt")
@@ -118,7 +116,8 @@ def _print_verdict(path: Path, verdict: ReceiptVerdict) -> None:
     console.print(f"[bold]{path}[/]  sha256 {verdict.sha256}")
     console.print(f"  dossier code (signed)          {verdict.code or '-'}")
     console.print(f"  {_mark(verdict.intact)} signature intact")
-    console.print(f"  {_mark(verdict.trusted_signer)} signer is a trusted one-stop key  {sig.signer or ''}")
+    marked = f" (certificate purpose: {sig.signer_purpose})" if sig.signer_purpose else ""
+    console.print(f"  {_mark(verdict.trusted_signer)} signer is a trusted one-stop key  {sig.signer or ''}{marked}")
     console.print(
         f"  {_mark(verdict.modified_after_signing, good=False)} not modified after signing  ({sig.modification_level.value if sig.modification_level else 'unknown'})"
     )

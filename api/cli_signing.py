@@ -22,6 +22,7 @@ from api.cli_output import EXIT_FAILED, console, emit_json, fail
 from api.cli_state import open_state
 from signing.algorithms import DEFAULT_RSA_BITS, Algorithm
 from signing.errors import SigningError
+from signing.purposes import KeyPurpose
 
 if TYPE_CHECKING:
     from integrity.app_state import AppState
@@ -46,6 +47,13 @@ KidArgument = Annotated[str, typer.Argument(help="the key's kid, as `keys list` 
 KID_COMMAND = {"ignore_unknown_options": True}
 OnTokenOption = Annotated[
     bool, typer.Option("--on-token", help="make the key on the PKCS#11 token of BHXH_PKCS11_* (never extractable)")
+]
+PurposeOption = Annotated[
+    KeyPurpose,
+    typer.Option(
+        "--purpose",
+        help="what the key signs (docs/keys.md); data-message keys sign JWS, CMS and XML, the receipt key none",
+    ),
 ]
 CLI_ACTOR = "system"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -99,7 +107,8 @@ def sign(
     fmt: FormatOption = "jws",
     detached: Annotated[bool, typer.Option("--detached", help="JWS: RFC 7797 detached, unencoded payload")] = False,
     key_id: Annotated[
-        str | None, typer.Option("--key-id", help="an active key; default: the one-stop PS256 key")
+        str | None,
+        typer.Option("--key-id", help="an active data-message key; default: the institution's PS256 data-message key"),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="write the signature here (CMS: DER; XML: the signed document)")
@@ -155,9 +164,7 @@ def verify(
     ],
     fmt: FormatOption = "jws",
     payload: Annotated[Path | None, typer.Option("--payload", help="the signed data (detached JWS, CMS)")] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="XML: write the element the signature covers here")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="XML: write the element the signature covers here")] = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -180,7 +187,8 @@ def verify(
         colour = "green" if result.valid else "red"
         console.print(f"[bold {colour}]{result.indication.value}[/] {result.sub_indication or ''}".rstrip())
         if result.signer is not None:
-            console.print(f"signer: {result.signer.subject or result.signer.kid}")
+            purpose = f" (purpose: {result.signer.purpose})" if result.signer.purpose else ""
+            console.print(f"signer: {result.signer.subject or result.signer.kid}{purpose}", highlight=False)
         if result.signed_at is not None:
             console.print(f"signed at (claimed): {result.signed_at.isoformat()}")
         for reason in result.reasons:
@@ -204,6 +212,7 @@ def _key_row(record: object) -> dict[str, object]:
         "algorithm": record.algorithm.value,
         "state": record.state.value,
         "owner": record.owner or None,
+        "purpose": record.purpose.value,
         "created_at": record.created_at.isoformat(),
         "retired_at": record.retired_at.isoformat() if record.retired_at else None,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
@@ -225,7 +234,7 @@ def _report(record: object, what: str, as_json: bool) -> None:
     if as_json:
         emit_json(row)
     else:
-        console.print(f"{what} {row['kid']} ({row['algorithm']}, {row['state']})")
+        console.print(f"{what} {row['kid']} ({row['algorithm']}, {row['purpose']}, {row['state']})")
 
 
 def _change_keys(demo: bool, as_json: bool, what: str, change: Callable[[SignatureService], KeyRecord]) -> None:
@@ -255,12 +264,13 @@ def keys_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("kid", "alg", "state", "owner", "storage", "certificate", "created")
+    table = Table("kid", "alg", "purpose", "state", "owner", "storage", "certificate", "created")
     for r in rows:
         cert = r["certificate"]
         table.add_row(
             str(r["kid"]),
             str(r["algorithm"]),
+            str(r["purpose"]),
             str(r["state"]),
             str(r["owner"] or "service"),
             str(r["storage"]),
@@ -275,16 +285,19 @@ def keys_generate(
     alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
     on_token: OnTokenOption = False,
+    purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate a new active key (refused if one of that algorithm is active: use rotate)."""
+    """Generate a new active key (refused if one of that algorithm and purpose is active: use rotate)."""
     algorithm = _algorithm(alg)
     _change_keys(
         demo,
         as_json,
         "generated",
-        lambda service: service.generate_key(algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits, on_token=on_token),
+        lambda service: service.generate_key(
+            algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
+        ),
     )
 
 
@@ -293,10 +306,12 @@ def keys_rotate(
     alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
     on_token: OnTokenOption = False,
+    purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate a new active key and retire the current one (its signatures keep verifying).
+    """Generate a new active key and retire the current one of that algorithm and purpose (its
+    signatures keep verifying).
     To rotate to a key certified by a CA, use ``keys import --rotate`` (or ``import-token``)."""
     algorithm = _algorithm(alg)
     _change_keys(
@@ -304,7 +319,7 @@ def keys_rotate(
         as_json,
         "rotated to",
         lambda service: service.generate_key(
-            algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token
+            algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
         ),
     )
 
@@ -312,9 +327,7 @@ def keys_rotate(
 @keys_app.command("import")
 def keys_import(
     file: Annotated[Path, typer.Argument(help="PKCS#12 (.p12/.pfx) or encrypted PKCS#8 PEM private key")],
-    cert: Annotated[
-        Path | None, typer.Option("--cert", help="PEM certificate chain, leaf first (PKCS#8 only)")
-    ] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="PEM certificate chain, leaf first (PKCS#8 only)")] = None,
     passphrase_file: Annotated[
         Path | None, typer.Option("--passphrase-file", help="file holding the key file's passphrase")
     ] = None,
@@ -322,6 +335,7 @@ def keys_import(
         str | None, typer.Option("--passphrase-env", help="environment variable holding it")
     ] = None,
     rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
+    purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -344,17 +358,16 @@ def keys_import(
         demo,
         as_json,
         "imported",
-        lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate),
+        lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate, purpose=purpose),
     )
 
 
 @keys_app.command("import-token")
 def keys_import_token(
     label: Annotated[str, typer.Argument(help="CKA_LABEL of the key pair on the PKCS#11 token")],
-    cert: Annotated[
-        Path | None, typer.Option("--cert", help="PEM certificate chain of that key, leaf first")
-    ] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="PEM certificate chain of that key, leaf first")] = None,
     rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
+    purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -369,7 +382,7 @@ def keys_import_token(
         demo,
         as_json,
         "imported",
-        lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate),
+        lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate, purpose=purpose),
     )
 
 

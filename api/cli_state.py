@@ -5,14 +5,17 @@ command modules, so they import it directly instead of reaching back into api.cl
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from api.cli_output import fail
 from integrity.app_state import AppState, build_state
 from integrity.logs import configure_logging
+from integrity.migrate import require_current
 from integrity.settings import Settings
 
 DEMO_KEYS_DIR = Path("keys.example")
@@ -28,12 +31,30 @@ def load_settings(demo: bool = False) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        fail("invalid settings: " + "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors()))
+    except SettingsError as exc:
+        # pydantic-settings reads list settings as JSON and names only the field when that fails.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = _variable((field.group(1),)) if field else "a BHXH_* setting"
+        examples = {
+            "BHXH_WITNESSES": '[{"name": …, "url": …, "vkey": …}]',
+            "BHXH_RATE_LIMITS": '{"sign": "200/second", "audit-read": "50/second"}',
+        }
+        example = examples.get(name, '["/path/a.pem", "/path/b.pem"]')
+        fail(f"invalid settings: {name} is not valid JSON (written {example})")
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a settings field is read from, as the README names it."""
+    return "BHXH_" + ".".join(map(str, loc)).upper()
 
 
 def open_state(demo: bool = False) -> AppState:
+    """Settings, then the database (it must exist and be migrated: nothing is created here),
+    then the keys and services."""
     settings = load_settings(demo)
     configure_logging(settings.log_level)
+    require_current(settings.database_url)
     return build_state(settings)
 
 
@@ -56,6 +77,7 @@ def run_server(
         os.environ.setdefault("BHXH_KEYS_DIR", str(DEMO_KEYS_DIR))
     settings = load_settings(demo)
     configure_logging(settings.log_level)
+    require_current(settings.database_url)
     state = build_state(settings)
     try:
         check(state)

@@ -143,7 +143,7 @@ class ExchangeAuth(httpx.Auth):
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
             raise ResponseNotVerified("the response is content-coded; its digest cannot be checked")
         answer = HttpResponse(
-            response.status_code, list(response.headers.multi_items()), response.content, self._as_message(request)
+            response.status_code, tuple(response.headers.multi_items()), response.content, self._as_message(request)
         )
         verified = verify_response(answer, self.server_key, clock=self.clock, skew_seconds=self.skew_seconds)
         assert verified.nonce is not None and verified.expires is not None  # the profile demands both
@@ -153,4 +153,4 @@ class ExchangeAuth(httpx.Auth):
 
     @staticmethod
     def _as_message(request: httpx.Request) -> HttpRequest:
-        return HttpRequest(request.method, str(request.url), list(request.headers.multi_items()), request.content)
+        return HttpRequest(request.method, str(request.url), tuple(request.headers.multi_items()), request.content)

@@ -2,7 +2,7 @@
 
 Lookup walks the exception's class hierarchy (most specific first), so one row covers a
 family. Routers never build error responses by hand. Login, MFA and API-key failures give one
-generic answer (STYLE.md rule 4); their precise reason goes to the audit log.
+generic answer (the precise reason would help an attacker); it goes to the audit log.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +23,7 @@ import signing.errors as se
 from integrity.logs import get_logger
 
 PROBLEM_JSON = "application/problem+json"
+JSON = "application/json"
 TYPE_PREFIX = "urn:bhxh-integrity:problem:"
 
 
@@ -42,7 +43,7 @@ class BodyTooLarge(Exception):
 # Exception class -> problem. Add a row per domain error family; order does not matter.
 _BEARER = (("WWW-Authenticate", 'Bearer realm="bhxh-integrity"'),)
 
-PROBLEMS: dict[type[BaseException], Problem] = {
+PROBLEMS: dict[type[Exception], Problem] = {
     BodyTooLarge: Problem(413, "body-too-large", "Request body too large"),
     # auth: API keys, scopes, accounts. Credential failures say nothing more than the title.
     auth_errors.InvalidApiKey: Problem(
@@ -77,12 +78,16 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     audit_errors.EntryNotFound: Problem(404, "audit-entry-not-found", "No such audit entry"),
     audit_errors.InvalidTreeSize: Problem(422, "invalid-tree-size", "Tree size or index outside the log"),
     audit_errors.NoCheckpoint: Problem(404, "no-checkpoint", "No signed checkpoint yet"),
+    audit_errors.MalformedTilePath: Problem(400, "malformed-tile-path", "Not a tlog-tiles path"),
+    audit_errors.TileNotFound: Problem(404, "tile-not-found", "No such tile at the checkpointed size"),
+    audit_errors.EntryTooLong: Problem(500, "entry-too-long", "Internal server error", expose_detail=False),
     audit_errors.PiiAlreadyErased: Problem(409, "personal-data-already-erased", "Personal data already erased"),
     audit_errors.PiiNotFound: Problem(404, "no-personal-data", "The entry has no personal data"),
     audit_errors.AuditUnavailable: Problem(503, "audit-unavailable", "The audit log cannot take entries now"),
     audit_errors.AuditError: Problem(400, "audit-error", "Audit request refused"),
     # signing
     se.UnknownKey: Problem(404, "unknown-key", "Unknown signing key"),
+    se.KeyPurposeMismatch: Problem(409, "key-purpose-mismatch", "The key is not for this purpose"),
     se.KeyNotUsable: Problem(409, "key-not-usable", "The key cannot be used for this"),
     se.ActiveKeyExists: Problem(409, "active-key-exists", "An active key of that algorithm exists"),
     se.DuplicateKey: Problem(409, "duplicate-key", "The key is already in the keystore"),
@@ -101,6 +106,11 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     se.PersonalSigningRefused: Problem(403, "step-up-required", "Personal signing needs a recent second factor"),
     se.MalformedPdf: Problem(422, "unreadable-pdf", "Not a readable PDF"),
     se.SigningError: Problem(400, "signing-error", "Signing request refused"),
+    # integrity: events of other systems
+    ie.AuditNamespaceRefused: Problem(
+        403, "audit-namespace-reserved", "The action is outside the caller's own event namespace"
+    ),
+    ie.ApproverNotAdmin: Problem(403, "approver-not-admin", "The approver is not an administrator"),
     # integrity: receipts
     ie.UnknownReceivingUnit: Problem(422, "unknown-receiving-unit", "Unknown receiving unit"),
     ie.InvalidReceiptRequest: Problem(422, "invalid-receipt-request", "Invalid receipt request"),
@@ -114,6 +124,8 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     ie.ExchangeRouteForbidden: Problem(
         403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False
     ),
+    ie.ExchangeBadTarget: Problem(400, "exchange-bad-target", "The gateway does not forward this path"),
+    ie.ExchangeTargetTooLong: Problem(414, "exchange-target-too-long", "The gateway path is too long"),
     ie.ExchangeRejected: Problem(
         401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False
     ),
@@ -126,11 +138,14 @@ PROBLEMS: dict[type[BaseException], Problem] = {
     ie.PeerNotFound: Problem(404, "exchange-unknown-peer", "Unknown peer"),
     ie.PeerAlreadyExists: Problem(409, "exchange-peer-exists", "The peer or its keyid is already registered"),
     ie.InvalidPeer: Problem(422, "exchange-invalid-peer", "Invalid peer definition"),
+    # integrity: request rate limits (the detail names the route class; Retry-After the wait)
+    ie.RateLimited: Problem(429, "rate-limited", "Too many requests"),
+    ie.RateLimiterUnavailable: Problem(503, "rate-limiter-unavailable", "The rate limiter cannot be reached now"),
     ie.IntegrityError: Problem(400, "bad-request", "Request refused"),
 }
 
 
-def register_problem(exc_type: type[BaseException], problem: Problem) -> None:
+def register_problem(exc_type: type[Exception], problem: Problem) -> None:
     PROBLEMS[exc_type] = problem
 
 
@@ -200,7 +215,36 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     )
 
 
+def _unparsed_media_type(request: Request) -> str | None:
+    """The media type of a body that a JSON operation could not take, or None.
+
+    FastAPI parses a body as JSON only when its Content-Type says so (``application/json``,
+    ``application/*+json``); any other body reaches validation as raw bytes and fails there.
+    That is the wrong media type (RFC 9110 §15.5.16: 415), not a malformed field."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    if body_field is None or isinstance(body_field.field_info, params.Form):
+        return None
+    declared = request.headers.get("content-type")
+    if declared is None:
+        sent = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+        return "none" if sent else None
+    media = declared.partition(";")[0].strip().lower()
+    if media == JSON or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return media
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    media = _unparsed_media_type(request)
+    if media is not None:
+        return problem_response(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            f"the body must be {JSON}, not {media}",
+            instance=request.url.path,
+            headers={"Accept": JSON},  # RFC 9110 §12.5.1: what the operation takes
+        )
     # Echo where and why, never the submitted value: it may be a password or personal data.
     errors = [
         {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}

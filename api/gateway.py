@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -28,20 +29,29 @@ from starlette.types import Scope
 
 from api.deps import get_state
 from api.errors import problem_for, problem_response
+from api.gateway_path import GatewayTarget, PathRefusal, UnsafeGatewayPath
+from api.openapi import content, problems
+from api.origin import external_origin
+from api.rate_limit import gateway_budget_left, spend_address, spend_peer
 from api.routes.exchange import exchange_service
 from integrity.app_state import AppState
 from integrity.errors import (
+    ExchangeBadTarget,
     ExchangeRejected,
     ExchangeRouteForbidden,
+    ExchangeTargetTooLong,
     GatewayNotConfigured,
     PeerNotFound,
     PeerTimeout,
     PeerUnreachable,
+    RateLimited,
+    RateLimiterUnavailable,
     UpstreamRejected,
 )
 from integrity.exchange import ROUTE_NOT_ALLOWED, ExchangeService, ExchangeVerdict
-from signing.errors import TokenError
-from signing.httpsig import HttpRequest, HttpResponse
+from integrity.refusal_log import flushing
+from signing.errors import SigningError, TokenError
+from signing.httpsig import HttpRequest, HttpResponse, read_signature_params
 
 router = APIRouter(tags=["gateway"])
 
@@ -65,18 +75,35 @@ _HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
-# The gateway signs anew; the caller's credentials and framing stay on the caller's hop.
-_DROP_FORWARD = _HOP_BY_HOP | {
-    "host",
-    "content-length",
-    "authorization",
-    "cookie",
-    "signature",
-    "signature-input",
-    "content-digest",
-    "accept-encoding",
-    "expect",
-}
+# The gateway signs anew; the caller's credentials and framing stay on the caller's hop, and so
+# do the forwarding fields of a proxy in front of the gateway (RFC 7239 and X-Forwarded-*): they
+# describe that hop, and a peer that believed them would check another target URI.
+_FORWARDING_FIELDS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+    }
+)
+_DROP_FORWARD = (
+    _HOP_BY_HOP
+    | _FORWARDING_FIELDS
+    | {
+        "host",
+        "content-length",
+        "authorization",
+        "cookie",
+        "signature",
+        "signature-input",
+        "content-digest",
+        "accept-encoding",
+        "expect",
+    }
+)
 _DROP_RELAY = _HOP_BY_HOP | {
     "content-length",
     "signature",
@@ -95,6 +122,8 @@ _GATEWAY_ERRORS = (
     PeerTimeout,
     GatewayNotConfigured,
     PeerNotFound,
+    RateLimited,
+    RateLimiterUnavailable,
 )
 
 
@@ -216,12 +245,31 @@ class Gateway:
     def close(self) -> None:
         self.forwarder.close()
 
-    async def relay(self, destination: str, incoming: HttpRequest, forward_target: str) -> HttpResponse:
-        """The gateway-signed answer to ``incoming``; raises a domain error for every refusal."""
-        verdict = await self.exchange.verify_request_async(incoming, via="gateway")
+    async def relay(
+        self,
+        destination: str,
+        incoming: HttpRequest,
+        forward_target: str,
+        *,
+        source: str | None = None,
+        admit: Callable[[str], Awaitable[None]] | None = None,
+    ) -> HttpResponse:
+        """The gateway-signed answer to ``incoming``; raises a domain error for every refusal.
+        ``source``: the sender's address, which bounds how many of its refusals are logged
+        one by one (integrity.refusal_log). ``admit``: called with the verified keyid before
+        anything is forwarded; it raises to refuse the message (the peer's rate limit)."""
+        verdict = await self.exchange.verify_request_async(incoming, via="gateway", source=source)
         if not verdict.accepted:
             refused = ExchangeRouteForbidden if verdict.reason == ROUTE_NOT_ALLOWED else ExchangeRejected
             raise refused("the message was not accepted", message_id=verdict.message_id, reason=str(verdict.reason))
+        if admit is not None:
+            try:
+                await admit(verdict.keyid or verdict.peer or "")
+            except RateLimited:
+                # Only a message racing others past the budget gets here (a spent budget is
+                # refused before verification): its acceptance is logged, so is this refusal.
+                await self._failed(verdict, destination, "rate-limited", "the peer's rate limit is reached")
+                raise
         try:
             peer = await self.exchange.destination_async(destination)
         except PeerNotFound:
@@ -235,7 +283,7 @@ class Gateway:
         headers.append(("Accept-Encoding", "identity"))
         try:
             outgoing = await self.exchange.gateway_sign_request_async(
-                HttpRequest(incoming.method, peer.base_url + forward_target, headers, incoming.body)
+                HttpRequest(incoming.method, peer.base_url + forward_target, tuple(headers), incoming.body)
             )
         except TokenError as exc:
             # The HSM holding the gateway key does not answer: the accepted message is not
@@ -243,7 +291,7 @@ class Gateway:
             await self._failed(verdict, destination, "gateway-key-unavailable", type(exc).__name__)
             raise
         status, answer_headers, answer_body = await self._send(outgoing, destination=destination, verdict=verdict)
-        answer = HttpResponse(status, answer_headers, answer_body, outgoing)
+        answer = HttpResponse(status, tuple(answer_headers), answer_body, outgoing)
         checked = await self.exchange.verify_response_async(
             answer, expected_peer=destination, via="gateway", in_reply_to=verdict.message_id
         )
@@ -253,8 +301,21 @@ class Gateway:
                 message_id=checked.message_id,
                 reason=str(checked.reason),
             )
-        relayed = [(k, v) for k, v in answer_headers if k.lower() not in _DROP_RELAY]
+        relayed = tuple((k, v) for k, v in answer_headers if k.lower() not in _DROP_RELAY)
         return await self.exchange.gateway_sign_response_async(HttpResponse(status, relayed, answer_body, incoming))
+
+    async def target_of(self, incoming: HttpRequest, raw_path: str, query: str, *, source: str) -> GatewayTarget:
+        """The destination and forwarded path of ``incoming``, read from its raw path; an
+        unsafe path is refused (logged like any refusal of an unverified message) before the
+        message is verified, and nothing is forwarded."""
+        try:
+            return GatewayTarget.parse(raw_path, query)
+        except UnsafeGatewayPath as exc:
+            verdict = await self.exchange.refuse_request_async(
+                incoming, reason=exc.reason.value, detail=str(exc), via="gateway", source=source
+            )
+            refused = ExchangeTargetTooLong if exc.reason is PathRefusal.TOO_LONG else ExchangeBadTarget
+            raise refused(str(exc), message_id=verdict.message_id, reason=exc.reason.value) from exc
 
     async def _send(
         self, outgoing: HttpRequest, *, destination: str, verdict: ExchangeVerdict
@@ -278,8 +339,8 @@ class Gateway:
 
     async def signed_problem(self, incoming: HttpRequest, exc: Exception, instance: str) -> Response | None:
         """The problem+json answer to a refusal, signed by the gateway over the response
-        components and bound to ``incoming`` (DESIGN.md: every response between the systems is
-        signed). None when the error has no problem row or the gateway has no key: the
+        components and bound to ``incoming`` (every response between the systems is signed,
+        docs/exchange-profile.md). None when the error has no problem row or the gateway has no key: the
         ordinary error handler answers, unsigned."""
         problem = problem_for(exc)
         if problem is None or self.exchange.gateway_key is None:
@@ -293,7 +354,7 @@ class Gateway:
             headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
             extra=getattr(exc, "problem_extra", None),
         )
-        lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered.raw_headers]
+        lines = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered.raw_headers)
         return _as_response(
             await self.exchange.gateway_sign_response_async(
                 HttpResponse(rendered.status_code, lines, bytes(rendered.body), incoming)
@@ -323,38 +384,38 @@ async def get_gateway(
     return gateway  # type: ignore[no-any-return]
 
 
-def target_uri(scope: Scope) -> str:
-    """The absolute target URI as this server received it (RFC 9110 §7.1), byte for byte:
-    the raw path, never the decoded one, so that it matches what the sender signed."""
-    headers = dict(scope["headers"])
-    host = headers.get(b"host", b"").decode("latin-1")
-    if not host:
-        server = scope.get("server") or ("localhost", None)
-        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    return f"{scope['scheme']}://{host}{raw_path.decode('latin-1')}" + (f"?{query.decode('latin-1')}" if query else "")
-
-
-def _forward_target(scope: Scope, peer: str) -> str:
+def _raw_target(scope: Scope) -> tuple[str, str]:
     raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-    rest = raw_path[len(f"{GATEWAY_PREFIX}/{peer}") :] or "/"
-    query = scope.get("query_string", b"")
-    return rest + (f"?{query.decode('latin-1')}" if query else "")
+    return raw_path, scope.get("query_string", b"").decode("latin-1")
 
 
 async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(get_gateway)) -> Response:
-    """Any method: the signed message is passed to ``peer`` only if it verifies (see above)."""
+    """Any method: the signed message is passed to ``peer`` only if it verifies (see above).
+    ``peer`` and ``path`` are the router's decoded view; the gateway reads its own from the raw
+    path (api.gateway_path), and checks the signature against the external target URI
+    (api.origin: behind a trusted TLS terminator, the URI the sender used)."""
     body = await request.body()
     incoming = HttpRequest(
         request.method,
-        target_uri(request.scope),
-        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
+        external_origin(request.app.state.bhxh).target_uri(request.scope),
+        tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]),
         body,
     )
     try:
-        answer = await gw.relay(peer, incoming, _forward_target(request.scope, peer))
+        # A spent budget (the sender's address, or the peer the message claims to be from) is
+        # refused before anything is verified or logged (api/rate_limit.py).
+        await gateway_budget_left(request, _claimed_keyid(incoming))
+        source = request.client.host if request.client else "unknown"
+        target = await gw.target_of(incoming, *_raw_target(request.scope), source=source)
+        answer = await gw.relay(
+            target.peer, incoming, target.forward, source=source, admit=lambda keyid: spend_peer(request, keyid)
+        )
     except _GATEWAY_ERRORS as exc:
+        if isinstance(exc, ExchangeRejected):
+            try:
+                await spend_address(request)  # an unverified message is anonymous traffic
+            except (RateLimited, RateLimiterUnavailable) as spent:
+                exc = spent
         signed = await gw.signed_problem(incoming, exc, request.url.path)
         if signed is None:
             raise
@@ -362,11 +423,31 @@ async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(
     return _as_response(answer)
 
 
+def _claimed_keyid(incoming: HttpRequest) -> str | None:
+    """The keyid the message says it is signed with (not verified): its peer's budget is
+    checked before the work of verifying it."""
+    try:
+        return read_signature_params(incoming).keyid
+    except SigningError:
+        return None
+
+
 # One route per method: FastAPI names an operation after its route, and one route for every
 # method would give every method the same OpenAPI operationId (an invalid document).
+# The peer's answer is relayed whatever its status and media type; the refusals are the gateway's.
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **content(200, "the destination's answer, verified and signed by the gateway", **{"*/*": {}}),
+    "default": {"description": "the destination's answer with another status, relayed the same way"},
+    **problems(400, 401, 403, 404, 413, 414, 429, 502, 503, 504),
+}
 for _method in METHODS:
     router.add_api_route(
-        GATEWAY_PREFIX + "/{peer}/{path:path}", gateway, methods=[_method], name=f"gateway_{_method.lower()}"
+        GATEWAY_PREFIX + "/{peer}/{path:path}",
+        gateway,
+        methods=[_method],
+        name=f"gateway_{_method.lower()}",
+        response_class=Response,
+        responses=_RESPONSES,
     )
 
 
@@ -380,7 +461,10 @@ def create_gateway_app(state: AppState) -> Any:
     from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
     from api.routes import health
 
-    app = FastAPI(title="bhxh-integrity gateway", version="1.0", openapi_url=None)
+    def lifespan(_app: FastAPI) -> Any:
+        return flushing(state.refusals)
+
+    app = FastAPI(title="bhxh-integrity gateway", version="1.0", openapi_url=None, lifespan=lifespan)
     app.state.bhxh = state
     install_error_handlers(app)
     app.include_router(health.router)

@@ -137,12 +137,22 @@ async def _no_body() -> dict[str, Any]:
 
 
 # The API answers JSON and never needs to be framed or to run script; the server-rendered pages
-# load only their own static files (no inline script, DESIGN.md: no external assets).
+# load only their own static files (no inline script, no external assets).
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The API documentation page (api/docs.py) is the page CSP plus fetching the description from
+# this origin (and "Try it out" calls to it): still no inline script and nothing from elsewhere.
+DOCS_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect-src 'self';")
+
+
+def page_csp_with_styles(sources: tuple[str, ...]) -> str:
+    """The page CSP that also admits the named inline style sheets (hash sources) and no other."""
+    return PAGE_CSP.replace("style-src 'self';", "style-src 'self' " + " ".join(sources) + ";")
+
+
 # Caching is opt-in: nearly every answer is private (sessions, TOTP secrets, recovery codes,
 # receipts with the applicant's name and ID number, audit exports), so any response that does
 # not set its own Cache-Control (the stylesheet, JWKS do) is no-store.

@@ -9,8 +9,10 @@ secure cookies off for a plain-HTTP local demo. The pages call the same use case
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +31,15 @@ from auth.errors import (
 )
 from integrity.accounts import AccountService
 from integrity.app_state import AppState
+from integrity.labels import (
+    PRODUCT_NAME,
+    event_label,
+    grouped,
+    parse_stamp,
+    role_label,
+    utc_stamp,
+    vietnam_time,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,7 +59,6 @@ _AFTER_POST = {"/account/totp/confirm": "/account/security"}
 
 # One table of page texts; the key is what templates ask for.
 TEXTS: dict[str, tuple[str, str]] = {
-    "app": ("Hệ thống toàn vẹn BHXH", "BHXH integrity service"),
     "login": ("Đăng nhập", "Sign in"),
     "username": ("Tên đăng nhập", "Username"),
     "password": ("Mật khẩu", "Password"),
@@ -76,6 +86,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "totp_start": ("Bắt đầu đăng ký", "Start set-up"),
     "secret_manual": ("Hoặc nhập khóa bí mật này thủ công:", "Or type this secret key by hand:"),
+    "open_in_app": (
+        "Hoặc mở trực tiếp bằng ứng dụng xác thực trên thiết bị này",
+        "Or open it in the authenticator app on this device",
+    ),
     "qr_alt": ("Mã QR để thêm tài khoản vào ứng dụng xác thực", "QR code to add the account to an authenticator app"),
     "confirm": ("Xác nhận mã", "Confirm code"),
     "codes_title": ("Mã khôi phục của bạn", "Your recovery codes"),
@@ -113,28 +127,6 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Not for production when running in demo mode.",
     ),
 }
-EVENT_TEXTS: dict[str, tuple[str, str]] = {
-    "auth.login.succeeded": ("Đăng nhập thành công", "Signed in"),
-    "auth.login.failed": ("Đăng nhập thất bại", "Failed sign-in"),
-    "auth.locked": ("Tạm khóa do nhiều lần sai", "Locked after failures"),
-    "auth.logout": ("Đăng xuất", "Signed out"),
-    "auth.mfa.challenged": ("Mật khẩu đúng, chờ mã xác thực", "Password accepted, code requested"),
-    "auth.mfa.enrolment_started": ("Bắt đầu đăng ký TOTP", "TOTP set-up started"),
-    "auth.mfa.enrolment_failed": ("Mã đăng ký TOTP sai", "Wrong TOTP set-up code"),
-    "auth.mfa.enrolled": ("Đã bật xác thực hai lớp", "Two-step verification turned on"),
-    "auth.mfa.stepup.succeeded": ("Xác thực lại thành công", "Re-verified"),
-    "auth.mfa.stepup.failed": ("Xác thực lại thất bại", "Re-verification failed"),
-    "auth.recovery.used": ("Đã dùng mã khôi phục", "Recovery code used"),
-    "auth.recovery.regenerated": ("Tạo mã khôi phục mới", "New recovery codes"),
-    "auth.password.changed": ("Đổi mật khẩu", "Password changed"),
-    "auth.password.rehashed": ("Nâng cấp lưu trữ mật khẩu", "Password storage upgraded"),
-    "admin.user.created": ("Quản trị viên tạo tài khoản", "Account created by an administrator"),
-    "admin.user.unlocked": ("Quản trị viên mở khóa", "Unlocked by an administrator"),
-    "admin.user.mfa_reset": (
-        "Quản trị viên đặt lại xác thực hai lớp",
-        "Two-step verification reset by an administrator",
-    ),
-}
 
 CSS = """
 *{box-sizing:border-box}
@@ -148,7 +140,8 @@ button{margin-top:1rem;padding:.55rem 1.3rem;font-size:1rem;background:#0b5394;c
 .error{background:#fde8e8;border-left:4px solid #c0392b;padding:.6rem .9rem}
 .warning{background:#fff4d6;border-left:4px solid #d68910;padding:.6rem .9rem}
 .codes{font-family:"DejaVu Sans Mono",monospace;font-size:1.15rem;columns:2}
-.secret{font-family:"DejaVu Sans Mono",monospace;word-break:break-all}
+.secret{font-family:"DejaVu Sans Mono",monospace;font-size:1.2rem;letter-spacing:.05em;word-spacing:.4em}
+.subtitle{display:block;font-size:.8rem;opacity:.85}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde3e9;padding:.35rem;text-align:left;font-size:.9rem}
 .qr{display:block;margin:1rem auto;width:16rem;height:16rem}
 """
@@ -187,8 +180,14 @@ class _Page:
         return text.format(**values) if values else text
 
     def event_text(self, action: str) -> str:
-        pair = EVENT_TEXTS.get(action)
-        return action if pair is None else (pair[0] if self.lang == "vi" else pair[1])
+        return event_label(action, self.lang)
+
+    def role_text(self, role: str) -> str:
+        return role_label(role, self.lang)
+
+    def vn_time(self, moment: datetime | str) -> str:
+        """Vietnam time for people; an audit ``ts`` string or a datetime."""
+        return vietnam_time(parse_stamp(moment) if isinstance(moment, str) else moment, self.lang)
 
     def cookie(self, response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
         response.set_cookie(
@@ -215,6 +214,12 @@ class _Page:
             lang=self.lang,
             csrf=self.csrf,
             event_text=self.event_text,
+            role_text=self.role_text,
+            vn_time=self.vn_time,
+            utc_stamp=utc_stamp,
+            grouped=grouped,
+            product=PRODUCT_NAME.in_lang(self.lang),
+            product_other=PRODUCT_NAME.in_lang("en" if self.lang == "vi" else "vi"),
             demo=self.demo,
             other_lang="en" if self.lang == "vi" else "vi",
             path=self._toggle_path(),
@@ -414,10 +419,8 @@ def logout(
     if not page.csrf_ok(csrf):
         # A forged cross-site post must not sign the person out either: the cookie stays.
         return page.redirect("/account/security")
-    try:
+    with contextlib.suppress(SessionInvalid):  # already gone: signing out again is fine
         accounts.logout(page.session())
-    except SessionInvalid:
-        pass  # already gone: signing out again is fine
     response = page.redirect("/login")
     page.forget(response, "session")
     return response

@@ -1,7 +1,7 @@
 """C2SP signed notes (https://c2sp.org/signed-note) and tlog checkpoints
 (https://c2sp.org/tlog-checkpoint), Ed25519 only.
 
-Hand-written because the format is small, fixed by DESIGN.md for outside auditors, and no
+Hand-written because the format is small, fixed by docs/audit-log.md for outside auditors, and no
 maintained Python package implements it. Text formats become frozen objects through
 ``from_text``/``to_text``; parsing never leaks a stray ValueError or binascii.Error.
 """
@@ -270,5 +270,5 @@ class SignedCheckpoint:
 
 
 def origin_for(log_id: str) -> str:
-    """The checkpoint origin line of a log (DESIGN.md): ``bhxh-integrity/audit/<log id>``."""
+    """The checkpoint origin line of a log (docs/audit-log.md): ``bhxh-integrity/audit/<log id>``."""
     return ORIGIN_PREFIX + log_id

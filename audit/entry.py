@@ -1,6 +1,6 @@
 """Audit entries: the fixed JSON shape, RFC 8785 canonical form and the leaf hash.
 
-DESIGN.md "Audit log format": ``hash`` = hex(SHA-256(0x00 ‖ JCS(entry without ``hash``))). The
+docs/audit-log.md: ``hash`` = hex(SHA-256(0x00 ‖ JCS(entry without ``hash``))). The
 same value is the chain link (``prev`` of the next entry) and the RFC 9162 §2.1.1 leaf hash, so
 the leaf prefix 0x00 is part of the entry hash itself.
 """
@@ -26,7 +26,9 @@ GENESIS_PREV = "0" * 64
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 HASH_HEX_LEN = 64
 
-ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+# Hyphens after the first segment: a client's own events sit under ``ext.<client name>.``
+# and client names such as ``dvc-portal`` hold them.
+ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_-]+)+$")
 ACTOR_PATTERN = re.compile(r"^(system|(user|client|peer):[^\s\x00-\x1f\x7f]{1,200})$")
 MAX_ACTION_CHARS = 100
 MAX_SUBJECT_CHARS = 500
@@ -103,7 +105,8 @@ def _plain(value: Any, level: int, limit: int) -> bool:
     if kind is str or value is None or kind is bool:
         return True
     if kind is int:
-        return -SAFE_INTEGER <= value <= SAFE_INTEGER
+        number: int = value
+        return -SAFE_INTEGER <= number <= SAFE_INTEGER
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or (not key.isascii() and max(key) >= _FIRST_UNSAFE_KEY_CHAR):
@@ -136,9 +139,9 @@ def validate_event(
 
     Raises InvalidEntry naming the first field refused; nothing is written on refusal.
     """
-    if not isinstance(actor, str) or not ACTOR_PATTERN.match(actor):
+    if not isinstance(actor, str) or not ACTOR_PATTERN.fullmatch(actor):
         raise InvalidEntry("actor must be 'system' or 'user:<name>', 'client:<id>', 'peer:<name>'")
-    if not isinstance(action, str) or len(action) > MAX_ACTION_CHARS or not ACTION_PATTERN.match(action):
+    if not isinstance(action, str) or len(action) > MAX_ACTION_CHARS or not ACTION_PATTERN.fullmatch(action):
         raise InvalidEntry("action must be dotted lowercase, e.g. 'signature.created'")
     if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_CHARS or _CONTROL_CHARS.search(subject):
         raise InvalidEntry(f"subject must be text of at most {MAX_SUBJECT_CHARS} characters without controls")
@@ -229,8 +232,16 @@ def hash_fields(
     seq: int, ts: str, actor: str, action: str, subject: str, data_jcs: bytes, pii: str | None, prev: str
 ) -> str:
     """The entry hash from its fields, with ``data`` already in JCS form (see ``build_entry``)."""
+    body = body_bytes(seq, ts, actor, action, subject, data_jcs, pii, prev)
+    return hashlib.sha256(LEAF_PREFIX + body).hexdigest()
+
+
+def body_bytes(
+    seq: int, ts: str, actor: str, action: str, subject: str, data_jcs: bytes, pii: str | None, prev: str
+) -> bytes:
+    """JCS(entry without ``hash``) from its fields: the bytes the entry hash is the leaf hash of."""
     try:
-        encoded = b"".join(
+        return b"".join(
             (
                 b'{"action":',
                 _jcs_string(action),
@@ -253,7 +264,6 @@ def hash_fields(
         )
     except UnicodeEncodeError:
         raise InvalidEntry("entry text holds a lone surrogate (not valid Unicode)") from None
-    return hashlib.sha256(LEAF_PREFIX + encoded).hexdigest()
 
 
 def _jcs_string(value: str) -> bytes:

@@ -1,6 +1,6 @@
 """Personal data kept apart from the chain: a salted SHA-256 commitment in the entry.
 
-``pii`` = hex(SHA-256(salt ‖ JCS(personal data))) (DESIGN.md). The random salt stops anyone
+``pii`` = hex(SHA-256(salt ‖ JCS(personal data))) (docs/audit-log.md). The random salt stops anyone
 holding the log from confirming a guessed name or ID number against the commitment; deleting
 salt and data (erasure) leaves the entry, its hash and every proof intact.
 """

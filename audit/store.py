@@ -19,6 +19,7 @@ from sqlalchemy import Connection, func, insert, select, text
 
 from audit.checkpoint import SignedCheckpoint
 from audit.entry import GENESIS_PREV, TS_FORMAT, Entry, build_entry, format_ts, validate_event
+from audit.erasure import ERASED_ACTION, honoured_seq
 from audit.errors import EntryNotFound, InvalidTreeSize, PiiAlreadyErased, PiiNotFound
 from audit.merkle import CompactRange, Resolver, Subtree, range_subtrees
 from audit.merkle import root as merkle_root
@@ -28,7 +29,6 @@ from audit.tables import APPEND_ONLY_TABLES, PII_TABLE, audit_checkpoints, audit
 # pg_advisory_xact_lock key: ASCII "bhxhaudt" as a signed 64-bit integer.
 APPEND_LOCK_KEY = int.from_bytes(b"bhxhaudt", "big", signed=True)
 READ_BATCH = 5_000
-ERASED_ACTION = "audit.pii.erased"
 
 
 @dataclass(frozen=True)
@@ -323,12 +323,18 @@ def iter_rows(
 
 
 def erased_seqs(conn: Connection) -> set[int]:
-    """Sequence numbers whose personal data was erased (from the chain's erasure entries)."""
-    rows = conn.execute(select(audit_entries.c.data).where(audit_entries.c.action == ERASED_ACTION))
+    """Sequence numbers whose personal data was erased: those named by an erasure marker the
+    verifier honours (``audit.erasure``); any other ``audit.pii.erased`` entry counts for nothing."""
+    t = audit_entries.c
+    rows = conn.execute(select(t.seq, t.actor, t.action, t.data).where(t.action == ERASED_ACTION))
     out = set()
     for row in rows:
-        seq = json.loads(row.data).get("seq")
-        if type(seq) is int:
+        try:
+            data = json.loads(row.data)
+        except ValueError:
+            continue  # unreadable data: the verifier reports the entry itself
+        seq = honoured_seq(row.seq, row.actor, row.action, data)
+        if seq is not None:
             out.add(seq)
     return out
 

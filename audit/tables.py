@@ -2,7 +2,7 @@
 
 The entries, checkpoints, tree nodes and keys tables are append-only in the database itself
 (triggers; on PostgreSQL the service role holds only SELECT, INSERT). ``audit_pii`` is the one
-place where a row may be deleted: erasing personal data is the sanctioned removal (DESIGN.md).
+place where a row may be deleted: erasing personal data is the sanctioned removal (docs/audit-log.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The streaming verifier: entries in log order, checkpoints, trusted keys and optionally a
-checkpoint the auditor kept, in constant memory.
+"""The reference verifier: entries in log order, checkpoints, trusted keys and optionally a
+checkpoint the auditor kept, in constant memory. Written to be read by an auditor: every entry
+is parsed, put back in RFC 8785 form and hashed; nothing is taken on trust from its layout.
+(``audit.verify_fast`` is the one faster path; it must reach the same report, by property test.)
 
 Each entry is checked as it arrives: its hash (JCS + SHA-256), its place (``seq``), its link
 (``prev``) and its personal data; the RFC 9162 root is kept as a compact range (≤ log2 n
@@ -7,154 +9,50 @@ hashes) and compared with every checkpoint when the stream reaches the checkpoin
 When the chain breaks, the verifier looks at most ``WINDOW`` entries ahead to name the fault
 (a changed, inserted, deleted or reordered entry) and the first bad ``seq``; chain and tree
 checks stop there, because every later root depends on the broken part.
+
+Finally the anchoring rule: entries not inside a trusted, matching signed checkpoint are
+reported as ``unanchored`` (see ``audit.verify_report``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import json.scanner
-import re
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from audit import pii as pii_commitments
 from audit.checkpoint import SignedCheckpoint, VerifierKey
-from audit.entry import GENESIS_PREV, HASH_HEX_LEN, LEAF_PREFIX, Entry, canonical, hash_fields
-from audit.errors import CheckpointSignatureInvalid, InvalidEntry, MalformedCheckpoint, PiiMismatch
+from audit.entry import GENESIS_PREV, LEAF_PREFIX, Entry, canonical
+from audit.erasure import ERASED_ACTION
+from audit.errors import CheckpointSignatureInvalid, MalformedCheckpoint, PiiMismatch
 from audit.merkle import EMPTY_ROOT, CompactRange
+from audit.policy import Policy
+from audit.verify_report import CheckpointCheck, Fault, FaultReport, Verdict, VerificationReport
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "ERASED_ACTION",
+    "ChainVerifier",
+    "CheckpointCheck",
+    "Fault",
+    "FaultReport",
+    "StoredRow",
+    "Verdict",
+    "VerificationReport",
+]
 
 # How far the verifier looks ahead of (and back from) a break to classify it; a reordering
 # farther than this is reported as a deletion at the first missing seq.
 WINDOW = 32
 MAX_FAULTS = 100
-ERASED_ACTION = "audit.pii.erased"
 CHECKPOINT_KEY = "checkpoint"
-_HASH_MEMBER = b',"hash":"'
-_HASH_KEY_LEN = len(_HASH_MEMBER)
-# An entry line exactly as the exporter writes it (RFC 8785 member order, our field formats):
-# the head up to the action, and the tail from the hash member to the end.
-# Tail groups: 1 hash, 2 pii, 3 prev, 4 seq, 5 ts.
-_CANONICAL_HEAD = re.compile(rb'\{"action":"([a-z0-9_.]{1,100})",')
-_CANONICAL_TAIL = re.compile(
-    rb',"hash":"([0-9a-f]{64})","pii":(null|"[0-9a-f]{64}"),"prev":"([0-9a-f]{64})",'
-    rb'"seq":(0|[1-9][0-9]{0,15}),"subject":"(?:[^"\\]|\\.)*",'
-    rb'"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"\}'
-)
-_HASH_MEMBER_LEN = len(_HASH_MEMBER) + HASH_HEX_LEN + 1
-_sha256 = hashlib.sha256
-_decode = json.JSONDecoder().decode
-# The C scanner behind json.loads, called directly: one export line is one JSON object.
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
-
 
 # An entry as stored: seq, ts, actor, action, subject, data (JCS text), pii, prev, hash.
 StoredRow = tuple[int, str, str, str, str, str, "str | None", str, str]
-
-
-class Fault(StrEnum):
-    CHANGED = "changed"
-    INSERTED = "inserted"
-    DELETED = "deleted"
-    REORDERED = "reordered"
-    CUT_TAIL = "cut_tail"
-    FORGED_CHECKPOINT = "forged_checkpoint"
-    INCONSISTENT_HISTORY = "inconsistent_history"
-    PII_MISMATCH = "pii_mismatch"
-
-
-@dataclass(frozen=True)
-class FaultReport:
-    """One fault. ``seq`` is the first bad entry; None when no entry is to blame (a checkpoint
-    that is malformed or not signed by a trusted key). ``tree_size`` names the checkpoint."""
-
-    kind: Fault
-    seq: int | None
-    detail: str
-    tree_size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "seq": self.seq, "detail": self.detail, "tree_size": self.tree_size}
-
-
-@dataclass(frozen=True)
-class CheckpointCheck:
-    """A checkpoint as the verifier saw it. ``matches`` is None when the stream never reached
-    its size (or the chain broke before it)."""
-
-    source: str  # "log" (stored or exported) or "trusted" (kept by the auditor)
-    tree_size: int | None
-    root_hash: str | None
-    signers: tuple[str, ...]
-    signature_valid: bool
-    matches: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "tree_size": self.tree_size,
-            "root_hash": self.root_hash,
-            "signers": list(self.signers),
-            "signature_valid": self.signature_valid,
-            "matches": self.matches,
-        }
-
-
-@dataclass(frozen=True)
-class VerificationReport:
-    """The verdict: machine form via ``to_dict``, human forms (CLI, HTML) rendered from it."""
-
-    faults: tuple[FaultReport, ...]
-    entries_checked: int
-    first_seq: int | None
-    last_seq: int | None
-    root_hash: str  # RFC 9162 root over all entries read, hex
-    checkpoints: tuple[CheckpointCheck, ...]
-    verified_tree_size: int  # the largest size covered by a matching, validly signed checkpoint
-    pii_checked: int
-    pii_erased: int
-    pii_unavailable: int
-    actions_per_day: tuple[tuple[str, str, int], ...]  # (YYYY-MM-DD, action, count)
-    faults_truncated: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.faults
-
-    @property
-    def fault(self) -> Fault | None:
-        return self.faults[0].kind if self.faults else None
-
-    @property
-    def first_bad_seq(self) -> int | None:
-        return self.faults[0].seq if self.faults else None
-
-    @property
-    def uncovered_entries(self) -> int:
-        """Entries after the last matching signed checkpoint: not yet anchored by a signature."""
-        return max(0, self.entries_checked - self.verified_tree_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "fault": self.fault.value if self.fault else None,
-            "first_bad_seq": self.first_bad_seq,
-            "faults": [f.to_dict() for f in self.faults],
-            "faults_truncated": self.faults_truncated,
-            "entries_checked": self.entries_checked,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "tree_size": self.entries_checked,
-            "root_hash": self.root_hash,
-            "verified_tree_size": self.verified_tree_size,
-            "uncovered_entries": self.uncovered_entries,
-            "checkpoints": [c.to_dict() for c in self.checkpoints],
-            "pii": {"checked": self.pii_checked, "erased": self.pii_erased, "unavailable": self.pii_unavailable},
-            "actions_per_day": [{"day": d, "action": a, "count": n} for d, a, n in self.actions_per_day],
-        }
+Personal = tuple[bytes, Any]
 
 
 @dataclass
@@ -164,7 +62,7 @@ class _Item:
     body: dict[str, Any]
     claimed: str
     computed: str | None
-    personal: tuple[bytes, Any] | None
+    personal: Personal | None
     seq: int | None = field(init=False)
     prev: str | None = field(init=False)
 
@@ -179,6 +77,7 @@ class _Item:
 
 
 def _hash_body(body: Mapping[str, Any]) -> str | None:
+    """hex(SHA-256(0x00 ‖ JCS(body))), or None when the body has no JCS form."""
     try:
         return hashlib.sha256(LEAF_PREFIX + canonical(body)).hexdigest()
     except (ValueError, TypeError, RecursionError):
@@ -191,6 +90,10 @@ class _PendingCheckpoint:
     source: str
     signers: tuple[str, ...]
     matches: bool | None = None
+    # With a trust policy: whether the quorum of witnesses cosigned it (only then does it
+    # anchor entries), and the signature lines by keys the policy does not list.
+    witnessed: bool | None = None
+    ignored: tuple[str, ...] = ()
 
 
 class ChainVerifier:
@@ -206,9 +109,17 @@ class ChainVerifier:
         trusted_checkpoint: SignedCheckpoint | None = None,
         erased: Iterable[int] = (),
         pii_expected: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         self._keys = list(trusted_keys)
+        # C2SP tlog-policy: a checkpoint anchors only when a log key of the policy signed it AND
+        # its witness quorum cosigned it; its log keys are the trusted keys then.
+        self._policy = policy
+        if policy is not None:
+            self._keys = list(policy.logs)
         self._origin = origin
+        # Only seqs named by an erasure marker the verifier honours (audit.erasure.honoured_seq:
+        # written by the service, naming the approving admin and the reason).
         self._erased = set(erased)
         self._pii_expected = pii_expected
         self._faults: list[FaultReport] = []
@@ -230,7 +141,6 @@ class ChainVerifier:
         self._first_seq: int | None = None
         self._last_seq: int | None = None
         self._chart: Counter[tuple[str, str]] = Counter()
-        self._raw_chart: Counter[tuple[bytes, bytes]] = Counter()  # the fast path's, decoded at the end
         self._pii_checked = self._pii_erased = self._pii_unavailable = 0
         if trusted_checkpoint is not None:
             self._add_checkpoint(trusted_checkpoint, "trusted")
@@ -248,8 +158,16 @@ class ChainVerifier:
 
     def _add_checkpoint(self, signed: SignedCheckpoint, source: str) -> None:
         size = signed.size
+        witnessed: bool | None = None
+        ignored: tuple[str, ...] = ()
         try:
-            signers = tuple(k.name for k in signed.verify(self._keys))
+            if self._policy is None:
+                signers = tuple(k.name for k in signed.verify(self._keys))
+            else:
+                check = self._policy.check(signed)
+                if not check.log_keys:
+                    raise CheckpointSignatureInvalid("no signature by a log key of the policy")
+                signers, witnessed, ignored = check.log_keys + check.witnesses, check.satisfied, check.unknown
         except CheckpointSignatureInvalid as exc:
             self._fault(Fault.FORGED_CHECKPOINT, None, f"{source} checkpoint at size {size}: {exc}", size)
             self._invalid_checkpoints.append(CheckpointCheck(source, size, signed.root_hash.hex(), (), False, None))
@@ -260,7 +178,7 @@ class ChainVerifier:
                 CheckpointCheck(source, size, signed.root_hash.hex(), signers, True, False)
             )
             return
-        pending = _PendingCheckpoint(signed, source, signers)
+        pending = _PendingCheckpoint(signed, source, signers, witnessed=witnessed, ignored=ignored)
         self._checkpoints.append(pending)
         if size == 0:
             self._compare(pending, EMPTY_ROOT)
@@ -275,7 +193,8 @@ class ChainVerifier:
         pending.matches = pending.signed.root_hash == root
         if pending.matches:
             self._last_matched_size = max(self._last_matched_size, size)
-            self._verified_size = max(self._verified_size, size)
+            if pending.witnessed is not False:
+                self._verified_size = max(self._verified_size, size)
             return
         if not self._history_fault:
             self._history_fault = True
@@ -290,32 +209,19 @@ class ChainVerifier:
 
     # ----------------------------------------------------------------- entries
 
-    def add_entry(self, entry: Entry, personal: tuple[bytes, Any] | None = None) -> None:
+    def add_entry(self, entry: Entry, personal: Personal | None = None) -> None:
         """One entry (in seq order), with its stored (salt, personal data)."""
         body = entry.body()
         self._add(_Item(body, entry.hash, _hash_body(body), personal))
 
-    def add_stored(self, row: StoredRow, personal: tuple[bytes, Any] | None = None) -> None:
-        """One entry as stored (columns, ``data`` as its stored JCS text), in seq order.
-
-        The hash is first computed over the stored text as it is; only when that does not give
-        the recorded hash is ``data`` parsed and canonicalised again (the reference path), so a
-        semantically equal but re-serialised ``data`` is judged by its content, never its form.
-        """
+    def add_stored(self, row: StoredRow, personal: Personal | None = None) -> None:
+        """One entry as stored (columns, ``data`` as its stored JCS text), in seq order. ``data``
+        is parsed and put back in JCS form, so a semantically equal but re-serialised ``data`` is
+        judged by its content, never its form."""
         seq, ts, actor, action, subject, data_text, commitment, prev, claimed = row
         try:
-            fast = hash_fields(seq, ts, actor, action, subject, data_text.encode(), commitment, prev) == claimed
-        except (InvalidEntry, TypeError, AttributeError):  # a mistyped column, as an insider could write
-            fast = False
-        if fast:
-            self._read += 1
-            self._observe_fields(ts, action, seq, commitment, personal)
-            if self._suspect is None and not self._chain_broken and seq == self._position and prev == self._recent[0]:
-                self._accept(claimed)
-                return
-        try:
             data: Any = json.loads(data_text)
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):
             data = data_text  # not JSON: the entry cannot hash to its recorded value
         body = {
             "seq": seq,
@@ -327,41 +233,13 @@ class ChainVerifier:
             "pii": commitment,
             "prev": prev,
         }
-        if fast:
-            self._route(_Item(body, claimed, claimed, personal))
-        else:
-            self._add(_Item(body, claimed, _hash_body(body), personal))
+        self._add(_Item(body, claimed if isinstance(claimed, str) else "", _hash_body(body), personal))
 
     def add_line(self, line: bytes) -> None:
         """One export line: an entry (checked here) or a checkpoint (skipped: checkpoints are
-        added beforehand with ``add_checkpoint_text``)."""
-        line = line.rstrip(b"\r\n")
-        # Fastest path, no JSON parsing at all. The exporter writes each line as JCS(entry);
-        # JCS orders the members action, actor, data, hash, pii, prev, seq, subject, ts, so the
-        # body's JCS bytes are the line without its hash member. The last raw `,"hash":"` is
-        # that member (a JSON string cannot hold a raw quote, and the members after it are hex,
-        # digits and one string). If the line minus that member hashes to the claimed value, it
-        # IS the byte string the log hashed at append time (SHA-256 collision resistance), and
-        # the fields read from its prefix (action) and suffix (the strict tail pattern, which
-        # must reach the final '}') are the logged ones. Anything else, tampered or merely laid
-        # out differently, goes to the paths below, which decide.
-        at = line.rfind(_HASH_MEMBER)
-        if at > 0:
-            tail = _CANONICAL_TAIL.fullmatch(line, at)
-            head = _CANONICAL_HEAD.match(line) if tail is not None else None
-            if head is not None and tail is not None and head.end() <= at:
-                claimed = tail.group(1).decode()
-                if _sha256(LEAF_PREFIX + line[:at] + line[tail.end(1) + 1 :]).hexdigest() == claimed:
-                    self._add_matched(head.group(1), tail, claimed)
-                    return
+        added beforehand with ``add_checkpoint_text``). Any JSON layout is accepted."""
         try:
-            text = line.decode()
-            try:
-                obj, end = _scan(text, 0)
-            except StopIteration:
-                end = -1
-            if end != len(text):
-                obj = _decode(text)  # leading/trailing blanks or garbage: the full decoder decides
+            obj = json.loads(line)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             self.add_unreadable()
             return
@@ -370,26 +248,6 @@ class ChainVerifier:
             return
         if CHECKPOINT_KEY in obj and "seq" not in obj:
             return
-        claimed = obj.get("hash")
-        if (
-            type(claimed) is str
-            and len(claimed) == HASH_HEX_LEN
-            and claimed.isascii()
-            and "pii_data" not in obj
-            and "pii_salt" not in obj
-        ):
-            # Fast path, no re-encoding. The exporter writes each line as JCS(entry), so the
-            # entry body's JCS bytes are the line without its `,"hash":"…"` member. If those
-            # bytes hash to the claimed value, they ARE the bytes the log hashed at append time
-            # (SHA-256 collision resistance), and the removed member was the top-level "hash"
-            # (the authentic body has no top-level "hash", and the parsed line has one); so the
-            # parsed fields are exactly the logged ones. Any other case — a line in another
-            # JSON layout, a tampered line — takes the reference path below, which decides.
-            at = line.find(_HASH_MEMBER + claimed.encode() + b'"')
-            if at > 0 and _sha256(LEAF_PREFIX + line[:at] + line[at + _HASH_MEMBER_LEN :]).hexdigest() == claimed:
-                del obj["hash"]
-                self._add_intact(obj, claimed)
-                return
         self.add_object(obj)
 
     def add_object(self, obj: dict[str, Any]) -> None:
@@ -410,48 +268,45 @@ class ChainVerifier:
         """An export line that is not JSON where an entry should be."""
         self._add(_Item({}, "", None, None))
 
-    def _add_matched(self, action: bytes, tail: re.Match[bytes], digest: str) -> None:
-        """An authentic canonical line, fields taken from the patterns (see ``add_line``)."""
-        self._read += 1
-        seq = int(tail.group(4))
-        self._raw_chart[(tail.group(5)[:10], action)] += 1
-        if self._first_seq is None:
-            self._first_seq = seq
-        self._last_seq = seq
-        if tail.group(2) != b"null":
-            if seq in self._erased:
-                self._pii_erased += 1
-            elif self._pii_expected:
-                self._fault(Fault.PII_MISMATCH, seq, "personal data missing without an audit.pii.erased entry")
-            else:
-                self._pii_unavailable += 1
-        if self._suspect is None and not self._chain_broken and seq == self._position:
-            if tail.group(3).decode() == self._recent[0]:
-                self._accept(digest)
-                return
-        body = _decode(tail.string.decode())
-        body.pop("hash", None)
-        self._route(_Item(body, digest, digest, None))
-
-    def _add_intact(self, body: dict[str, Any], digest: str) -> None:
-        """An entry whose hash is known to be right: the common case, kept lean."""
-        self._read += 1
-        seq = body.get("seq")
-        self._observe(body, seq if type(seq) is int else None, None)
-        if self._suspect is None and not self._chain_broken:
-            if seq == self._position and type(seq) is int and body.get("prev") == self._recent[0]:
-                self._accept(digest)
-                return
-        self._route(_Item(body, digest, digest, None))
-
     def _add(self, item: _Item) -> None:
         self._read += 1
-        self._observe(item.body, item.seq, item.personal)
-        if self._suspect is None and not self._chain_broken:
-            if item.intact and item.seq == self._position and item.prev == self._recent[0]:
-                self._accept(item.claimed)
-                return
-        self._route(item)
+        body = item.body
+        self._observe(body.get("ts"), body.get("action"), item.seq, body.get("pii"), item.personal)
+        if item.intact and self._continues(item.seq, item.prev):
+            self._accept(item.claimed)
+        else:
+            self._route(item)
+
+    def _add_hashed(
+        self,
+        seq: int,
+        prev: str,
+        digest: str,
+        ts: str,
+        action: str,
+        commitment: str | None,
+        personal: Personal | None,
+        body: Callable[[], dict[str, Any]],
+    ) -> None:
+        """For ``audit.verify_fast``: an entry whose exact hashed bytes are known to give
+        ``digest``, with the fields read from those bytes. ``body`` builds the whole entry, only
+        needed when it does not simply continue the chain."""
+        self._read += 1
+        self._observe(ts, action, seq, commitment, personal)
+        if self._continues(seq, prev):
+            self._accept(digest)
+        else:
+            self._route(_Item(body(), digest, digest, personal))
+
+    def _continues(self, seq: int | None, prev: str | None) -> bool:
+        """The entry sits at the next position and links to the last accepted one."""
+        return (
+            self._suspect is None
+            and not self._chain_broken
+            and seq == self._position
+            and seq is not None
+            and prev == self._recent[0]
+        )
 
     def _route(self, item: _Item) -> None:
         """An entry that does not simply continue the chain: suspect it, or feed the look-ahead."""
@@ -462,12 +317,7 @@ class ChainVerifier:
         elif not self._chain_broken:
             self._suspect = item
 
-    def _observe(self, body: dict[str, Any], seq: int | None, personal: tuple[bytes, Any] | None) -> None:
-        self._observe_fields(body.get("ts"), body.get("action"), seq, body.get("pii"), personal)
-
-    def _observe_fields(
-        self, ts: Any, action: Any, seq: int | None, commitment: Any, personal: tuple[bytes, Any] | None
-    ) -> None:
+    def _observe(self, ts: Any, action: Any, seq: int | None, commitment: Any, personal: Personal | None) -> None:
         """Checks that do not depend on the chain: personal data, and the chart."""
         if type(ts) is str and type(action) is str:
             self._chart[(ts[:10], action)] += 1
@@ -490,7 +340,12 @@ class ChainVerifier:
             if seq in self._erased:
                 self._pii_erased += 1
             elif self._pii_expected:
-                self._fault(Fault.PII_MISMATCH, seq, "personal data missing without an audit.pii.erased entry")
+                self._fault(
+                    Fault.PII_MISMATCH,
+                    seq,
+                    f"personal data missing without an honoured {ERASED_ACTION} entry "
+                    "(written by the service, naming the approving admin and the reason)",
+                )
             else:
                 self._pii_unavailable += 1
 
@@ -616,14 +471,26 @@ class ChainVerifier:
                     f"the log ends at {count} entries but a signed checkpoint covers {largest}",
                     largest,
                 )
+        # The root cause first (lowest seq; checkpoint faults without a seq after), and the
+        # unanchored range last: it is what remains unproven, not an explanation.
         faults = sorted(self._faults, key=lambda f: (f.seq is None, f.seq if f.seq is not None else 0))
+        anchored = self._verified_size
+        if self._read > anchored:
+            faults.append(
+                FaultReport(
+                    Fault.UNANCHORED,
+                    anchored,
+                    f"entries {anchored}–{self._read - 1} ({self._read - anchored}) are not covered by any "
+                    "trusted checkpoint",
+                )
+            )
+        anchors = [p for p in self._checkpoints if p.matches and p.witnessed is not False and p.signed.size == anchored]
         checks = [
-            CheckpointCheck(p.source, p.signed.size, p.signed.root_hash.hex(), p.signers, True, p.matches)
+            CheckpointCheck(
+                p.source, p.signed.size, p.signed.root_hash.hex(), p.signers, True, p.matches, p.witnessed, p.ignored
+            )
             for p in self._checkpoints
         ]
-        for (day, action), n in self._raw_chart.items():
-            self._chart[(day.decode(), action.decode())] += n
-        self._raw_chart.clear()
         chart = tuple(sorted((day, action, n) for (day, action), n in self._chart.items()))
         return VerificationReport(
             faults=tuple(faults),
@@ -632,10 +499,12 @@ class ChainVerifier:
             last_seq=self._last_seq,
             root_hash=self._tree.root().hex(),
             checkpoints=tuple(checks + self._invalid_checkpoints),
-            verified_tree_size=self._verified_size,
+            verified_tree_size=anchored,
             pii_checked=self._pii_checked,
             pii_erased=self._pii_erased,
             pii_unavailable=self._pii_unavailable,
             actions_per_day=chart,
             faults_truncated=self._faults_truncated,
+            anchored_by=tuple(dict.fromkeys(name for p in anchors for name in p.signers)),
+            anchor_note=anchors[0].signed.to_text() if anchors else None,
         )

@@ -13,9 +13,10 @@ import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from auth.errors import InvalidApiKey, InvalidClientName, UnknownClient
 from auth.scopes import parse_scopes
@@ -51,15 +52,20 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def _row_to_client(row: object) -> ApiClient:
-    m = row._mapping  # type: ignore[attr-defined]
+def _row_to_client(row: Row[Any]) -> ApiClient:
+    m = row._mapping
     return ApiClient(
         client_id=m["client_id"],
         name=m["name"],
         scopes=frozenset(m["scopes"].split()),
-        created_at=m["created_at"],
-        revoked_at=m["revoked_at"],
+        created_at=_aware(m["created_at"]),
+        revoked_at=None if m["revoked_at"] is None else _aware(m["revoked_at"]),
     )
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; every stored time is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def create_client(conn: Connection, name: str, scopes: str | list[str], *, clock: Callable[[], datetime]) -> IssuedKey:

@@ -31,7 +31,7 @@ class InvalidClientName(AuthError):
     """The client name is empty or too long."""
 
 
-# --- Accounts: passwords, usernames, login, MFA, sessions (issue 6) -------------------------
+# --- Accounts: passwords, usernames, login, MFA, sessions ------------------------------------
 
 
 class InvalidUsername(AuthError):

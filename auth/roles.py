@@ -9,10 +9,12 @@ AUDITOR = "auditor"
 ADMIN = "admin"
 CITIZEN = "citizen"
 
-# Scope names are those of auth/scopes.py (DESIGN.md's HTTP table). Personal signing needs
-# ``sign`` plus a recent second factor (step-up), checked separately.
+# Scope names are those of auth/scopes.py (see docs/api.md). ``sign`` signs data messages as
+# the institution: it belongs to systems (API clients), never to a person's session, because a
+# person signs only as themselves (Decision 352 forbids signing with another's signature).
+# Personal signing uses the person's own key after a recent second factor (step-up).
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    OFFICER: frozenset({"sign", "verify", "receipts:issue", "receipts:read"}),
+    OFFICER: frozenset({"verify", "receipts:issue", "receipts:read"}),
     AUDITOR: frozenset({"verify", "audit:read", "receipts:read"}),
     ADMIN: frozenset({"admin", "verify", "audit:read"}),
     CITIZEN: frozenset({"verify"}),

@@ -1,11 +1,11 @@
-"""The API scopes of DESIGN.md's HTTP interface table."""
+"""The API scopes (the table in docs/api.md)."""
 
 from __future__ import annotations
 
 from auth.errors import UnknownScope
 
 SCOPES: frozenset[str] = frozenset(
-    {"sign", "verify", "receipts:issue", "receipts:read", "audit:append", "audit:read", "admin"}
+    {"sign", "verify", "exchange:consume", "receipts:issue", "receipts:read", "audit:append", "audit:read", "admin"}
 )
 
 

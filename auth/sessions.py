@@ -13,8 +13,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from auth.tables import mfa_challenges, sessions
 
@@ -25,7 +26,7 @@ MAX_IDLE_SECONDS = 3600
 MAX_ABSOLUTE_SECONDS = 12 * 3600
 MFA_CHALLENGE_SECONDS = 300
 MFA_CHALLENGE_MAX_ATTEMPTS = 3
-STEP_UP_SECONDS = 300  # a second factor this recent lets a session sign (issue 6, item 7)
+STEP_UP_SECONDS = 300  # a second factor this recent lets a session sign (step-up)
 # Refresh last_seen_at at most this often: a write per request would serialise SQLite.
 _TOUCH_GRANULARITY = timedelta(seconds=30)
 
@@ -78,8 +79,8 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _row_to_session(row: object) -> Session:
-    m = row._mapping  # type: ignore[attr-defined]
+def _row_to_session(row: Row[Any]) -> Session:
+    m = row._mapping
     return Session(
         token_hash=bytes(m["token_hash"]),
         user_id=m["user_id"],

@@ -19,7 +19,7 @@ api_clients = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
-# --- Accounts (issue 6): people, their second factors, sessions and throttling counters -------
+# --- Accounts: people, their second factors, sessions and throttling counters ----------------
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer  # noqa: E402
 
 # People. ``username`` is stored NFKC-normalised and case-folded, so one name is one account.
@@ -90,7 +90,8 @@ mfa_challenges = Table(
 
 # Failure counters: ``acct:<username>`` (known or not, so unknown names behave the same),
 # ``addr:<source address>`` and ``dev:<device id>``. Kept in the database so they hold across
-# instances and restarts; incremented by one atomic upsert.
+# instances and restarts; each attempt is reserved (counted) by one atomic upsert before its
+# secret is checked (auth.lockout.reserve).
 login_throttle = Table(
     "login_throttle",
     metadata,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, overload
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from auth.errors import UsernameTaken
@@ -29,22 +30,26 @@ class User:
     recovery_used_at: datetime | None
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
 
 
-def _row_to_user(row: object) -> User:
-    m = row._mapping  # type: ignore[attr-defined]
+def _row_to_user(row: Row[Any]) -> User:
+    m = row._mapping
     return User(
         user_id=m["user_id"],
         username=m["username"],
         role=m["role"],
         password_hash=m["password_hash"],
         mfa_required=bool(m["mfa_required"]),
-        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
-        password_changed_at=_utc(m["password_changed_at"]),  # type: ignore[arg-type]
+        created_at=_utc(m["created_at"]),
+        password_changed_at=_utc(m["password_changed_at"]),
         recovery_used_at=_utc(m["recovery_used_at"]),
     )
 

@@ -1,4 +1,4 @@
-"""Audit log benchmarks (issue 3 targets), each figure beside a raw baseline from the same run.
+"""Audit log benchmarks against their targets, each figure beside a raw baseline from the same run.
 
 1. Durable appends/s through ``AuditService.record`` with 1 and 16 concurrent callers, on
    SQLite and PostgreSQL, beside raw INSERTs of the same rows (one commit per row from 1 and
@@ -8,6 +8,9 @@
    peak RSS (measured in a child process that does nothing else).
 3. Inclusion-proof latency (server time: the service call) at 1,000,000 entries, beside a raw
    primary-key SELECT of one entry.
+4. Checkpoint-to-quorum latency with three local witnesses (real ``witness serve`` processes on
+   127.0.0.1, quorum 2): from a checkpoint signed to the quorum of verified cosignatures stored,
+   beside one bare add-checkpoint HTTP round trip to one of those witnesses.
 
     .venv/bin/python bench/bench_audit.py                  # everything (several minutes)
     .venv/bin/python bench/bench_audit.py --entries 200000 --backends sqlite
@@ -291,6 +294,102 @@ def _bench_proofs(svc: AuditService, engine: Engine, size: int, count: int) -> N
     )
 
 
+def _start_witness(directory: Path, log_vkey: Path, port: int) -> subprocess.Popen[bytes]:
+    import httpx
+
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-c", "from api.cli import main; main()", "witness", "serve"),
+            *("--dir", str(directory), "--log", str(log_vkey), "--host", "127.0.0.1", "--port", str(port)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"witness on port {port} did not start")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_witnessing(backend: str, workdir: Path, rounds: int) -> None:
+    import httpx
+
+    from audit.witness import AddCheckpoint
+    from integrity.witness_service import init_witness
+    from integrity.witnessing import Witness, Witnessing
+
+    print(f"\n[witnessing, {backend}] three local witness processes, quorum 2, {rounds} checkpoints", flush=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    with _database(backend, workdir, "witness") as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        svc = _service(engine)
+        log_vkey = workdir / f"bench-{backend}.vkey"
+        log_vkey.write_text(svc.signer.verifier.to_text() + "\n")
+        witnesses = []
+        try:
+            for n in (1, 2, 3):
+                directory = workdir / f"witness-{backend}-{n}"
+                keys = init_witness(directory, f"witness{n}.bench/w")
+                port = _free_port()
+                procs.append(_start_witness(directory, log_vkey, port))
+                witnesses.append(Witness(keys[0].name, f"http://127.0.0.1:{port}", keys))
+            witnessing = Witnessing(engine, witnesses, quorum=2, timeout=10, clock=system_clock)
+            quorum_ms, bare_ms = [], []
+            with httpx.Client(timeout=10) as client:
+                for i in range(rounds):
+                    svc.record_many([("system", ACTIONS[j % 4], f"round-{i}-{j}", {"j": j}, None) for j in range(10)])
+                    signed = svc.checkpoint_now()
+                    # The round starts as the checkpoint commit wakes it; it times its own quorum.
+                    result = witnessing.witness_latest()
+                    if result is None or result.quorum_seconds is None:
+                        raise SystemExit(f"no quorum at checkpoint {signed.tree_size}: {result}")
+                    quorum_ms.append(result.quorum_seconds * 1000)
+                    # Baseline: the same checkpoint again to the first witness (old = its size,
+                    # empty proof): its verification, two signatures and fsync, over HTTP.
+                    body = AddCheckpoint(signed.tree_size, (), signed.parsed()).to_body()
+                    start = time.perf_counter()
+                    answer = client.post(witnesses[0].url + "/add-checkpoint", content=body)
+                    bare_ms.append((time.perf_counter() - start) * 1000)
+                    if answer.status_code != 200:
+                        raise SystemExit(f"bare add-checkpoint answered {answer.status_code}: {answer.text}")
+            witnessing.close()
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=30)
+            svc.close()
+            engine.dispose()
+    _line(
+        "checkpoint-to-quorum median",
+        statistics.median(quorum_ms),
+        "ms",
+        "bare add-checkpoint, median",
+        statistics.median(bare_ms),
+    )
+    _line(
+        "checkpoint-to-quorum p95",
+        sorted(quorum_ms)[int(len(quorum_ms) * 0.95)],
+        "ms",
+        "bare add-checkpoint, p95",
+        sorted(bare_ms)[int(len(bare_ms) * 0.95)],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -300,6 +399,8 @@ def main() -> None:
     parser.add_argument("--proofs", type=int, default=200)
     parser.add_argument("--skip-appends", action="store_true")
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--witness-rounds", type=int, default=50, help="checkpoints sent to three local witnesses")
+    parser.add_argument("--skip-witness", action="store_true")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     print(f"bench_audit: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -310,6 +411,9 @@ def main() -> None:
                 bench_appends(backend, workdir, args.single, args.per_caller)
         if not args.skip_big:
             bench_verify_and_proofs(backends, workdir, args.entries, args.proofs)
+        if not args.skip_witness:
+            for backend in backends:
+                bench_witnessing(backend, workdir, args.witness_rounds)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ a raw baseline measured in the same run:
 * the gateway's plain forwarding WITHOUT checks (same server stack, same pooled httpx client,
   an upstream that neither verifies nor signs);
 
-plus p50/p99 latency and the latency the checks add. Loopback only; the service, the upstream
+plus p50/p99 latency and the latency the checks add, and the rate limiter's cost per message
+(its check alone, in memory and in Redis, beside a dict increment and a bare Redis INCR). Loopback only; the service, the upstream
 stand-ins and the plain proxy run as separate uvicorn processes, the load comes from this one
 (asyncio + httpx, messages signed before the clock starts).
 
 Run: .venv/bin/python bench/bench_exchange.py [--backend sqlite|postgresql] [--messages 2000]
      [--clients 32] [--workers 1] [--rounds 3]
-Target (issue 7): the checks cost <= 30% of plain forwarding throughput; plan for ~2,000
+Target: the checks cost <= 30% of plain forwarding throughput; plan for ~2,000
 messages/s across the cluster.
 """
 
@@ -44,10 +45,18 @@ from fastapi import Response as FastAPIResponse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from integrity.rate_limits import DEFAULT_LIMITS  # noqa: E402
+
+# A throughput run measures the service, not its rate limits: budgets far above any load here.
+RATE_LIMITS_OFF = {
+    "BHXH_RATE_LIMITS": json.dumps(dict.fromkeys(DEFAULT_LIMITS, "1000000/second")),
+    "BHXH_RATE_LIMIT_PER_ADDRESS": "1000000/second",
+}
+
 PG_ADMIN_DSN = os.environ.get("BHXH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 DEMO_KEYS = REPO / "keys.example"
 VERIFY_TARGET = "https://one-stop.bhxh.internal/v1/dossiers"
-DESIGN_LOAD = 2_000  # messages/s across the cluster (issue 7)
+DESIGN_LOAD = 2_000  # messages/s across the cluster (the planning target)
 BODY = json.dumps(
     {
         "thu_tuc": "1.000.001",
@@ -170,8 +179,9 @@ class _Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: nobody reads a pipe while the load runs, and a server whose log
-        # lines fill it would block on its next write.
-        self.log = tempfile.TemporaryFile()
+        # lines fill it would block on its next write. It lives as long as the server (stop()
+        # closes it), which no with-block here could span.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -268,7 +278,7 @@ def _database(backend: str) -> tuple[str, Callable[[], None]]:
 
 
 def _prepare(url: str, upstream_url: str) -> str:
-    """Migrate, create the log, register the peers; returns an API key with scope verify."""
+    """Migrate, create the log, register the peers; returns an API key with the scopes verify and exchange:consume."""
     from integrity.app_state import build_state
     from integrity.db import make_engine
     from integrity.migrate import upgrade
@@ -290,7 +300,8 @@ def _prepare(url: str, upstream_url: str) -> str:
         exchange = state.exchange
         exchange.update_peer("portal", routes=["POST /gateway/one-stop/v1/**", "POST /v1/dossiers"])
         exchange.update_peer("one-stop", base_url=upstream_url)
-        return state.clients.create("bench", ["verify"]).api_key
+        # A receiving system: it verifies and records each nonce (`"consume": true`).
+        return state.clients.create("bench", ["verify", "exchange:consume"]).api_key
     finally:
         state.close()
 
@@ -339,7 +350,9 @@ def _run(items: list[Item], clients: int, warmup: int, watch: tuple[_Server, ...
     asyncio.run(_drive(items[:warmup], clients))
     before = [_cpu_seconds(server.proc.pid) for server in watch]
     elapsed, latencies, statuses = asyncio.run(_drive(items[warmup:], clients))
-    cpu_ms = [(_cpu_seconds(server.proc.pid) - b) * 1000 / len(latencies) for server, b in zip(watch, before)]
+    cpu_ms = [
+        (_cpu_seconds(server.proc.pid) - b) * 1000 / len(latencies) for server, b in zip(watch, before, strict=True)
+    ]
     ordered = sorted(latencies)
     return SimpleNamespace(
         cpu_ms=cpu_ms,
@@ -378,7 +391,13 @@ def _verify_items(base: str, api_key: str, count: int) -> list[Item]:
         request = HttpRequest("POST", VERIFY_TARGET, {"Content-Type": "application/json"}, BODY)
         headers = {"Content-Type": "application/json", **sign_request(request, portal, clock=_utc).as_dict()}
         payload = json.dumps(
-            {"method": "POST", "url": VERIFY_TARGET, "headers": headers, "body_b64": base64.b64encode(BODY).decode()}
+            {
+                "method": "POST",
+                "url": VERIFY_TARGET,
+                "headers": headers,
+                "body_b64": base64.b64encode(BODY).decode(),
+                "consume": True,
+            }
         ).encode()
         items.append(
             (
@@ -441,6 +460,63 @@ def _profile_pure(seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _rate_limiter_cost(calls: int = 1000) -> list[str]:
+    """µs per call of the gateway's rate-limit check (one peer's moving window, integrity.rate_limits)
+    in memory and in the local Redis, each beside its raw floor in the same run: a dict increment,
+    and one bare redis.asyncio INCR round trip."""
+    import redis
+    import redis.asyncio
+
+    from integrity.rate_limits import Caller, CallerKind, RateLimiter, RouteClass, parse_limit
+
+    # The default budget of a peer: the window then holds as many entries as in service.
+    limit = {RouteClass.GATEWAY: parse_limit(DEFAULT_LIMITS[RouteClass.GATEWAY])}
+    peer = Caller(CallerKind.PEER, "portal")
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+
+    async def per_call(check: Callable[[], Any]) -> float:
+        for _ in range(50):
+            await check()
+        started = time.perf_counter()
+        for _ in range(calls):
+            await check()
+        return (time.perf_counter() - started) * 1e6 / calls
+
+    async def measure() -> list[str]:
+        counts: dict[str, int] = {}
+
+        async def bump() -> None:
+            counts["k"] = counts.get("k", 0) + 1
+
+        memory = RateLimiter(limit, parse_limit("1/second"), "memory://", key_prefix=prefix)
+        lines = [
+            f"raw   dict increment                                   : {await per_call(bump):8.2f} µs/call",
+            f"      rate limiter check, memory://                      : "
+            f"{await per_call(lambda: memory.hit(RouteClass.GATEWAY, peer)):8.2f} µs/call",
+        ]
+        url = "redis://127.0.0.1:6379/13"
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        except redis.exceptions.ConnectionError:
+            return [*lines, f"      (no Redis at {url}: Redis figures left out)"]
+        bare = redis.asyncio.Redis.from_url(url)
+        shared = RateLimiter(limit, parse_limit("1/second"), url, key_prefix=prefix)
+        try:
+            lines += [
+                f"raw   bare redis INCR round trip (127.0.0.1)            : "
+                f"{await per_call(lambda: bare.incr(prefix)):8.2f} µs/call",
+                f"      rate limiter check, redis:// (moving window)       : "
+                f"{await per_call(lambda: shared.hit(RouteClass.GATEWAY, peer)):8.2f} µs/call",
+            ]
+        finally:
+            async for key in bare.scan_iter(match=f"*{prefix}*"):
+                await bare.delete(key)
+            await bare.aclose()
+        return lines
+
+    return asyncio.run(measure())
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -476,6 +552,9 @@ def main() -> None:
         f"({profile / bare:.2f}× bare)"
     )
 
+    for figure in _rate_limiter_cost():
+        print(figure)
+
     url, drop = _database(args.backend)
     servers: list[_Server] = []
     try:
@@ -483,7 +562,13 @@ def main() -> None:
         upstream_plain = _Server("upstream_app", {"BENCH_UPSTREAM_CHECKS": "0"})
         servers += [upstream_checked, upstream_plain]
         api_key = _prepare(url, upstream_checked.url)
-        env = {"BHXH_DATABASE_URL": url, "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_DEMO": "1", "BHXH_LOG_LEVEL": "ERROR"}
+        env = {
+            "BHXH_DATABASE_URL": url,
+            "BHXH_KEYS_DIR": str(DEMO_KEYS),
+            "BHXH_DEMO": "1",
+            "BHXH_LOG_LEVEL": "ERROR",
+            **RATE_LIMITS_OFF,
+        }
         service = _Server("service_app", env, workers=args.workers)
         plain = _Server("plain_proxy_app", {"BENCH_UPSTREAM_URL": upstream_plain.url}, workers=args.workers)
         servers += [service, plain]
@@ -556,8 +641,8 @@ def main() -> None:
         f"      → gateway/plain throughput {ratio:.2f} measured (checks cost {1 - ratio:.0%}); by the proxies' CPU per "
         f"message {cpu_ratio:.2f} (checks cost {1 - cpu_ratio:.0%}); target: cost ≤ 30%"
     )
-    costs = sorted(1 - g.rate / p.rate for p, g in zip(plain_runs, gateway_runs))
-    cpu_costs = sorted(1 - p.cpu_ms[0] / g.cpu_ms[0] for p, g in zip(plain_runs, gateway_runs))
+    costs = sorted(1 - g.rate / p.rate for p, g in zip(plain_runs, gateway_runs, strict=True))
+    cpu_costs = sorted(1 - p.cpu_ms[0] / g.cpu_ms[0] for p, g in zip(plain_runs, gateway_runs, strict=True))
     print(
         f"      → {args.rounds} alternating rounds (medians above): cost by rate {costs[0]:.0%}–{costs[-1]:.0%}, "
         f"by CPU {cpu_costs[0]:.0%}–{cpu_costs[-1]:.0%}; rates plain "

@@ -4,7 +4,7 @@ baseline measured in the same run (pyHanko signing alone of the same PDF; pyHank
 alone of the same signed PDF).
 
 Run: .venv/bin/python bench/bench_receipts.py [--backend postgresql|sqlite] [--receipts 400]
-Targets (issue 5): >= 40 issued/s with 8 clients on the 2-core machine, >= 60 verified/s.
+Targets: >= 40 issued/s with 8 clients on the 2-core machine, >= 60 verified/s.
 
 Clients are spread over processes (like uvicorn workers or several instances: Python threads
 share one core for pure-Python work) and, by default, over receiving units: a unit's daily

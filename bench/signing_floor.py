@@ -6,8 +6,8 @@ route table so that matching them costs no more than matching ``/healthz``:
   * ``/floor/parse`` — the same JSON body model and response model, no work at all;
   * ``/floor/auth``  — plus the API-key check of the real route (``require_scope("sign")``);
   * ``/floor/sign``  — plus the JWS signature with the same key, but no audit entry.
-The real route adds the durable audit entry (Article 4.5, DESIGN.md: a signature is returned
-only once its entry is committed).
+The real route adds the durable audit entry (Article 4.5: a signature is returned only
+once its entry is committed).
 
     uvicorn --factory signing_floor:app_factory   (with bench/ on PYTHONPATH)
 """

@@ -5,8 +5,12 @@ the one place that calls it), in the same transaction as the change it describes
 outside get one generic answer (``InvalidCredentials`` → 401, ``LoginThrottled`` → 429); the
 precise reason is in the audit entry's ``data.reason``.
 
-The argon2 verification runs outside any write transaction: on SQLite a write transaction
-holds the database's one write lock, and holding it for a 30 ms hash would serialise logins.
+Every check of a secret (password at login or password change, TOTP or recovery code at
+login, step-up or enrolment) first reserves its attempt on the lockout counters
+(``auth.lockout.reserve_all``): a refused attempt never reaches the check, a reserved one is
+counted as a failure until the secret proves right. The argon2 verification runs outside any
+write transaction, after its reservation is committed: on SQLite a write transaction holds the
+database's one write lock, and holding it for a 30 ms hash would serialise logins.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from auth.totp import Enrolment, SecretBox
 from auth.users import User
 from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
+from integrity.refusal_log import RefusalKind, RefusalRecorder
 from integrity.settings import Settings
 
 # HKDF info strings: one subkey per use of the secrets key (domain separation, RFC 5869 §3.2).
@@ -139,8 +144,10 @@ class AccountService:
         secrets_key: bytes,
         policy: AccountPolicy | None = None,
         hasher: PasswordHasher | None = None,
+        refusals: RefusalRecorder | None = None,
     ) -> None:
         self.engine = engine
+        self.refusals = refusals
         self.clock = clock
         self.audit = audit
         self.policy = policy or AccountPolicy()
@@ -165,6 +172,18 @@ class AccountService:
 
     def _read(self) -> Any:
         return self.engine.connect().execution_options(**READ_ONLY)
+
+    def _one_by_one(self, address: str, reason: str) -> bool:
+        """Whether an anonymous refusal (no known account, or refused by the throttle before
+        any check) gets its own entry; past the per-address limit it is counted in a summary
+        (integrity.refusal_log). A failure against a known account always has its own entry:
+        the account's lockout bounds those."""
+        return self.refusals is None or self.refusals.admit(RefusalKind.LOGIN, address, reason)
+
+    def _flush_refusals(self) -> None:
+        # Outside any transaction: the summaries take the audit log's group commit.
+        if self.refusals is not None:
+            self.refusals.flush_due()
 
     # --- admin ----------------------------------------------------------------------------
 
@@ -245,26 +264,37 @@ class AccountService:
             name: str | None = normalise_username(username)
         except InvalidUsername:
             name = None
-        # Read phase: the account, the device and the counters; no write lock held.
-        with self._read() as conn:
+        # Reserve the attempt before the hash: one that a delay, the cap or the address limit
+        # refuses never reaches argon2, and concurrent ones cannot all slip past one check.
+        with self.engine.begin() as conn:
             user = user_store.by_name(conn, name) if name else None
             device = self._devices.verify(device_token, user.user_id, now) if user else None
-            block = self._blocked(conn, name, address, device.device_id if device else None, now)
-        subject, pii, tag = self._subject(user, username, address)
-        if block is not None:
-            with self.engine.begin() as conn:
+            subject, pii, tag = self._subject(user, username, address)
+            held = self._reserve(conn, name, address, device.device_id if device else None, now)
+            if isinstance(held, lockout.Block) and self._one_by_one(address, _throttle_reason(held)):
                 self._event(
-                    conn, "auth.login.failed", subject, {"reason": block[0], "stage": "password", **tag}, pii=pii
+                    conn,
+                    "auth.login.failed",
+                    subject,
+                    {"reason": _throttle_reason(held), "stage": "password", **tag},
+                    pii=pii,
                 )
-            raise LoginThrottled(block[1])
+        if isinstance(held, lockout.Block):
+            self._flush_refusals()
+            raise LoginThrottled(held.retry_after)
         # The hash, outside any transaction; a dummy one when the account does not exist, so
         # both paths cost the same (enumeration resistance).
         check = self.hasher.verify(user.password_hash, password) if user else self.hasher.verify_dummy(password)
         if not check.ok or user is None:
             reason = "bad_password" if user else ("unknown_user" if name else "invalid_username")
+            logged = user is not None or self._one_by_one(address, reason)
             with self.engine.begin() as conn:
-                self._count_failure(conn, name, address, device.device_id if device else None, now, subject, pii)
-                self._event(conn, "auth.login.failed", subject, {"reason": reason, "stage": "password", **tag}, pii=pii)
+                self._locked_events(conn, held, subject, address)  # the failure is already counted
+                if logged:
+                    self._event(
+                        conn, "auth.login.failed", subject, {"reason": reason, "stage": "password", **tag}, pii=pii
+                    )
+            self._flush_refusals()
             raise InvalidCredentials("invalid username or password")
         new_hash = self.hasher.hash(password) if check.needs_rehash else None
         with self.engine.begin() as conn:
@@ -272,11 +302,14 @@ class AccountService:
                 user_store.set_password_hash(conn, user.user_id, new_hash)
                 self._event(conn, "auth.password.rehashed", user.username, {})
             if totp.status(conn, user.user_id).active:
+                # The password alone completes nothing: its attempt is given back, and earlier
+                # failures stand until the second factor passes.
+                lockout.settle(conn, held, lockout.Outcome.PASSED)
                 mfa_token = session_store.create_challenge(conn, user.user_id, now)
                 self._event(conn, "auth.mfa.challenged", user.username, {"device_known": device is not None}, pii=pii)
                 return LoginResult(mfa_required=True, mfa_token=mfa_token)
             kind = ENROL if user.mfa_required else FULL
-            return self._open_session(conn, user, kind, now, device, "password", pii, mfa_at=None)
+            return self._open_session(conn, user, kind, now, device, "password", pii, held, mfa_at=None)
 
     def complete_mfa(
         self,
@@ -291,6 +324,7 @@ class AccountService:
         with self.engine.begin() as conn:
             outcome = self._complete_mfa(conn, mfa_token, code, recovery_code, address, device_token, now)
         if isinstance(outcome, _Refusal):
+            self._flush_refusals()
             raise outcome.error
         return outcome
 
@@ -307,44 +341,49 @@ class AccountService:
         challenge = session_store.find_challenge(conn, mfa_token, now)
         user = user_store.by_id(conn, challenge.user_id) if challenge else None
         if challenge is None or user is None:
-            addr_block = lockout.check(conn, lockout.address_key(address), now, self.policy.throttle)
-            if addr_block is not None:
+            # No account to count against: the source address takes the attempt.
+            held = lockout.reserve_all(conn, [lockout.address_key(address)], now, self.policy.throttle)
+            if isinstance(held, lockout.Block):
+                if self._one_by_one(address, "throttled_address"):
+                    self._event(
+                        conn,
+                        "auth.login.failed",
+                        UNKNOWN_SUBJECT,
+                        {"reason": "throttled_address", "stage": "mfa"},
+                        pii={"address": address},
+                    )
+                return _Refusal(LoginThrottled(held.retry_after))
+            self._locked_events(conn, held, UNKNOWN_SUBJECT, address)
+            if self._one_by_one(address, "mfa_token_invalid"):
                 self._event(
                     conn,
                     "auth.login.failed",
                     UNKNOWN_SUBJECT,
-                    {"reason": "throttled_address", "stage": "mfa"},
+                    {"reason": "mfa_token_invalid", "stage": "mfa"},
                     pii={"address": address},
                 )
-                return _Refusal(LoginThrottled(addr_block.retry_after))
-            self._record_address_failure(conn, address, now)
-            self._event(
-                conn,
-                "auth.login.failed",
-                UNKNOWN_SUBJECT,
-                {"reason": "mfa_token_invalid", "stage": "mfa"},
-                pii={"address": address},
-            )
             return _Refusal(InvalidCredentials("invalid or expired MFA token"))
         device = self._devices.verify(device_token, user.user_id, now)
         pii = {"address": address}
-        block = self._blocked(conn, user.username, address, device.device_id if device else None, now)
-        if block is not None:
-            self._event(conn, "auth.login.failed", user.username, {"reason": block[0], "stage": "mfa"}, pii=pii)
-            return _Refusal(LoginThrottled(block[1]))
+        # Reserved in this transaction, before the code is checked: the row stays locked until
+        # commit, so concurrent codes for one account are checked one at a time.
+        held = self._reserve(conn, user.username, address, device.device_id if device else None, now)
+        if isinstance(held, lockout.Block):
+            self._event(
+                conn, "auth.login.failed", user.username, {"reason": _throttle_reason(held), "stage": "mfa"}, pii=pii
+            )
+            return _Refusal(LoginThrottled(held.retry_after))
         method, reason, remaining = self._second_factor(conn, user, code, recovery_code, now)
         if reason is None and not session_store.consume_challenge(conn, challenge, now):
             reason = "mfa_token_reused"
         if reason is not None:
             session_store.fail_challenge(conn, challenge)
-            self._count_failure(
-                conn, user.username, address, device.device_id if device else None, now, user.username, pii
-            )
+            self._locked_events(conn, held, user.username, address)
             self._event(conn, "auth.login.failed", user.username, {"reason": reason, "stage": "mfa"}, pii=pii)
             return _Refusal(InvalidCredentials("invalid code"))
         if method == "recovery_code":
             self._recovery_used(conn, user, remaining, now)
-        return self._open_session(conn, user, FULL, now, device, f"password+{method}", pii, mfa_at=now)
+        return self._open_session(conn, user, FULL, now, device, f"password+{method}", pii, held, mfa_at=now)
 
     def _second_factor(
         self, conn: Connection, user: User, code: str | None, recovery_code: str | None, now: datetime
@@ -371,12 +410,14 @@ class AccountService:
         device: Any,
         method: str,
         pii: dict[str, Any] | None,
+        held: tuple[lockout.Reservation, ...],
         *,
         mfa_at: datetime | None,
     ) -> LoginResult:
+        # A completed sign-in: the account's consecutive failures start over (a known device's
+        # too, when it was one); the address gets its attempt back.
+        lockout.settle(conn, held, lockout.Outcome.AUTHENTICATED)
         lockout.reset(conn, lockout.account_key(user.username))
-        if device is not None:
-            lockout.reset(conn, lockout.device_key(device.device_id))
         issued = session_store.create(conn, user.user_id, kind, now, self.policy.session, mfa_at=mfa_at)
         device_token = self._devices.issue(user.user_id, now, device.device_id if device else None)
         self._event(
@@ -390,75 +431,39 @@ class AccountService:
 
     # --- throttling -------------------------------------------------------------------------
 
-    def _blocked(
+    def _reserve(
         self, conn: Connection, name: str | None, address: str, device_id: str | None, now: datetime
-    ) -> tuple[str, int] | None:
-        """(reason, retry-after) if a counter refuses this attempt. A known device passes the
-        account's temporary delay and the address limit, but not the 100-failure disable."""
+    ) -> tuple[lockout.Reservation, ...] | lockout.Block:
+        """Reserve a sign-in attempt (password or second factor). A known device's attempt is
+        counted on the device alone: it passes the account's temporary delay and the address
+        limit, but not the 100-failure disable. Any other is counted on the account (when the
+        name is well-formed, known or not) and on the address, account first."""
         policy = self.policy.throttle
-        if name is not None:
-            acct = lockout.check(conn, lockout.account_key(name), now, policy)
-            if acct is not None and (acct.disabled or device_id is None):
-                return ("account_disabled" if acct.disabled else "throttled_account", acct.retry_after)
         if device_id is not None:
-            dev = lockout.check(conn, lockout.device_key(device_id), now, policy)
-            return ("throttled_device", dev.retry_after) if dev is not None else None
-        addr = lockout.check(conn, lockout.address_key(address), now, policy)
-        if addr is not None:
-            return ("throttled_address", addr.retry_after)
-        return None
+            acct = lockout.check(conn, lockout.account_key(name), now, policy) if name else None
+            if acct is not None and acct.disabled:
+                return acct
+            return lockout.reserve_all(conn, [lockout.device_key(device_id)], now, policy)
+        keys = [lockout.account_key(name)] if name is not None else []
+        return lockout.reserve_all(conn, [*keys, lockout.address_key(address)], now, policy)
 
-    def _record_address_failure(self, conn: Connection, address: str, now: datetime) -> None:
-        failure = lockout.record_address_failure(conn, lockout.address_key(address), now, self.policy.throttle)
-        if failure.newly_locked:
-            self._event(
-                conn,
-                "auth.locked",
-                "address",
-                {
-                    "scope": "address",
-                    "failures": failure.failures,
-                    "until": failure.locked_until.isoformat() if failure.locked_until else None,
-                },
-                actor="system",
-                pii={"address": address},
-            )
-
-    def _count_failure(
-        self,
-        conn: Connection,
-        name: str | None,
-        address: str,
-        device_id: str | None,
-        now: datetime,
-        subject: str,
-        pii: dict[str, Any] | None,
+    def _locked_events(
+        self, conn: Connection, held: tuple[lockout.Reservation, ...], subject: str, address: str | None
     ) -> None:
-        policy = self.policy.throttle
-        if device_id is not None:
-            # A known device's failures count against the device, not the account or address.
-            failure = lockout.record_account_failure(conn, lockout.device_key(device_id), now, policy)
-            scope = "device"
-        else:
-            self._record_address_failure(conn, address, now)
-            if name is None:
-                return
-            failure = lockout.record_account_failure(conn, lockout.account_key(name), now, policy)
-            scope = "account"
-        if failure.newly_locked:
-            self._event(
-                conn,
-                "auth.locked",
-                subject,
-                {
-                    "scope": scope,
-                    "failures": failure.failures,
-                    "disabled": failure.disabled,
-                    "until": failure.locked_until.isoformat() if failure.locked_until else None,
-                },
-                actor="system",
-                pii=pii,
-            )
+        """``auth.locked`` for each counter that this failed attempt put into a delay or the disable."""
+        pii = {"address": address} if address is not None else None
+        for r in held:
+            failure = r.failure
+            if not failure.newly_locked:
+                continue
+            data: dict[str, Any] = {"scope": r.scope.value, "failures": failure.failures}
+            if r.scope is not lockout.Scope.ADDRESS:
+                data["disabled"] = failure.disabled
+            data["until"] = failure.locked_until.isoformat() if failure.locked_until else None
+            if r.scope is lockout.Scope.ADDRESS:
+                self._event(conn, "auth.locked", "address", data, actor="system", pii=pii)
+            else:
+                self._event(conn, "auth.locked", subject, data, actor="system", pii=pii)
 
     def _subject(self, user: User | None, typed: str, address: str) -> tuple[str, dict[str, Any], dict[str, str]]:
         """(subject, personal data, extra data) of a login event. An unknown name may be a
@@ -527,22 +532,24 @@ class AccountService:
         pii = {"address": address}
         if not totp.status(conn, user.user_id).active:
             return _Refusal(MfaNotEnrolled("enrol TOTP first"))
-        acct = lockout.check(conn, lockout.account_key(user.username), now, self.policy.throttle)
-        if acct is not None:
-            self._event(conn, "auth.mfa.stepup.failed", user.username, {"reason": "throttled_account"}, pii=pii)
-            return _Refusal(LoginThrottled(acct.retry_after))
+        held = lockout.reserve_all(conn, [lockout.account_key(user.username)], now, self.policy.throttle)
+        if isinstance(held, lockout.Block):
+            self._event(conn, "auth.mfa.stepup.failed", user.username, {"reason": _throttle_reason(held)}, pii=pii)
+            return _Refusal(LoginThrottled(held.retry_after))
         method, reason, remaining = self._second_factor(conn, user, code, recovery_code, now)
         if reason is not None:
-            failure = lockout.record_account_failure(
-                conn, lockout.account_key(user.username), now, self.policy.throttle
-            )
+            self._locked_events(conn, held, user.username, address)
             self._event(
-                conn, "auth.mfa.stepup.failed", user.username, {"reason": reason, "failures": failure.failures}, pii=pii
+                conn,
+                "auth.mfa.stepup.failed",
+                user.username,
+                {"reason": reason, "failures": held[0].failure.failures},
+                pii=pii,
             )
             return _Refusal(InvalidCredentials("invalid code"))
         if method == "recovery_code":
             self._recovery_used(conn, user, remaining, now)
-        lockout.reset(conn, lockout.account_key(user.username))
+        lockout.settle(conn, held, lockout.Outcome.AUTHENTICATED)
         issued = session_store.rotate(conn, session, now, self.policy.session, mfa_at=now)
         self._event(conn, "auth.mfa.stepup.succeeded", user.username, {"method": method}, pii=pii)
         return issued.token
@@ -615,14 +622,17 @@ class AccountService:
     def _confirm(
         self, conn: Connection, session: Session, user: User, code: str, now: datetime
     ) -> ConfirmedEnrolment | _Refusal:
-        acct = lockout.check(conn, lockout.account_key(user.username), now, self.policy.throttle)
-        if acct is not None:
-            return _Refusal(LoginThrottled(acct.retry_after))
+        held = lockout.reserve_all(conn, [lockout.account_key(user.username)], now, self.policy.throttle)
+        if isinstance(held, lockout.Block):
+            return _Refusal(LoginThrottled(held.retry_after))
         match = totp.confirm_enrolment(conn, self._box, user.user_id, code, now)
         if not match.ok:
-            lockout.record_account_failure(conn, lockout.account_key(user.username), now, self.policy.throttle)
+            self._locked_events(conn, held, user.username, None)
             self._event(conn, "auth.mfa.enrolment_failed", user.username, {"reason": "bad_totp"})
             return _Refusal(InvalidCredentials("invalid code"))
+        # A code of the new secret proves nothing about the account's existing factors: the
+        # attempt is given back, earlier failures stand.
+        lockout.settle(conn, held, lockout.Outcome.PASSED)
         codes = recovery.replace_all(conn, user.user_id, now)
         user_store.set_recovery_used(conn, user.user_id, None)
         # An MFA change revokes every other session; this one is rotated and now counts as
@@ -651,21 +661,26 @@ class AccountService:
         with self._read() as conn:
             has_mfa = totp.status(conn, user.user_id).active
         self.policy.password.check(new, mfa=has_mfa, username=user.username)
+        pii = {"address": address}
+        # The current password is a guessable secret like the login's: same counter, reserved
+        # before argon2, so a stolen session cannot guess it faster than a login could.
+        with self.engine.begin() as conn:
+            held = lockout.reserve_all(conn, [lockout.account_key(user.username)], self.clock(), self.policy.throttle)
+            if isinstance(held, lockout.Block):
+                reason = _throttle_reason(held)
+                self._event(conn, "auth.password.change_failed", user.username, {"reason": reason}, pii=pii)
+        if isinstance(held, lockout.Block):
+            raise LoginThrottled(held.retry_after)
         if not self.hasher.verify(user.password_hash, current).ok:
-            now = self.clock()
             with self.engine.begin() as conn:
-                lockout.record_account_failure(conn, lockout.account_key(user.username), now, self.policy.throttle)
-                self._event(
-                    conn,
-                    "auth.password.change_failed",
-                    user.username,
-                    {"reason": "bad_password"},
-                    pii={"address": address},
-                )
+                self._locked_events(conn, held, user.username, address)
+                self._event(conn, "auth.password.change_failed", user.username, {"reason": "bad_password"}, pii=pii)
             raise InvalidCredentials("invalid password")
         hashed = self.hasher.hash(new)
         now = self.clock()
         with self.engine.begin() as conn:
+            # A password change is not a sign-in: the attempt is given back, earlier failures stand.
+            lockout.settle(conn, held, lockout.Outcome.PASSED)
             user_store.set_password_hash(conn, user.user_id, hashed, now)
             revoked = session_store.revoke_all(conn, user.user_id, now)
             issued = session_store.create(
@@ -683,12 +698,25 @@ class AccountService:
         return issued.token
 
 
+def _throttle_reason(block: lockout.Block) -> str:
+    """The audit log's ``reason`` for an attempt that a counter refused."""
+    scope = lockout.scope_of(block.key)
+    if scope is lockout.Scope.ACCOUNT and block.disabled:
+        return "account_disabled"
+    return f"throttled_{scope.value}"
+
+
 def build_account_service(
-    settings: Settings, engine: Engine, clock: Callable[[], datetime], audit: AuditService, secrets_key: bytes
+    settings: Settings,
+    engine: Engine,
+    clock: Callable[[], datetime],
+    audit: AuditService,
+    secrets_key: bytes,
+    refusals: RefusalRecorder | None = None,
 ) -> AccountService:
     """The service as ``build_state`` wires it (session limits from ``BHXH_SESSION_*``)."""
     policy = AccountPolicy(session=SessionPolicy(settings.session_idle_seconds, settings.session_absolute_seconds))
-    return AccountService(engine, clock, audit, secrets_key=secrets_key, policy=policy)
+    return AccountService(engine, clock, audit, secrets_key=secrets_key, policy=policy, refusals=refusals)
 
 
 __all__ = [

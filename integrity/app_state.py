@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from integrity.accounts import AccountService, build_account_service
 from integrity.audit_service import AuditService
+from integrity.checkpoint_timestamps import CheckpointTimestamping
 from integrity.clients import ClientService
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
@@ -26,9 +27,12 @@ from integrity.keys import (
 )
 from integrity.logs import get_logger
 from integrity.migrate import pending
+from integrity.rate_limits import RateLimiter
 from integrity.receipts import ReceiptService, build_receipt_service
+from integrity.refusal_log import RefusalLog, RefusalRecorder
 from integrity.settings import Settings
 from integrity.signatures import SignatureService, build_signature_service
+from integrity.witnessing import Witnessing, witnesses_from_settings
 from signing.pdf_sandbox import close_idle_children
 from signing.pkcs11 import KeyToken
 
@@ -51,6 +55,8 @@ class AppState:
     signatures: SignatureService
     receipts: ReceiptService
     exchange: ExchangeService
+    refusals: RefusalRecorder
+    rate_limiter: RateLimiter
     services: dict[str, Any] = field(default_factory=dict)
 
     def readiness(self) -> Readiness:
@@ -73,13 +79,30 @@ class AppState:
         steps: list[Callable[[], str | None]] = [self.audit.ensure_genesis]
         if self.keys.demo:
             steps.append(lambda: self.exchange.seed_demo_peers(self.keys.keys_dir))
+        steps.append(self._anchor_setup)
         return steps
+
+    def _anchor_setup(self) -> str | None:
+        """Sign a checkpoint over what set-up logged, so a fresh log verifies with every entry
+        anchored (a verdict needs a trusted signature over each entry)."""
+        before = self.audit.latest_checkpoint()
+        signed = self.audit.checkpoint_now()
+        if before is not None and signed.id == before.id:
+            return None
+        return f"signed a checkpoint over the {signed.tree_size} entries of the set-up"
 
     def close(self) -> None:
         gateway = self.services.get("gateway")
         if gateway is not None:
             gateway.close()
+        # Before the audit log closes: the refusals still only counted get their summaries.
+        self.refusals.flush_all()
         self.audit.close()
+        if self.audit.witnessing is not None:
+            self.audit.witnessing.close()
+        if self.audit.timestamping is not None:
+            self.audit.timestamping.close()
+        self.rate_limiter.close()
         close_idle_children()
         if self.signatures.token is not None:
             self.signatures.token.close()
@@ -126,14 +149,29 @@ def _build(
         publish_dir=settings.checkpoint_publish_dir,
         retired_keys=retired,
     )
+    if settings.witnesses:
+        audit.witnessing = Witnessing(
+            eng,
+            witnesses_from_settings(settings.witnesses),
+            quorum=settings.quorum(),
+            timeout=settings.witness_timeout_seconds,
+            clock=clock,
+            retry_seconds=float(settings.checkpoint_seconds),
+        )
+    if settings.tsa_url:
+        # The TSA that makes receipts PAdES B-T also dates every audit checkpoint (RFC 3161).
+        audit.timestamping = CheckpointTimestamping(
+            eng, settings.tsa_url, clock=clock, retry_seconds=float(settings.checkpoint_seconds)
+        )
+    refusals = RefusalRecorder(RefusalLog(per_minute=settings.refusal_log_per_minute, clock=clock), audit)
     return AppState(
         settings=settings,
         engine=eng,
         clock=clock,
         keys=keys,
         audit=audit,
-        clients=ClientService(eng, clock, audit),
-        accounts=build_account_service(settings, eng, clock, audit, keys.secrets_key),
+        clients=ClientService(eng, clock, audit, refusals=refusals),
+        accounts=build_account_service(settings, eng, clock, audit, keys.secrets_key, refusals),
         signatures=build_signature_service(
             keys,
             eng,
@@ -153,5 +191,8 @@ def _build(
             skew_seconds=settings.clock_skew_seconds,
             archive=settings.exchange_archive,
             peer_cache_seconds=settings.exchange_peer_cache_seconds,
+            refusals=refusals,
         ),
+        refusals=refusals,
+        rate_limiter=RateLimiter.from_settings(settings),
     )

@@ -11,13 +11,14 @@ order of the chain is decided in the database under its lock (audit.store), neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -27,16 +28,22 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import export as audit_export
-from audit import merkle, pii, store
+from audit import merkle, pii, store, timestamp_store
 from audit.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint, VerifierKey, origin_for
 from audit.entry import Entry, validate_event
+from audit.erasure import ERASED_ACTION, SERVICE_ACTOR, marker_data, valid_approver, valid_reason
 from audit.errors import AuditError, AuditUnavailable, EntryNotFound, InvalidEntry, InvalidTreeSize, NoCheckpoint
-from audit.store import ERASED_ACTION, PendingEvent, StoredCheckpoint
-from audit.verify import ChainVerifier, VerificationReport
+from audit.policy import Policy
+from audit.store import PendingEvent, StoredCheckpoint
+from audit.verify import VerificationReport
+from audit.verify_fast import FastChainVerifier
+from audit.witness_store import cosigned_notes
+from integrity.checkpoint_timestamps import CheckpointTimestamping
 from integrity.clock import Clock
 from integrity.db import READ_ONLY
 from integrity.errors import ConfigurationError
 from integrity.reports import ReportContext
+from integrity.witnessing import Witnessing
 
 MAX_BATCH = 1_000
 # How often the writer wakes, with nothing to write, to sign a time-due checkpoint.
@@ -153,6 +160,12 @@ class AuditService:
         self.cosigners = tuple(cosigners)
         # Keys that signed earlier checkpoints (before a rotation): they verify, never sign.
         self.retired_keys = tuple(retired_keys)
+        # Set by the wiring when BHXH_WITNESSES is configured: told of each checkpoint after its
+        # commit (it returns at once; the witnesses are asked on its own thread).
+        self.witnessing: Witnessing | None = None
+        # Set by the wiring when BHXH_TSA_URL is configured: told of each checkpoint after its
+        # commit, it asks the TSA for an RFC 3161 time-stamp on its own thread.
+        self.timestamping: CheckpointTimestamping | None = None
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.publish_dir = publish_dir
@@ -192,7 +205,9 @@ class AuditService:
         if conn is not None:
             self._ensure_writer()
             return store.append(conn, [event], self.clock)[0].seq
-        return self._wait(_Request([event]))[0]
+        seqs = self._wait(_Request([event]))
+        assert seqs is not None  # only a guarded request is ever refused
+        return seqs[0]
 
     async def record_async(
         self, actor: str, action: str, subject: str, data: dict | None = None, pii: dict | None = None
@@ -377,11 +392,10 @@ class AuditService:
                 else:
                     waiting.setdefault(request.loop, []).append(request)
             for loop, requests in waiting.items():
-                try:
+                # A closed loop raises RuntimeError: nobody is waiting there any more.
+                with contextlib.suppress(RuntimeError):
                     # One wake-up of each loop per batch, not one per caller.
                     loop.call_soon_threadsafe(_settle, requests)
-                except RuntimeError:
-                    pass  # that loop is closed: nobody is waiting there any more
 
     @staticmethod
     def _claim(batch: Sequence[_Request], conn: Connection) -> None:
@@ -465,6 +479,7 @@ class AuditService:
                 return latest
             signed = self._sign(conn, size)
         self._publish([signed])
+        self._announce()
         return signed
 
     def maybe_checkpoint(self) -> list[StoredCheckpoint]:
@@ -488,7 +503,15 @@ class AuditService:
             self._hint_checkpoint_size = final.tree_size if final else 0
             self._hint_checkpoint_at = final.signed_at if final else since
         self._publish(signed)
+        if signed:
+            self._announce()
         return signed
+
+    def _announce(self) -> None:
+        if self.witnessing is not None:
+            self.witnessing.checkpoint_signed()
+        if self.timestamping is not None:
+            self.timestamping.checkpoint_signed()
 
     def _checkpoint_if_due(self, size: int | None = None) -> None:
         """The writer's cheap pre-check, so an idle tick or a batch rarely opens a transaction."""
@@ -549,7 +572,9 @@ class AuditService:
         latest = self.latest_checkpoint()
         if latest is None:
             raise NoCheckpoint("the log has no signed checkpoint yet")
-        return latest
+        with self.engine.connect() as conn:
+            # Served with the witnesses' cosignatures as extra signature lines.
+            return replace(latest, note=cosigned_notes(conn, [(latest.id, latest.note)])[0])
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         with self.engine.connect() as conn:
@@ -610,11 +635,28 @@ class AuditService:
     # ----------------------------------------------------------- export/verify
 
     def export_lines(self, *, include_pii: bool = False) -> Iterator[bytes]:
-        """NDJSON lines of the whole log (DESIGN.md), streamed from one snapshot."""
+        """NDJSON lines of the whole log, streamed from one snapshot, ending with a checkpoint
+        signed now over exactly the exported entries: an export is anchored to its last entry.
+
+        The checkpoint is signed (and stored, and published) first, at the size the log has
+        then; the snapshot opened after it holds at least those entries, and since the log only
+        grows, its first ``size`` entries are the ones signed. Entries appended meanwhile and
+        checkpoints beyond ``size`` are left out, so the export covers exactly that tree."""
+        size = self.checkpoint_now().tree_size
+        if self.witnessing is not None:
+            # The export's own checkpoint is submitted now (bounded by the witness timeout), so
+            # that it leaves with cosignatures; a witness that is down only lowers their number.
+            self.witnessing.witness_latest()
+        if self.timestamping is not None:
+            # Likewise time-stamped now (bounded by the TSA timeout); a TSA that is down only
+            # leaves it without trusted time.
+            self.timestamping.stamp_pending()
         with self._snapshot() as conn:
-            checkpoints = list(store.iter_checkpoints(conn))
-            entries = store.iter_entries(conn, with_pii=include_pii)
-            yield from audit_export.export_lines(entries, (c.note for c in checkpoints), include_pii=include_pii)
+            kept = [(c.id, c.note) for c in store.iter_checkpoints(conn) if c.tree_size <= size]
+            tokens = timestamp_store.timestamps_of(conn, (cid for cid, _ in kept))
+            notes = [(note, tokens.get(cid)) for (cid, _), note in zip(kept, cosigned_notes(conn, kept), strict=True)]
+            entries = store.iter_entries(conn, 0, size, with_pii=include_pii)
+            yield from audit_export.export_lines(entries, notes, include_pii=include_pii)
 
     def export(self, out: BinaryIO, *, include_pii: bool = False) -> int:
         """Write the export to ``out``; returns the number of lines."""
@@ -632,24 +674,29 @@ class AuditService:
         published: Sequence[SignedCheckpoint] = (),
         use_publish_dir: bool = True,
         progress: Any = None,
+        policy: Policy | None = None,
     ) -> VerificationReport:
         """Verify the live log: chain, tree, checkpoints (stored, ``published`` and, by default,
-        those written to the publish directory outside the database), personal data."""
+        those written to the publish directory outside the database), personal data. With a
+        trust ``policy`` its log keys replace the configured ones and the stored witness
+        cosignatures must meet its quorum for a checkpoint to anchor entries."""
         keys = (
             list(trusted_keys) if trusted_keys is not None else [VerifierKey.from_text(k) for k in self.verifier_keys()]
         )
         with self._snapshot() as conn:
-            verifier = ChainVerifier(
+            verifier = FastChainVerifier(
                 keys,
                 origin=self.origin,
                 trusted_checkpoint=trusted_checkpoint,
                 erased=store.erased_seqs(conn),
                 pii_expected=True,
+                policy=policy,
             )
-            for cp in store.iter_checkpoints(conn):
-                verifier.add_checkpoint_text(cp.note)
-            for cp in published:
-                verifier.add_checkpoint_text(cp.to_text())
+            stored = [(cp.id, cp.note) for cp in store.iter_checkpoints(conn)]
+            for note in cosigned_notes(conn, stored):
+                verifier.add_checkpoint_text(note)
+            for signed in published:
+                verifier.add_checkpoint_text(signed.to_text())
             if use_publish_dir:
                 for note in self.published_notes():
                     verifier.add_checkpoint_text(note, source="published")
@@ -679,16 +726,23 @@ class AuditService:
 
     # ----------------------------------------------------------------- erasure
 
-    def erase_pii(self, seq: int, reason: str, *, actor: str = "system") -> int:
+    def erase_pii(self, seq: int, reason: str, *, approved_by: str) -> int:
         """Delete the salt and personal data of entry ``seq`` and log ``audit.pii.erased`` in
-        the same transaction; returns the erasure entry's seq. The chain stays verifiable."""
+        the same transaction; returns the erasure entry's seq. The chain stays verifiable.
+
+        The marker is the service's own entry naming ``approved_by`` (the approving admin as an
+        actor, ``user:<name>`` or ``client:<id>``) and the reason: a verifier honours no other
+        (``audit.erasure``)."""
         reason = reason.strip()
-        if not reason:
-            raise InvalidEntry("an erasure needs a reason")
+        if not valid_reason(reason):
+            raise InvalidEntry("an erasure needs a reason (at most 500 characters)")
+        if not valid_approver(approved_by):
+            raise InvalidEntry("an erasure needs the approving admin as 'user:<name>' or 'client:<id>'")
+        data = marker_data(seq, approved_by=approved_by, reason=reason)
         with self.engine.begin() as conn:
             store.lock_appends(conn)
             store.delete_pii(conn, seq)
-            return self.record(actor, ERASED_ACTION, f"audit:{seq}", {"seq": seq, "reason": reason}, conn=conn)
+            return self.record(SERVICE_ACTOR, ERASED_ACTION, f"audit:{seq}", data, conn=conn)
 
 
 def _atomic_write(path: Path, content: str) -> None:

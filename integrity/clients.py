@@ -18,6 +18,7 @@ from integrity.audit_service import AuditService
 from integrity.clock import Clock
 from integrity.db import READ_ONLY
 from integrity.metrics import API_KEY_EVENTS
+from integrity.refusal_log import RefusalKind, RefusalRecorder
 
 # How long an authenticated key is trusted from memory. Another instance's revocation takes
 # effect here within this time (as key states do for signing); this instance's at once.
@@ -31,6 +32,8 @@ class ClientService:
     clock: Clock
     audit: AuditService
     cache_seconds: float = AUTH_CACHE_SECONDS
+    # Bounds the log entries of refusals per source (integrity.refusal_log); None: one each.
+    refusals: RefusalRecorder | None = None
     # SHA-256 of the presented key → (client, monotonic expiry). Keyed by a digest so the map
     # never holds a usable key; only keys that authenticated are kept (refusals always go to
     # the database and the log).
@@ -77,9 +80,11 @@ class ClientService:
             return None
         return hit[0]
 
-    def authenticate(self, api_key: str) -> ApiClient:
+    def authenticate(self, api_key: str, *, source: str | None = None) -> ApiClient:
+        """The key's client, or InvalidApiKey. ``source``: the caller's address; a refusal is
+        then logged one by one only up to the per-minute limit, the rest in a summary."""
         generation = self._generation
-        client = self._authenticate(api_key)
+        client = self._authenticate(api_key, source)
         if self.cache_seconds > 0:
             digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
             with self._cache_lock:
@@ -90,13 +95,17 @@ class ClientService:
                 self._cache[digest] = (client, time.monotonic() + self.cache_seconds)
         return client
 
-    def _authenticate(self, api_key: str) -> ApiClient:
+    def _authenticate(self, api_key: str, source: str | None) -> ApiClient:
         try:
             # A read: on SQLite a deferred transaction, so it never queues behind appends.
             with self.engine.connect().execution_options(**READ_ONLY) as conn:
                 return authenticate(conn, api_key)
         except InvalidApiKey as exc:
             API_KEY_EVENTS.labels("refused").inc()
+            refusals = self.refusals if source is not None else None
             # The key itself never reaches the log; only why it was refused.
-            self.audit.record("system", "auth.apikey.refused", "api", {"reason": str(exc)})
+            if refusals is None or refusals.admit(RefusalKind.API_KEY, source or "", str(exc)):
+                self.audit.record("system", RefusalKind.API_KEY.value, "api", {"reason": str(exc)})
+            if refusals is not None:
+                refusals.flush_due()
             raise

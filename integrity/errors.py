@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class IntegrityError(Exception):
     """Base of every error raised by ``integrity``."""
@@ -13,6 +15,28 @@ class ConfigurationError(IntegrityError):
 
 class DemoKeysRefused(ConfigurationError):
     """The demonstration PKI was found but demo mode is off."""
+
+
+class SetupError(ConfigurationError):
+    """The database cannot be used as configured: an unsupported URL, a server that does not
+    answer, or a store that was never initialised or is behind the code's migrations."""
+
+
+# --- events other systems append (integrity/client_events.py) ---
+
+
+class AuditNamespaceRefused(IntegrityError):
+    """A client tried to append an event outside its own ``ext.<client name>.`` namespace
+    (every other namespace belongs to the service); nothing of the event was written."""
+
+    def __init__(self, message: str, *, allowed_prefix: str | None) -> None:
+        super().__init__(message)
+        self.allowed_prefix = allowed_prefix
+        self.problem_extra = {"allowed_prefix": allowed_prefix}
+
+
+class ApproverNotAdmin(IntegrityError):
+    """The person named as approving an erasure of personal data holds no admin role."""
 
 
 # --- receipts (integrity/receipts.py, integrity/dossier_code.py, integrity/units.py) ---
@@ -89,6 +113,15 @@ class ExchangeRouteForbidden(ExchangeRejected):
     """The signed message is valid but its peer may not use this route."""
 
 
+class ExchangeBadTarget(ExchangeRejected):
+    """The gateway refuses the request's raw path before any other check (an encoded peer
+    name, a dot or empty segment, an encoded delimiter): nothing is forwarded."""
+
+
+class ExchangeTargetTooLong(ExchangeBadTarget):
+    """The gateway request's path is longer than the gateway forwards."""
+
+
 class UpstreamRejected(ExchangeError):
     """The destination peer's response failed verification; nothing was passed back."""
 
@@ -109,3 +142,78 @@ class PeerTimeout(ExchangeError):
 
 class GatewayNotConfigured(ExchangeError):
     """The gateway has no signing key, or the destination peer has no base URL."""
+
+
+# --- production key material (integrity/key_material.py, integrity/cert_install.py) ---
+
+
+class KeyMaterialError(IntegrityError):
+    """``keys init`` or ``keys install-cert`` refused; nothing was written or installed."""
+
+
+class KeyFileExists(KeyMaterialError):
+    """A key file that ``keys init`` would write is already there: keys are never overwritten."""
+
+
+class CertificateRefusal(StrEnum):
+    """Why ``keys install-cert`` refused a certificate."""
+
+    UNREADABLE = "unreadable"  # not a PEM X.509 certificate (or chain)
+    KEY_MISMATCH = "key-mismatch"  # it certifies another key than the one ``keys init`` made
+    UNTRUSTED = "untrusted"  # no path to a configured trust anchor
+    NOT_YET_VALID = "not-yet-valid"
+    EXPIRED = "expired"
+    NOT_FOR_SIGNING = "not-for-signing"  # weak algorithm, key usage without signing, bad chain
+    WRONG_PURPOSE = "wrong-purpose"  # its policies mark it for the other key's purpose (docs/keys.md)
+
+
+class CertificateRefused(KeyMaterialError):
+    """A certificate ``keys install-cert`` will not install; ``reason`` says why."""
+
+    def __init__(self, message: str, *, reason: CertificateRefusal) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- backup and restore of the SQLite store (integrity/backup.py) ---
+
+
+class BackupRefusal(StrEnum):
+    """Why ``backup`` or ``restore`` refused; in every case nothing was written or replaced."""
+
+    POSTGRESQL = "postgresql"  # PostgreSQL is backed up and restored with pg_dump / pg_restore
+    TARGET_EXISTS = "target-exists"  # a backup never overwrites a file
+    UNREADABLE = "unreadable"  # missing, not an SQLite database, or failing its integrity check
+    WRONG_SCHEMA = "wrong-schema"  # not a bhxh-integrity database of this version's schema
+    IN_USE = "in-use"  # another connection holds the live database open
+    WOULD_LOSE_ENTRIES = "would-lose-entries"  # the live log holds entries the backup lacks
+
+
+class BackupRefused(IntegrityError):
+    """``backup`` or ``restore`` refused; ``reason`` says why."""
+
+    def __init__(self, message: str, *, reason: BackupRefusal) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- request rate limits (integrity/rate_limits.py) ---
+
+
+class RateLimited(IntegrityError):
+    """The caller spent its budget for the route class: 429 with ``Retry-After``, and the
+    request was not acted on."""
+
+    def __init__(self, route_class: str, retry_after: int) -> None:
+        super().__init__(f"the rate limit of the route class {route_class!r} is reached; try again later")
+        self.retry_after = max(1, int(retry_after))
+        self.problem_headers = {"Retry-After": str(self.retry_after)}
+
+
+class RateLimiterUnavailable(IntegrityError):
+    """The rate-limit storage does not answer and the caller is anonymous: refused (503)
+    rather than served unmetered (integrity/rate_limits.py)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the rate limiter cannot be reached")
+        self.problem_headers = {"Retry-After": str(max(1, int(retry_after)))}

@@ -1,5 +1,5 @@
 """Use case: every message between the portal and the one-stop system is checked and leaves
-evidence (Decision 352/QĐ-BHXH Art. 5.2–5.3; DESIGN.md "Portal ↔ one-stop exchange").
+evidence (Decision 352/QĐ-BHXH Art. 5.2–5.3; docs/exchange-profile.md).
 
 A message is accepted only if, in this order: its ``keyid`` names a registered peer's key
 (its current key, or the key it replaced while their rotation overlap lasts); that
@@ -11,7 +11,15 @@ peer's nonces) with one atomic insert on the primary key, and kept until the sig
 expires. The insert and the ``exchange.accepted`` entry are one unit in the audit log's group
 commit (``AuditService.record_if``): both durable together or neither, and concurrent
 messages share one transaction and one fsync instead of one each. A message is acted on only
-once that commit returned. Every refusal is logged as ``exchange.rejected`` with its reason.
+once that commit returned. Every refusal is logged as ``exchange.rejected`` with its reason;
+at the gateway, refusals whose signature did not verify are logged so one by one up to a limit
+per sender address and minute, the rest as one ``exchange.rejections_summarised`` entry with
+their count (integrity.refusal_log).
+
+Only the system that acts on a message consumes its nonce (the gateway as it forwards, a
+receiver through the verify API with ``consume``); a plain check looks the nonce up in the same
+transaction as its ``exchange.checked`` entry and records nothing, so a party allowed to verify
+cannot use up the nonce of a message it saw in flight.
 
 The audit entry carries the message id, peer, keyid, route pattern, body digest and reason,
 never the body or the raw URL (either may hold personal data): the URL appears as its SHA-256.
@@ -30,7 +38,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -44,6 +52,7 @@ from integrity.clock import stored_utc
 from integrity.db import READ_ONLY
 from integrity.errors import GatewayNotConfigured, InvalidPeer, PeerAlreadyExists, PeerNotFound
 from integrity.exchange_tables import exchange_archive, exchange_nonces, exchange_peers
+from integrity.refusal_log import RefusalKind, RefusalRecorder
 from signing.errors import MessageSignatureError, UnsupportedExchangeKey
 from signing.httpsig import (
     ExchangeSigningKey,
@@ -100,11 +109,15 @@ REPLAYED_NONCE = "replayed-nonce"
 UNEXPECTED_SIGNER = "unexpected-signer"
 
 ACCEPTED_ACTION = "exchange.accepted"
+# A message that passed every check but whose nonce was not recorded (the verify API without
+# "consume"): a look at a message, not its delivery.
+CHECKED_ACTION = "exchange.checked"
+CONSUME_REFUSED_ACTION = "exchange.consume.refused"
 REJECTED_ACTION = "exchange.rejected"
 FORWARD_FAILED_ACTION = "exchange.forward.failed"
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     REQUEST = "request"
     RESPONSE = "response"
 
@@ -228,8 +241,13 @@ class ExchangeVerdict:
     keyid: str | None
     route: str | None
     digest: str
-    audit_seq: int
+    # None: an anonymous refusal past the per-source limit, counted in a summary entry
+    # (integrity.refusal_log) instead of an entry of its own.
+    audit_seq: int | None
     signature: VerifiedSignature | None = None
+    # Whether the (keyid, nonce) pair had been recorded before this check; None when an
+    # earlier check failed (the nonce of an unverified message means nothing).
+    nonce_seen: bool | None = None
 
     @property
     def reasons(self) -> list[str]:
@@ -246,6 +264,7 @@ class ExchangeVerdict:
             "digest": self.digest,
             "reason": self.reason,
             "reasons": self.reasons,
+            "nonce_seen": self.nonce_seen,
             "audit_seq": self.audit_seq,
         }
 
@@ -345,6 +364,7 @@ class ExchangeService:
         archive: bool = False,
         gateway_key: ExchangeSigningKey | None = None,
         peer_cache_seconds: float = DEFAULT_PEER_CACHE_SECONDS,
+        refusals: RefusalRecorder | None = None,
     ) -> None:
         if skew_seconds < 0 or peer_cache_seconds < 0:
             raise ValueError("skew_seconds and peer_cache_seconds must not be negative")
@@ -354,6 +374,7 @@ class ExchangeService:
         self.skew_seconds = skew_seconds
         self.archive = archive
         self.gateway_key = gateway_key
+        self.refusals = refusals
         self._purge_lock = threading.Lock()
         self._last_purge: datetime | None = None
         self.peer_cache_seconds = peer_cache_seconds
@@ -602,7 +623,7 @@ class ExchangeService:
         are left for the operator (``exchange peers update NAME --base-url …``)."""
         if self.list_peers():
             return None
-        demo = (
+        demo: tuple[tuple[str, str, list[str]], ...] = (
             ("portal", "portal-exchange", ["* /gateway/one-stop/**"]),
             ("one-stop", "one-stop-exchange", ["* /gateway/portal/**"]),
             ("gateway", "gateway-exchange", []),
@@ -625,28 +646,64 @@ class ExchangeService:
     # ``exchange.rejected``. The ``*_async`` forms run the same halves for a coroutine, with no
     # worker-thread hop (only a peer-cache miss, the archive and the nonce purge use one).
 
-    def verify_request(self, request: HttpRequest, *, via: str, caller: str | None = None) -> ExchangeVerdict:
+    def verify_request(
+        self, request: HttpRequest, *, via: str, caller: str | None = None, consume: bool | None = None
+    ) -> ExchangeVerdict:
         """Check a request under the profile and the registry; logs and returns the verdict.
-        Never raises for a bad message: a refusal is a verdict with its reason."""
+        Never raises for a bad message: a refusal is a verdict with its reason.
+
+        ``consume`` (default: yes) records the nonce of an accepted message, so that no copy of
+        it is accepted again: that is for the system that acts on the message (the gateway, a
+        receiver). ``consume=False`` only looks: the verdict says whether the nonce was already
+        recorded (``nonce_seen``; a seen one is refused as ``replayed-nonce``), nothing is
+        recorded, and the entry is ``exchange.checked``. Given explicitly, it is also logged."""
         self._maybe_purge()
-        seen, context = _seen(request), _request_context(via, caller)
+        seen, context = _seen(request), _request_context(via, caller, consume)
         params = _read_params(request, seen, context)
         if isinstance(params, _Checked):
             return self._settle(params)
         peer = self.peer_by_keyid(params.keyid) if params.keyid else None
-        return self._settle(self._check_request(request, seen, context, params, peer))
+        return self._settle(self._check_request(request, seen, context, params, peer, consume is not False))
 
     async def verify_request_async(
-        self, request: HttpRequest, *, via: str, caller: str | None = None
+        self,
+        request: HttpRequest,
+        *,
+        via: str,
+        caller: str | None = None,
+        source: str | None = None,
+        consume: bool | None = None,
     ) -> ExchangeVerdict:
-        """``verify_request`` for a coroutine (the gateway, the verify API)."""
+        """``verify_request`` for a coroutine (the gateway, the verify API). ``source``: the
+        sender's address, for a message from no authenticated caller (the gateway): its
+        refusals whose signature did not verify are then logged one by one only up to the
+        per-minute limit, the rest in a summary entry (``audit_seq`` None)."""
         await self._maybe_purge_async()
-        seen, context = _seen(request), _request_context(via, caller)
+        seen, context = _seen(request), _request_context(via, caller, consume)
         params = _read_params(request, seen, context)
         if isinstance(params, _Checked):
-            return await self._settle_async(params)
+            return await self._settle_async(params, source)
         peer = await self._peer_by_keyid_async(params.keyid) if params.keyid else None
-        return await self._settle_async(self._check_request(request, seen, context, params, peer))
+        checked = self._check_request(request, seen, context, params, peer, consume is not False)
+        return await self._settle_async(checked, source)
+
+    async def refuse_request_async(
+        self, request: HttpRequest, *, reason: str, detail: str, via: str, source: str | None = None
+    ) -> ExchangeVerdict:
+        """Log, as ``exchange.rejected`` with ``reason``, a request turned away before any check
+        (the gateway's unsafe paths), bounded per ``source`` like the other refusals whose
+        signature did not verify. Returns its verdict (for the message id)."""
+        seen, context = _seen(request), _request_context(via, None, None)
+        params = _read_params(request, seen, context)
+        keyid = None if isinstance(params, _Checked) else _short(params.keyid)
+        return await self._settle_async(_Checked(seen, context, reason, detail, keyid=keyid), source)
+
+    async def record_consume_refused_async(self, request: HttpRequest, *, caller: str, scope: str) -> int:
+        """Log that ``caller`` asked the verify API to record a message's nonce without holding
+        ``scope``; nothing was checked or recorded."""
+        seen = _seen(request)
+        data = {"message_id": seen.message_id, "via": "verify-api", "missing_scope": scope, "digest": seen.digest}
+        return await self.audit.record_async(caller, CONSUME_REFUSED_ACTION, seen.message_id, data)
 
     def verify_response(
         self, response: HttpResponse, *, expected_peer: str, via: str, in_reply_to: str | None = None
@@ -673,7 +730,13 @@ class ExchangeService:
         return await self._settle_async(self._check_response(response, seen, context, params, peer, expected_peer))
 
     def _check_request(
-        self, request: HttpRequest, seen: _Seen, context: dict[str, Any], params: SignatureParams, peer: Peer | None
+        self,
+        request: HttpRequest,
+        seen: _Seen,
+        context: dict[str, Any],
+        params: SignatureParams,
+        peer: Peer | None,
+        consume: bool = True,
     ) -> _Checked:
         key = self._key_of(peer, params)
         if key is None:
@@ -694,7 +757,7 @@ class ExchangeService:
             verified = verify_request(request, key, clock=self.clock, skew_seconds=self.skew_seconds)
         except MessageSignatureError as exc:
             return _Checked(seen, context, exc.reason, str(exc), peer=peer, route=route, keyid=key.keyid)
-        return _Checked(seen, context, peer=peer, route=route, verified=verified)
+        return _Checked(seen, context, peer=peer, route=route, verified=verified, consume=consume)
 
     def _check_response(
         self,
@@ -747,20 +810,29 @@ class ExchangeService:
 
     def _settle(self, checked: _Checked) -> ExchangeVerdict:
         """Make the outcome durable (see above) and return its verdict."""
+        seq: int | None
         if checked.verified is None:
             seq = self.audit.record(*_event(checked))
         else:
-            seq = self.audit.record_if(_nonce_guard(checked.verified), *_event(checked))
+            seq = self.audit.record_if(_nonce_check(checked), *_event(checked))
             if seq is None:
                 return self._settle(checked.replayed())
         self._archive(checked, seq)
         return checked.verdict(seq)
 
-    async def _settle_async(self, checked: _Checked) -> ExchangeVerdict:
+    async def _settle_async(self, checked: _Checked, source: str | None = None) -> ExchangeVerdict:
+        seq: int | None
+        refusals = self.refusals if source is not None else None
+        if refusals is not None:
+            await refusals.flush_due_async()
         if checked.verified is None:
+            # Replays are not passed here with a source: their signature verified, so each
+            # one is evidence against a named peer and keeps its own entry.
+            if refusals is not None and not refusals.admit(RefusalKind.EXCHANGE, source or "", str(checked.reason)):
+                return checked.verdict(None)
             seq = await self.audit.record_async(*_event(checked))
         else:
-            seq = await self.audit.record_if_async(_nonce_guard(checked.verified), *_event(checked))
+            seq = await self.audit.record_if_async(_nonce_check(checked), *_event(checked))
             if seq is None:
                 return await self._settle_async(checked.replayed())
         if self.archive:
@@ -891,6 +963,8 @@ class _Checked:
     route: Route | None = None
     verified: VerifiedSignature | None = None
     keyid: str | None = None  # as the message names it (when no peer holds it, or before it verified)
+    consume: bool = True  # record the nonce of a verified message (else only look it up)
+    nonce_seen: bool | None = None
 
     @property
     def logged_keyid(self) -> str | None:
@@ -899,9 +973,15 @@ class _Checked:
         return self.keyid if self.keyid is not None or self.peer is None else self.peer.keyid
 
     def replayed(self) -> _Checked:
-        return replace(self, verified=None, reason=REPLAYED_NONCE, detail="this keyid and nonce were already accepted")
+        return replace(
+            self,
+            verified=None,
+            reason=REPLAYED_NONCE,
+            detail="this keyid and nonce were already accepted",
+            nonce_seen=True,
+        )
 
-    def verdict(self, seq: int) -> ExchangeVerdict:
+    def verdict(self, seq: int | None) -> ExchangeVerdict:
         seen = self.seen
         return ExchangeVerdict(
             seen.message_id,
@@ -915,11 +995,16 @@ class _Checked:
             seen.digest,
             seq,
             self.verified,
+            False if self.verified is not None else self.nonce_seen,
         )
 
 
-def _request_context(via: str, caller: str | None) -> dict[str, Any]:
-    return {"via": via, **({"caller": caller} if caller else {})}
+def _request_context(via: str, caller: str | None, consume: bool | None) -> dict[str, Any]:
+    return {
+        "via": via,
+        **({"caller": caller} if caller else {}),
+        **({"consume": consume} if consume is not None else {}),
+    }
 
 
 def _response_context(response: HttpResponse, via: str, in_reply_to: str | None) -> dict[str, Any]:
@@ -956,7 +1041,13 @@ def _event(checked: _Checked) -> tuple[str, str, str, dict[str, Any]]:
         data["reason"] = checked.reason
         data["detail"] = _short(checked.detail)
     actor = f"peer:{peer.name}" if peer else "system"
-    return actor, ACCEPTED_ACTION if checked.verified is not None else REJECTED_ACTION, seen.message_id, data
+    return actor, _action(checked), seen.message_id, data
+
+
+def _action(checked: _Checked) -> str:
+    if checked.verified is None:
+        return REJECTED_ACTION
+    return ACCEPTED_ACTION if checked.consume else CHECKED_ACTION
 
 
 def _forward_failure(
@@ -1011,6 +1102,24 @@ def _claim_nonces(conn: Connection, claims: Sequence[Claim]) -> set[Hashable]:
             params[f"k{i}"], params[f"n{i}"], params[f"e{i}"] = keyid, nonce, expires_at
         new.update((row.keyid, row.nonce) for row in conn.execute(_nonce_insert(len(chunk)), params))
     return new
+
+
+def _nonce_check(checked: _Checked) -> Claim | Callable[[Connection], bool]:
+    """The group-commit guard of a verified message: claim its nonce, or (not consuming) only
+    make sure it was never claimed, in the same transaction as the entry."""
+    verified = checked.verified
+    assert verified is not None
+    if checked.consume:
+        return _nonce_guard(verified)
+    keyid, nonce = verified.keyid, verified.nonce
+
+    def unseen(conn: Connection) -> bool:
+        found = conn.execute(
+            select(exchange_nonces.c.nonce).where(exchange_nonces.c.keyid == keyid, exchange_nonces.c.nonce == nonce)
+        ).first()
+        return found is None
+
+    return unseen
 
 
 def _nonce_guard(verified: VerifiedSignature) -> Claim:
@@ -1080,6 +1189,7 @@ def build_exchange_service(
     skew_seconds: int,
     archive: bool = False,
     peer_cache_seconds: float = DEFAULT_PEER_CACHE_SECONDS,
+    refusals: RefusalRecorder | None = None,
 ) -> ExchangeService:
     """The wiring's constructor: the gateway signs with ``gateway_key`` (``integrity.keys.
     gateway_key``: the file or the token) under keyid ``gateway``; None: no gateway."""
@@ -1092,4 +1202,5 @@ def build_exchange_service(
         archive=archive,
         gateway_key=signing_key,
         peer_cache_seconds=peer_cache_seconds,
+        refusals=refusals,
     )

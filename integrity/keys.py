@@ -1,4 +1,4 @@
-"""The service's own key material, parsed once at start-up (STYLE.md rule 5).
+"""The service's own key material, parsed once at start-up (never per request or signature).
 
 A bad file or passphrase stops ``serve`` and ``init`` with a ``ConfigurationError`` naming the
 file; the demonstration PKI is refused unless demo mode is on, and logged loudly when it is.
@@ -24,8 +24,12 @@ from integrity.errors import ConfigurationError, DemoKeysRefused
 from integrity.settings import Settings
 from signing.errors import KeyNotUsable, TokenError, WeakKey
 from signing.pkcs11 import KeyToken
+from signing.purposes import KeyPurpose, certificate_purpose
 
 SECRETS_KEY_BYTES = 32
+SIGNING_CERT_FILE = "one-stop-signing.crt.pem"
+DATA_MESSAGE_KEY_FILE = "institution-data-message.key.pem"
+DATA_MESSAGE_CERT_FILE = "institution-data-message.crt.pem"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class ServiceKeys:
     one_stop_key: PrivateKeyTypes | None  # None when BHXH_RECEIPT_KEY_LABEL puts it on the token
     gateway_exchange_key: PrivateKeyTypes | None  # gateway-exchange.key.pem, if there and no token label
     demo: bool
+    # institution-data-message.key.pem and its certificate, if there: the institution's key for
+    # data messages (JWS, CMS, XML), never the receipt key (docs/keys.md).
+    data_message_key: CertifiedKey | None = None
 
 
 def is_demo_dir(keys_dir: Path) -> bool:
@@ -84,31 +91,52 @@ def _cert(path: Path) -> x509.Certificate:
         raise ConfigurationError(f"cannot load certificate {path}: not a PEM X.509 certificate") from exc
 
 
+def _ca_certs(path: Path) -> tuple[x509.Certificate, ...]:
+    """``ca.crt.pem``: the trust anchor, then any intermediate CAs of the one-stop certificate's
+    chain (``keys install-cert`` writes it so); all are trusted and sent along with signatures."""
+    try:
+        certs = tuple(x509.load_pem_x509_certificates(_read(path)))
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot load certificate {path}: not a PEM X.509 certificate") from exc
+    return certs
+
+
 def resolve_passphrase(settings: Settings, keys_dir: Path, demo: bool) -> bytes | None:
-    explicit = settings.passphrase()
+    try:
+        explicit = settings.passphrase()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read BHXH_KEYS_PASSPHRASE_FILE {settings.keys_passphrase_file}: {exc.strerror}"
+        ) from exc
     if explicit is not None:
         return explicit
     if demo and (keys_dir / "passphrase.txt").exists():
-        return (keys_dir / "passphrase.txt").read_bytes().strip()
+        return _read(keys_dir / "passphrase.txt").strip()
     return None
 
 
 def load_service_keys(settings: Settings) -> ServiceKeys:
     keys_dir = settings.keys_dir
     if not keys_dir.is_dir():
-        raise ConfigurationError(f"keys directory {keys_dir} does not exist (run `bhxh-integrity init`)")
-    demo_dir = is_demo_dir(keys_dir)
+        raise ConfigurationError(
+            f"keys directory {keys_dir} does not exist (create the production keys with `bhxh-integrity keys init --out DIR` and set BHXH_KEYS_DIR, or use --demo for the demonstration PKI)"
+        )
+    try:
+        demo_dir = is_demo_dir(keys_dir)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read keys directory {keys_dir}: {exc.strerror}") from exc
     if demo_dir and not settings.demo:
         raise DemoKeysRefused(
             f"{keys_dir} holds the demonstration PKI, which must never be used in production; "
             "pass --demo or set BHXH_DEMO=1 to run the demo"
         )
     passphrase = resolve_passphrase(settings, keys_dir, demo_dir)
-    audit_key = None
+    audit_key: ed25519.Ed25519PrivateKey | None = None
     if settings.checkpoint_key_label is None:
-        audit_key = _private(keys_dir / "audit-log.key.pem", passphrase)
-        if not isinstance(audit_key, ed25519.Ed25519PrivateKey):
+        loaded = _private(keys_dir / "audit-log.key.pem", passphrase)
+        if not isinstance(loaded, ed25519.Ed25519PrivateKey):
             raise ConfigurationError("audit-log.key.pem must be an Ed25519 key (C2SP signed-note)")
+        audit_key = loaded
     try:
         secrets_key = base64.b64decode(_read(keys_dir / "secrets.key").strip(), validate=True)
     except binascii.Error as exc:
@@ -121,20 +149,47 @@ def load_service_keys(settings: Settings) -> ServiceKeys:
     gateway_exchange_key = (
         _private(gateway_file, passphrase) if settings.gateway_key_label is None and gateway_file.exists() else None
     )
+    one_stop_certificate = _cert(keys_dir / SIGNING_CERT_FILE)
+    data_message_key = _data_message_key(keys_dir, passphrase, one_stop_certificate)
     return ServiceKeys(
         keys_dir=keys_dir,
         passphrase=passphrase,
-        ca_certificates=(_cert(keys_dir / "ca.crt.pem"),),
+        ca_certificates=_ca_certs(keys_dir / "ca.crt.pem"),
         audit_key=audit_key,
         audit_key_name=AUDIT_KEY_NAME if demo_dir else f"bhxh-integrity/audit/{settings.log_id}",
         secrets_key=secrets_key,
-        one_stop_certificate=_cert(keys_dir / "one-stop-signing.crt.pem"),
+        one_stop_certificate=one_stop_certificate,
         one_stop_key=(
             _private(keys_dir / "one-stop-signing.key.pem", passphrase) if settings.receipt_key_label is None else None
         ),
         gateway_exchange_key=gateway_exchange_key,
         demo=demo_dir,
+        data_message_key=data_message_key,
     )
+
+
+def _data_message_key(
+    keys_dir: Path, passphrase: bytes | None, receipt_certificate: x509.Certificate
+) -> CertifiedKey | None:
+    """The institution's data-message key and certificate, when the keys directory has them.
+    It must be a key of its own: the receipt key never signs bytes a caller chooses."""
+    key_file, cert_file = keys_dir / DATA_MESSAGE_KEY_FILE, keys_dir / DATA_MESSAGE_CERT_FILE
+    if not key_file.exists() or not cert_file.exists():
+        # ``keys init`` made the key; until ``keys install-cert`` installs the CA's certificate
+        # for it, the service runs (receipts) without a data-message key.
+        return None
+    key = _private(key_file, passphrase)
+    cert = _cert(cert_file)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise ConfigurationError(f"{cert_file} does not certify the key in {key_file}")
+    if cert.public_key().public_bytes(der, spki) == receipt_certificate.public_key().public_bytes(der, spki):
+        raise ConfigurationError(f"{key_file} is the receipt key: data messages need a key of their own (Decision 352)")
+    marked = certificate_purpose(cert)
+    if marked not in (None, KeyPurpose.DATA_MESSAGE):
+        raise ConfigurationError(f"{cert_file} is a {marked} certificate, not one for data messages")
+    return CertifiedKey(key, cert)
 
 
 def checkpoint_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -> ed25519.Ed25519PrivateKey:
@@ -177,7 +232,13 @@ def receipt_key(settings: Settings, keys: ServiceKeys, token: KeyToken | None) -
     """The one-stop system's key that signs the receipts (PAdES) with its certificate
     ``one-stop-signing.crt.pem``: ``one-stop-signing.key.pem``, or, when ``BHXH_RECEIPT_KEY_LABEL``
     is set, the RSA or P-256 key pair of that label on the PKCS#11 token. A receipt is the
-    applicant's proof of filing (Regulation Art. 4.5): a stolen key could issue false ones."""
+    applicant's proof of filing (Regulation Art. 4.5): a stolen key could issue false ones.
+    A certificate marked for another purpose (a data-message certificate, say) never signs one."""
+    marked = certificate_purpose(keys.one_stop_certificate)
+    if marked not in (None, KeyPurpose.RECEIPT):
+        raise ConfigurationError(
+            f"{SIGNING_CERT_FILE} is a {marked} certificate: receipts are signed only with a receipt certificate"
+        )
     label = settings.receipt_key_label
     if label is None:
         assert keys.one_stop_key is not None  # load_service_keys read the file

@@ -2,7 +2,7 @@
 
 Secrets, keys, codes, tokens and personal data never belong in a log line. Callers must not
 pass them; as a second guard, a processor replaces the value of any field whose name says it
-holds one (DESIGN.md "Conventions").
+holds one.
 """
 
 from __future__ import annotations

@@ -14,3 +14,14 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 API_KEY_EVENTS = Counter("bhxh_api_key_events_total", "API key creations, revocations and refusals", ["event"])
+RATE_LIMITED = Counter(
+    "bhxh_rate_limited_total",
+    "Requests refused by a rate limit (429), by route class and caller kind",
+    ["route_class", "caller"],
+)
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "bhxh_rate_limit_storage_errors_total",
+    "Rate-limit checks the storage could not answer, by outcome: allowed (authenticated callers, "
+    "fail open) or refused (anonymous callers, fail closed)",
+    ["outcome"],
+)

@@ -1,5 +1,4 @@
-"""A person signs with their own key, only after step-up (DESIGN.md: session → step-up → sign
-→ log).
+"""A person signs with their own key, only after step-up (session → step-up → sign → log).
 
 The check itself belongs to the accounts use cases; this module only needs something that
 answers ``require_step_up(session_token)`` with the person, or raises an ``auth`` error when

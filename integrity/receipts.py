@@ -20,7 +20,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -270,6 +270,7 @@ class ReceiptVerdict:
                 "coverage": sig.coverage,
                 "modification_level": None if sig.modification_level is None else sig.modification_level.value,
                 "signer": sig.signer,
+                "signer_purpose": sig.signer_purpose,
                 "signer_certificate_sha256": sig.signer_certificate_sha256,
                 "signed_at": None if sig.signing_time is None else sig.signing_time.isoformat(),
                 "timestamp": None if sig.timestamp_time is None else sig.timestamp_time.isoformat(),
@@ -360,7 +361,7 @@ class ReceiptService:
         public_base_url: str,
     ) -> None:
         if not trust_roots or not one_stop_certificates:
-            # Empty means no (STYLE.md rule 9): a verifier that trusts nobody is useless, so refuse.
+            # An empty list never means "anything": a verifier that trusts nobody is useless, so refuse.
             raise ConfigurationError("receipt verification needs trust roots and the one-stop signing certificates")
         self._engine = engine
         self._clock = clock
@@ -448,23 +449,23 @@ class ReceiptService:
                     },
                     conn=conn,
                 )
-                row = {
-                    "code": code,
-                    "unit_code": unit.code,
-                    "receipt_day": day,
-                    "sequence": sequence,
-                    "sha256": digest,
-                    "size_bytes": len(signed),
-                    "signer_certificate_sha256": self._signer_fp,
-                    "pades_level": pades_level,
-                    "procedure_code": slip.procedure_code,
-                    "issued_by": issued_by,
-                    "official_name": slip.official_name,
-                    "official_title": slip.official_title,
-                    "issued_at": now,
-                    "audit_seq": audit_seq,
-                }
-                conn.execute(insert(receipts).values(**row))
+                record = ReceiptRecord(
+                    code=code,
+                    unit_code=unit.code,
+                    receipt_day=day,
+                    sequence=sequence,
+                    sha256=digest,
+                    size_bytes=len(signed),
+                    signer_certificate_sha256=self._signer_fp,
+                    pades_level=pades_level,
+                    procedure_code=slip.procedure_code,
+                    issued_by=issued_by,
+                    official_name=slip.official_name,
+                    official_title=slip.official_title,
+                    issued_at=now,
+                    audit_seq=audit_seq,
+                )
+                conn.execute(insert(receipts).values(**asdict(record)))
                 if idempotency_key is not None:
                     conn.execute(
                         update(receipt_idempotency_keys)
@@ -472,7 +473,7 @@ class ReceiptService:
                         .where(receipt_idempotency_keys.c.idempotency_key == idempotency_key)
                         .values(code=code)
                     )
-                return IssuedReceipt(ReceiptRecord(**row))
+                return IssuedReceipt(record)
         except sa_exc.IntegrityError:
             # Only a concurrent request with the same Idempotency-Key gets here (its claim row
             # collided); everything this attempt did, the sequence increment included, rolled back.

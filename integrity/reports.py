@@ -1,6 +1,7 @@
 """Auditor reports of a log verification: JSON for machines, a self-contained HTML page (in
 Vietnamese with English labels) for people. Both are rendered from the same
-``VerificationReport`` (STYLE.md rule 12); nothing is recomputed here.
+``VerificationReport``; nothing is recomputed here. Every form says plainly what is proven:
+which entries a trusted signed checkpoint anchors, by which key, and which are not anchored.
 
 The HTML has no external assets: the style sheet is inline and the chart of entries per action
 per day is an inline SVG, so the file can be mailed or archived as it is.
@@ -8,6 +9,9 @@ per day is an inline SVG, so the file can be mailed or archived as it is.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +22,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from audit.verify import Fault, VerificationReport
+from audit.verify import Fault, Verdict, VerificationReport
+from audit.verify_report import TimestampStatus
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_CHECKPOINT_ROWS = 200
@@ -39,6 +44,34 @@ FAULT_LABELS: dict[Fault, str] = {
     Fault.FORGED_CHECKPOINT: "Checkpoint giả mạo hoặc không xác minh được (forged checkpoint)",
     Fault.INCONSISTENT_HISTORY: "Lịch sử không khớp checkpoint đã ký (inconsistent history)",
     Fault.PII_MISMATCH: "Dữ liệu cá nhân không khớp cam kết (personal data mismatch)",
+    Fault.UNANCHORED: "Bản ghi chưa được checkpoint tin cậy bảo đảm (unanchored entries)",
+    Fault.TIMESTAMP_INVALID: "Dấu thời gian không hợp lệ (invalid time-stamp)",
+    Fault.UNTIMESTAMPED: "Checkpoint thiếu dấu thời gian (checkpoint without a time-stamp)",
+}
+
+# What each fault means, for a reader of the Vietnamese report.
+FAULT_EXPLANATIONS: dict[Fault, str] = {
+    Fault.CHANGED: "Nội dung bản ghi không còn khớp với mã băm đã ghi hoặc với liên kết chuỗi.",
+    Fault.INSERTED: "Có bản ghi không thuộc chuỗi gốc được chèn vào giữa các bản ghi.",
+    Fault.DELETED: "Một hoặc nhiều bản ghi đã bị xóa khỏi chuỗi.",
+    Fault.REORDERED: "Các bản ghi không còn theo đúng thứ tự đã ghi.",
+    Fault.CUT_TAIL: "Nhật ký ngắn hơn kích thước mà một checkpoint đã ký xác nhận: phần cuối bị cắt.",
+    Fault.FORGED_CHECKPOINT: "Checkpoint không có chữ ký hợp lệ của khóa tin cậy, hoặc sai định dạng.",
+    Fault.INCONSISTENT_HISTORY: "Gốc cây Merkle tính từ các bản ghi khác với gốc trong checkpoint đã ký: "
+    "lịch sử đã bị viết lại.",
+    Fault.PII_MISMATCH: "Dữ liệu cá nhân lưu riêng không khớp với cam kết (băm có muối) trong bản ghi.",
+    Fault.UNANCHORED: "Không có checkpoint nào được khóa tin cậy ký bao phủ các bản ghi này, nên không "
+    "chứng minh được chúng là bản ghi gốc.",
+    Fault.TIMESTAMP_INVALID: "Dấu thời gian RFC 3161 của checkpoint không khớp với checkpoint, hoặc không do "
+    "đơn vị cấp dấu thời gian được tin cậy ký.",
+    Fault.UNTIMESTAMPED: "Checkpoint không có dấu thời gian RFC 3161, trong khi người kiểm tra yêu cầu mọi "
+    "checkpoint phải có.",
+}
+
+VERDICT_TITLES: dict[Verdict, str] = {
+    Verdict.VERIFIED: "TOÀN VẸN / VERIFIED",
+    Verdict.NOT_VERIFIED: "CHƯA XÁC MINH / NOT VERIFIED",
+    Verdict.FAILED: "PHÁT HIỆN SAI LỆCH / FAILED",
 }
 
 
@@ -64,13 +97,73 @@ def report_json(report: VerificationReport, context: ReportContext) -> dict[str,
     }
 
 
+def _range(first: int, count: int) -> str:
+    return f"{first}–{first + count - 1}" if count > 1 else str(first)
+
+
 def verdict_line(report: VerificationReport) -> str:
     """One line for a terminal or a log, in both languages."""
-    if report.ok:
-        return f"TOÀN VẸN / VERIFIED: {report.entries_checked} entries, no fault"
-    where = f" at seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
-    kind = report.fault.value if report.fault else "fault"
-    return f"PHÁT HIỆN SAI LỆCH / FAILED: {kind}{where} ({len(report.faults)} fault(s))"
+    verdict = report.verdict
+    title = VERDICT_TITLES[verdict]
+    anchored, unanchored = report.anchored_entries, report.uncovered_entries
+    if verdict is Verdict.VERIFIED:
+        if not anchored:
+            return f"{title}: 0 entries, no fault"
+        return (
+            f"{title}: {report.entries_checked} entries, no fault; every entry anchored by a trusted "
+            f"signed checkpoint (tree size {report.verified_tree_size})"
+        )
+    gap = f"entries {_range(anchored, unanchored)} are not covered by any trusted checkpoint"
+    if verdict is Verdict.NOT_VERIFIED:
+        untimed = sum(1 for f in report.faults if f.kind is Fault.UNTIMESTAMPED)
+        missing = f"{untimed} checkpoint(s) without the required time-stamp"
+        return f"{title}: " + "; ".join(([gap] if unanchored else []) + ([missing] if untimed else []))
+    first = report.faults[0]
+    where = f" at seq {first.seq}" if first.seq is not None else ""
+    found = sum(1 for f in report.faults if f.kind is not Fault.UNANCHORED)
+    return f"{title}: {first.kind.value}{where} ({found} fault(s))" + (f"; {gap}" if unanchored else "")
+
+
+def proof_lines(report: VerificationReport) -> list[str]:
+    """What the verification proves and what it does not, one statement a line."""
+    anchored, unanchored = report.anchored_entries, report.uncovered_entries
+    lines = []
+    if anchored:
+        keys = ", ".join(report.anchored_by) or "?"
+        lines.append(
+            f"đã neo / anchored: {anchored} entries ({_range(0, anchored)}) by the signed checkpoint of "
+            f"tree size {report.verified_tree_size}, key {keys}"
+        )
+    else:
+        lines.append("đã neo / anchored: none (no trusted signed checkpoint matches the entries)")
+    if unanchored:
+        lines.append(f"chưa neo / not anchored: {unanchored} entries ({_range(anchored, unanchored)}): not proven")
+    return lines
+
+
+MAX_TIMESTAMP_LINES = 50
+
+
+def timestamp_lines(report: VerificationReport) -> list[str]:
+    """The trusted time of each checkpoint, one line each (the last ``MAX_TIMESTAMP_LINES``)."""
+    checks = report.timestamps
+    if checks and all(check.status is TimestampStatus.MISSING for check in checks):
+        return [f"không có thời điểm tin cậy / no trusted time: no time-stamp on the {len(checks)} checkpoint(s)"]
+    lines = []
+    if len(checks) > MAX_TIMESTAMP_LINES:
+        lines.append(f"… {len(checks) - MAX_TIMESTAMP_LINES} earlier checkpoint(s) in the JSON report")
+    for check in checks[-MAX_TIMESTAMP_LINES:]:
+        size = f"checkpoint {check.tree_size if check.tree_size is not None else '?'}"
+        if check.status is TimestampStatus.TRUSTED and check.gen_time is not None:
+            moment = check.gen_time.strftime("%Y-%m-%d %H:%M:%S UTC")
+            lines.append(f"{size}: thời điểm / timestamped at {moment} ({check.tsa})")
+        elif check.status is TimestampStatus.MISSING:
+            lines.append(f"{size}: không có thời điểm tin cậy / no trusted time")
+        elif check.status is TimestampStatus.UNCHECKED:
+            lines.append(f"{size}: dấu thời gian chưa kiểm tra / time-stamp not checked (no --tsa-cert)")
+        else:
+            lines.append(f"{size}: dấu thời gian không hợp lệ / invalid time-stamp: {check.detail}")
+    return lines
 
 
 def _environment() -> Environment:
@@ -79,6 +172,19 @@ def _environment() -> Environment:
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
+    )
+
+
+_STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.DOTALL)
+
+
+def style_sources(html: str) -> tuple[str, ...]:
+    """CSP sources (CSP Level 3 hash-source) for the page's inline style sheets, so the report
+    keeps its look under a policy that refuses every other inline style, and stays one
+    self-contained file for auditors who save it."""
+    return tuple(
+        "'sha256-" + base64.b64encode(hashlib.sha256(block.encode()).digest()).decode() + "'"
+        for block in _STYLE_BLOCK.findall(html)
     )
 
 
@@ -92,7 +198,9 @@ def render_html(report: VerificationReport, context: ReportContext) -> str:
             report=report,
             context=context,
             verdict=verdict_line(report),
-            faults=[(FAULT_LABELS[f.kind], f) for f in report.faults],
+            verdict_title=VERDICT_TITLES[report.verdict],
+            verdict_kind=report.verdict.value,
+            faults=[(FAULT_LABELS[f.kind], FAULT_EXPLANATIONS[f.kind], f) for f in report.faults],
             checkpoints=shown,
             hidden_checkpoints=len(checkpoints) - len(shown),
             chart=Markup(chart_svg(report.actions_per_day)),
@@ -141,7 +249,7 @@ def chart_svg(actions_per_day: tuple[tuple[str, str, int], ...]) -> str:
     label_every = max(1, len(days) // 12)
     for i, day in enumerate(days):
         x = left + i * slot + (slot - bar_w) / 2
-        base = top + plot_h
+        base: float = top + plot_h
         for action in series:
             count = per_day[day].get(action, 0)
             if not count:

@@ -5,12 +5,56 @@ Every variable is listed in README.md's settings table; keep the two in step.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit.cosignature import CosignerKey
+from audit.errors import MalformedVerifierKey
+from integrity.rate_limits import DEFAULT_KEY_PREFIX, DEFAULT_PER_ADDRESS, RouteClass, check_storage_url, parse_limit
+
 DEFAULT_DATABASE_URL = "sqlite:///var/integrity.db"
+
+
+class WitnessSetting(BaseModel):
+    """One entry of BHXH_WITNESSES: a witness (C2SP tlog-witness) the log submits checkpoints to.
+    ``vkey`` is its verifier key, or the list of its keys (a witness of this project has an
+    ML-DSA-44 and an Ed25519 key): every key listed must cosign for the witness to count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=255)
+    url: str
+    vkey: str | list[str]
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or any(ch.isspace() for ch in value):
+            raise ValueError("a witness url is its http(s):// submission prefix")
+        return value.rstrip("/")
+
+    @field_validator("vkey")
+    @classmethod
+    def _cosigner_keys(cls, value: str | list[str]) -> str | list[str]:
+        lines = [value] if isinstance(value, str) else value
+        if not lines:
+            raise ValueError("a witness needs at least one verifier key")
+        for line in lines:
+            try:
+                CosignerKey.from_text(line)
+            except MalformedVerifierKey as exc:
+                raise ValueError(f"not a witness verifier key: {exc}") from None
+        return value
+
+    def vkeys(self) -> tuple[str, ...]:
+        return (self.vkey,) if isinstance(self.vkey, str) else tuple(self.vkey)
+
+    def keys(self) -> tuple[CosignerKey, ...]:
+        return tuple(CosignerKey.from_text(line) for line in self.vkeys())
 
 
 class Settings(BaseSettings):
@@ -50,15 +94,39 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
-    public_base_url: str = Field("http://127.0.0.1:8000", description="external base URL (receipt QR codes, links)")
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="external base URL (receipt QR codes, links); when set, also the origin of every "
+        "request's RFC 9421 @target-uri",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or CIDR blocks of the reverse proxies whose Forwarded / X-Forwarded-Proto / "
+        "X-Forwarded-Host fields are believed, JSON list; from anyone else those fields are ignored",
+    )
     log_id: str = Field("bhxh-vss-main", description="audit log identifier, part of the checkpoint origin line")
     checkpoint_every: int = Field(1000, ge=1, description="sign a checkpoint at least every N entries")
     checkpoint_seconds: int = Field(60, ge=1, description="and at least every N seconds")
     checkpoint_publish_dir: Path | None = Field(
         None, description="directory outside the database where each checkpoint is also written"
     )
+    witnesses: list[WitnessSetting] = Field(
+        default_factory=list,
+        description='witnesses that cosign each checkpoint, JSON list [{"name", "url", "vkey"}]; "vkey" is one '
+        "verifier key line or a list of them (all of a witness's keys must cosign)",
+    )
+    witness_quorum: int | None = Field(
+        None, ge=1, description="witnesses whose cosignatures make a checkpoint witnessed; unset: all of them"
+    )
+    witness_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="timeout of one add-checkpoint request to a witness"
+    )
     clock_skew_seconds: int = Field(300, ge=0, le=3600, description="allowed skew of RFC 9421 `created`")
-    tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority; when set, receipts are PAdES B-T")
+    tsa_url: str | None = Field(
+        None,
+        description="RFC 3161 timestamp authority; when set, receipts are PAdES B-T and every audit checkpoint "
+        "is time-stamped",
+    )
     units_file: Path | None = Field(
         None, description="JSON list of receiving units [{code, name}]; the demo list when unset"
     )
@@ -83,6 +151,106 @@ class Settings(BaseSettings):
         False, description="fetch OCSP/CRL over the network when verifying (needs outbound access)"
     )
     secure_cookies: bool = Field(True, description="mark cookies Secure (turn off only for plain-HTTP local demos)")
+    refusal_log_per_minute: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="anonymous refusals logged one by one per client address and minute (per instance); "
+        "the rest as one summary entry",
+    )
+    rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="request rate limit per caller (API client, person, gateway peer) and route class, JSON object "
+        '{"sign": "200/second", …} over sign, verify, receipts, audit-read, audit-append, admin, gateway; '
+        "a class left out keeps its default",
+    )
+    rate_limit_per_address: str = Field(
+        DEFAULT_PER_ADDRESS,
+        description="rate limit of anonymous traffic (no scope, or refused credentials) per source address",
+    )
+    rate_limit_url: str = Field(
+        "memory://",
+        description="where the rate-limit counts live: memory:// (this instance) or redis://host:port/db "
+        "(shared by every instance using it)",
+    )
+    rate_limit_key_prefix: str = Field(
+        DEFAULT_KEY_PREFIX,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="prefix of the rate-limit keys in Redis (deployments sharing one Redis use distinct ones)",
+    )
+
+    @field_validator("witnesses")
+    @classmethod
+    def _distinct_witnesses(cls, value: list[WitnessSetting]) -> list[WitnessSetting]:
+        names = [w.name for w in value]
+        if len(set(names)) != len(names):
+            raise ValueError("each witness is listed once (two entries share a name)")
+        keys = [key for w in value for key in w.vkeys()]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a verifier key is listed twice")
+        return value
+
+    @field_validator("witness_quorum")
+    @classmethod
+    def _reachable_quorum(cls, value: int | None, info: ValidationInfo) -> int | None:
+        count = len(info.data.get("witnesses", []))
+        if value is not None and value > count:
+            raise ValueError(f"the quorum ({value}) is more than the witnesses listed in BHXH_WITNESSES ({count})")
+        return value
+
+    def quorum(self) -> int:
+        """Witnesses needed for a checkpoint to count as witnessed (all of them when unset)."""
+        return self.witness_quorum if self.witness_quorum is not None else len(self.witnesses)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or not value.isascii()
+            or any(ch.isspace() for ch in value)
+        ):
+            raise ValueError("BHXH_PUBLIC_BASE_URL is an absolute http(s) URL without credentials, query or fragment")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        known = [c.value for c in RouteClass if c is not RouteClass.PUBLIC]
+        for name, text in value.items():
+            if name not in known:
+                raise ValueError(f"{name[:64]!r} is not a route class (one of {', '.join(known)})")
+            parse_limit(text)
+        return value
+
+    @field_validator("rate_limit_per_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_limit(value)
+        return value
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        return check_storage_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ip_network(item.strip())))
+            except ValueError:
+                raise ValueError(f"BHXH_TRUSTED_PROXIES: {item[:64]!r} is not an IP address or CIDR block") from None
+        return out
 
     @field_validator("log_level")
     @classmethod

@@ -38,6 +38,7 @@ from signing.errors import (
     DuplicateKey,
     InvalidEncoding,
     InvalidRequest,
+    KeyPurposeMismatch,
     PayloadTooLarge,
     TokenError,
     UnknownFormat,
@@ -45,6 +46,7 @@ from signing.errors import (
 from signing.keystore import (
     SERVICE_OWNER,
     KeyRecord,
+    KeyState,
     Keystore,
     SigningKey,
     add_key,
@@ -55,6 +57,7 @@ from signing.keystore import (
     revoke_key,
 )
 from signing.pkcs11 import KeyToken, token_object_id
+from signing.purposes import KeyPurpose
 from signing.results import VerificationResult
 from signing.tables import signing_keys
 from signing.trust import TrustPolicy
@@ -118,6 +121,15 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class BootstrapKey:
+    """A configured key the keystore takes in on first start, with the purpose it serves."""
+
+    private_key: PrivateKeyTypes
+    chain: Sequence[x509.Certificate]
+    purpose: KeyPurpose
+
+
+@dataclass(frozen=True)
 class _Prepared:
     request: SignRequest
     key: SigningKey
@@ -168,7 +180,7 @@ class SignatureService:
         self.token = token
         self._refresh_seconds = refresh_seconds
         self._refreshed = time.monotonic()
-        self._bootstrap: tuple[tuple[PrivateKeyTypes, Sequence[x509.Certificate]], ...] = ()
+        self._bootstrap: tuple[BootstrapKey, ...] = ()
         self._loaded = True
         self._load_lock = threading.Lock()
 
@@ -182,12 +194,14 @@ class SignatureService:
         passphrase: bytes | None,
         trust: TrustPolicy,
         token: KeyToken | None = None,
-        bootstrap: Iterable[tuple[PrivateKeyTypes, Sequence[x509.Certificate]]] = (),
+        bootstrap: Iterable[BootstrapKey] = (),
         **limits: Any,
     ) -> SignatureService:
-        """A service over the stored keystore. ``bootstrap`` keys (the configured one-stop
-        signing key and its chain) are added on first start if the keystore does not hold them
-        yet; a key that was later retired or revoked is never brought back.
+        """A service over the stored keystore. ``bootstrap`` keys (the configured receipt key
+        and data-message key, with their chains) are added on first start, each with its
+        purpose, if the keystore does not hold them yet; a key that was later retired or
+        revoked is never brought back. One stored, still active, under another purpose stops
+        start-up: the receipt key must never be left able to sign data messages.
 
         Keys are loaded here, so a wrong passphrase stops start-up; only when the schema is not
         migrated yet (``init`` builds the state before migrating) is loading put off to first use.
@@ -215,14 +229,23 @@ class SignatureService:
             if self._loaded:
                 return
             with self.engine.begin() as conn:
-                known = {r.kid for r in list_keys(conn)}
-                for private_key, chain in self._bootstrap:
-                    if key_id_for(private_key.public_key()) in known:
+                known = {r.kid: r for r in list_keys(conn)}
+                for boot in self._bootstrap:
+                    stored = known.get(key_id_for(boot.private_key.public_key()))
+                    if stored is not None:
+                        _check_bootstrap_purpose(stored, boot.purpose)
                         continue
                     try:
                         # A savepoint: another instance starting at the same moment may win the insert.
                         with conn.begin_nested():
-                            record = add_key(conn, private_key, chain, passphrase=self._passphrase, clock=self.clock)
+                            record = add_key(
+                                conn,
+                                boot.private_key,
+                                boot.chain,
+                                passphrase=self._passphrase,
+                                clock=self.clock,
+                                purpose=boot.purpose,
+                            )
                     except (DuplicateKey, ActiveKeyExists):
                         continue
                     self.audit.record("system", "key.imported", f"key:{record.kid}", _key_data(record), conn=conn)
@@ -248,13 +271,16 @@ class SignatureService:
         self._refreshed = time.monotonic()
 
     def _prepare(self, request: SignRequest, owner: str) -> _Prepared:
+        # The institution signs data messages with its data-message key, a person with their
+        # own personal key; the receipt key is never reachable from here (Decision 352).
         if request.format not in FORMATS:
             raise UnknownFormat(f"unknown signature format {request.format!r}: use jws, cms or xml")
         if len(request.payload) > self.max_payload_bytes:
             raise PayloadTooLarge(f"the payload exceeds {self.max_payload_bytes} bytes")
         if request.format == "xml" and request.detached:
             raise InvalidRequest("XML signatures are enveloped; detached does not apply")
-        key = self.keystore.signing_key(request.key_id, owner=owner)
+        purpose = KeyPurpose.DATA_MESSAGE if owner == SERVICE_OWNER else KeyPurpose.PERSONAL
+        key = self.keystore.signing_key(request.key_id, owner=owner, purpose=purpose)
         return _Prepared(request, key)
 
     def _make(self, prepared: _Prepared) -> _Made:
@@ -275,6 +301,7 @@ class SignatureService:
             "format": request.format,
             "key_id": key.kid,
             "alg": key.algorithm.value,
+            "purpose": key.purpose.value,
             "detached": request.detached or request.format == "cms",
             "bytes": len(request.payload),
         }
@@ -324,7 +351,10 @@ class SignatureService:
         one transaction (shared with concurrent callers by the group committer), or none.
         Every item is checked before anything is signed, so one bad item refuses the batch."""
         made = self._make_batch(requests)
-        return [self._message(m, seq) for m, seq in zip(made, self.audit.record_many(self._batch_events(made, actor)))]
+        return [
+            self._message(m, seq)
+            for m, seq in zip(made, self.audit.record_many(self._batch_events(made, actor)), strict=True)
+        ]
 
     async def sign_batch_async(self, requests: Sequence[SignRequest], *, actor: str) -> list[SignedMessage]:
         """``sign_batch`` for a request handler: the signing runs in one worker thread, the
@@ -332,7 +362,7 @@ class SignatureService:
         await self._refresh_if_due_async()
         made = await asyncio.to_thread(self._make_batch, requests)
         seqs = await self.audit.record_many_async(self._batch_events(made, actor))
-        return [self._message(m, seq) for m, seq in zip(made, seqs)]
+        return [self._message(m, seq) for m, seq in zip(made, seqs, strict=True)]
 
     def _make_batch(self, requests: Sequence[SignRequest]) -> list[_Made]:
         if not requests:
@@ -349,11 +379,13 @@ class SignatureService:
     @staticmethod
     def _inline(prepared: _Prepared) -> bool:
         request = prepared.request
+        private_key = prepared.key.private_key
         return (
             request.format == "jws"
             and prepared.key.algorithm in INLINE_ALGORITHMS
             and len(request.payload) <= INLINE_MAX_BYTES
-            and token_object_id(prepared.key.private_key) is None  # a token round trip may block
+            # a token round trip may block
+            and (private_key is None or token_object_id(private_key) is None)
         )
 
     async def _refresh_if_due_async(self) -> None:
@@ -402,6 +434,8 @@ class SignatureService:
         }
         if result.signer is not None and result.signer.serial is not None:
             data["signer_serial"] = result.signer.serial
+        if result.signer is not None and result.signer.purpose is not None:
+            data["signer_purpose"] = result.signer.purpose
         # A personal certificate names a person: the subject goes to the separate PII store.
         pii = {"signer": result.signer.subject} if result.signer and result.signer.subject else None
         seq = self.audit.record(actor, "signature.verified", payload_digest(subject_bytes), data, pii)
@@ -433,10 +467,12 @@ class SignatureService:
         actor: str,
         rotate: bool = False,
         owner: str = SERVICE_OWNER,
+        purpose: KeyPurpose | None = None,
         rsa_bits: int = 3072,
         on_token: bool = False,
     ) -> KeyRecord:
-        """A new key, made on the PKCS#11 token when ``on_token`` (the production way)."""
+        """A new key, made on the PKCS#11 token when ``on_token`` (the production way), for
+        ``purpose`` (by default data messages, or personal for a person's key)."""
         token = self._token() if on_token else None
         return self._change(
             "key.rotated" if rotate else "key.generated",
@@ -447,6 +483,7 @@ class SignatureService:
                 passphrase=self._passphrase,
                 clock=self.clock,
                 owner=owner,
+                purpose=purpose,
                 rotate=rotate,
                 rsa_bits=rsa_bits,
                 token=token,
@@ -461,10 +498,13 @@ class SignatureService:
         actor: str,
         rotate: bool = False,
         owner: str = SERVICE_OWNER,
+        purpose: KeyPurpose | None = None,
     ) -> KeyRecord:
         """Bring into the keystore a key pair already on the token (made there by the HSM's own
         tools, its certificate issued by a CA), found by its label."""
-        return self.import_key(self._token().key_by_label(label), chain, actor=actor, rotate=rotate, owner=owner)
+        return self.import_key(
+            self._token().key_by_label(label), chain, actor=actor, rotate=rotate, owner=owner, purpose=purpose
+        )
 
     def _token(self) -> KeyToken:
         if self.token is None:
@@ -489,12 +529,20 @@ class SignatureService:
         actor: str,
         rotate: bool = False,
         owner: str = SERVICE_OWNER,
+        purpose: KeyPurpose | None = None,
     ) -> KeyRecord:
         return self._change(
             "key.imported",
             actor,
             lambda conn: add_key(
-                conn, private_key, chain, passphrase=self._passphrase, clock=self.clock, owner=owner, rotate=rotate
+                conn,
+                private_key,
+                chain,
+                passphrase=self._passphrase,
+                clock=self.clock,
+                owner=owner,
+                purpose=purpose,
+                rotate=rotate,
             ),
         )
 
@@ -509,8 +557,20 @@ class SignatureService:
         return record
 
 
+def _check_bootstrap_purpose(stored: KeyRecord, purpose: KeyPurpose) -> None:
+    if stored.purpose is not purpose and stored.state is KeyState.ACTIVE:
+        raise KeyPurposeMismatch(
+            f"the configured {purpose.value} key {stored.kid} is in the keystore as an active "
+            f"{stored.purpose.value} key: retire it (`bhxh-integrity keys retire {stored.kid}`) before starting"
+        )
+
+
 def _key_data(record: KeyRecord) -> dict[str, Any]:
-    data: dict[str, Any] = {"algorithm": record.algorithm.value, "state": record.state.value}
+    data: dict[str, Any] = {
+        "algorithm": record.algorithm.value,
+        "state": record.state.value,
+        "purpose": record.purpose.value,
+    }
     if record.owner:
         data["owner"] = record.owner
     if record.certificate is not None:
@@ -543,11 +603,19 @@ def build_signature_service(
         [path.read_bytes() for path in crl_files],
         fetch_revocation=fetch_revocation,
     )
-    certificate = keys.one_stop_certificate
-    chain = (certificate, *(c for c in keys.ca_certificates if c != certificate))
+
+    def chain_of(certificate: x509.Certificate) -> tuple[x509.Certificate, ...]:
+        return (certificate, *(c for c in keys.ca_certificates if c != certificate))
+
+    bootstrap: list[BootstrapKey] = []
     # A receipt key on the token is not seeded into the keystore: retiring a keystore key erases
-    # its token object, which would take the receipts' key with it.
-    bootstrap = [(keys.one_stop_key, chain)] if keys.one_stop_key is not None else []
+    # its token object, which would take the receipts' key with it. In the keystore the receipt
+    # key is listed, published and checked for revocation, but signs nothing (its purpose).
+    if keys.one_stop_key is not None:
+        bootstrap.append(BootstrapKey(keys.one_stop_key, chain_of(keys.one_stop_certificate), KeyPurpose.RECEIPT))
+    if keys.data_message_key is not None:
+        data = keys.data_message_key
+        bootstrap.append(BootstrapKey(data.private_key, chain_of(data.certificate), KeyPurpose.DATA_MESSAGE))
     return SignatureService.open(
         engine,
         clock,

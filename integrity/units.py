@@ -25,7 +25,7 @@ class ReceivingUnit:
     name: str
 
 
-# Demonstration list (DESIGN.md "Demo PKI"): two codes used in examples and tests.
+# Demonstration list (the demo PKI's units): two codes used in examples and tests.
 DEMO_UNITS: tuple[ReceivingUnit, ...] = (
     ReceivingUnit("000.00.00.G00", "Bảo hiểm xã hội Việt Nam"),
     ReceivingUnit("000.00.31.H29", "Bảo hiểm xã hội Thành phố Hồ Chí Minh"),

@@ -11,11 +11,12 @@ warnings.filterwarnings(
     "ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning, module=r"pyhanko\."
 )
 
-from signing.algorithms import Algorithm, algorithm_for_key
-from signing.errors import SigningError
-from signing.keystore import KeyRecord, KeyState, Keystore, SigningKey
-from signing.results import Indication, Signer, SubIndication, VerificationResult
-from signing.trust import TrustPolicy
+# The filter has to be in place before these imports load pyHanko, hence E402.
+from signing.algorithms import Algorithm, algorithm_for_key  # noqa: E402
+from signing.errors import SigningError  # noqa: E402
+from signing.keystore import KeyRecord, KeyState, Keystore, SigningKey  # noqa: E402
+from signing.results import Indication, Signer, SubIndication, VerificationResult  # noqa: E402
+from signing.trust import TrustPolicy  # noqa: E402
 
 __all__ = [
     "Algorithm",

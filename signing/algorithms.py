@@ -1,4 +1,4 @@
-"""The algorithm belongs to the key (STYLE.md rule 5): Ed25519 → Ed25519, P-256 → ES256,
+"""The algorithm belongs to the key, never to the message or token: Ed25519 → Ed25519, P-256 → ES256,
 RSA ≥ 2048 → PS256 (RSASSA-PSS with SHA-256, as Circular 15/2025/TT-BKHCN requires for RSA).
 
 Ed25519 keys use the fully-specified JWS name "Ed25519" of RFC 9864, which deprecates the

@@ -114,6 +114,7 @@ def pyhanko_signer(key: SigningKey) -> Signer:
 
 def sign(key: SigningKey, payload: bytes, *, signed_at: datetime) -> CmsSignature:
     """A detached CAdES-B signature over ``payload`` (DER ``ContentInfo``)."""
+    key.check_signs_messages()
     signer = pyhanko_signer(key)
     content_info = run_sync(
         signer.async_sign_general_data(
@@ -177,8 +178,8 @@ def _parse(signature: bytes) -> tuple[cms.SignedData, cms.SignerInfo]:
         if signer_info["signed_attrs"] is core.VOID or len(signer_info["signed_attrs"]) == 0:
             raise FormatFailure("CAdES requires signed attributes")
         # asn1crypto parses lazily; touching the fields here makes damage show up as a format error.
-        signer_info["digest_algorithm"]["algorithm"].native
-        signer_info["signature_algorithm"]["algorithm"].native
+        _ = signer_info["digest_algorithm"]["algorithm"].native
+        _ = signer_info["signature_algorithm"]["algorithm"].native
     except _ASN1_ERRORS as exc:
         raise FormatFailure(f"not a DER CMS signature: {exc}") from exc
     return signed_data, signer_info
@@ -228,7 +229,7 @@ def _verify(
         raise FormatFailure(f"unreadable certificates or attributes: {exc}") from exc
     own = keystore.by_public_key(cert.public_key())
     facts.key_id = own.kid if own else None
-    facts.signer = SignerInfo.from_certificate(cert, facts.key_id)
+    facts.signer = SignerInfo.from_certificate(cert, facts.key_id, own.purpose if own else None)
     facts.algorithm = _check_algorithms(signer_info, cert)
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     actual = hashlib.new(digest_name, payload).digest()

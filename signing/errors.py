@@ -34,6 +34,11 @@ class KeyNotUsable(KeystoreError):
     format, no certificate for CMS/XAdES, another person's key)."""
 
 
+class KeyPurposeMismatch(KeyNotUsable):
+    """The key exists but is for another purpose (``signing.purposes``): the receipt key never
+    signs a data message, a data-message key never a receipt, a person's key only for them."""
+
+
 class DuplicateKey(KeystoreError):
     """The key is already in the keystore (same RFC 7638 thumbprint)."""
 

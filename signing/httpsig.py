@@ -2,8 +2,7 @@
 
 Pure functions: no database, no I/O; the time comes from the caller's clock. The signature
 base, the Structured Fields and the cryptography are the `http-message-signatures` package's;
-this module adds only what RFC 9421 §1.4 asks an application profile to fix (DESIGN.md
-"Portal ↔ one-stop exchange"):
+this module adds only what RFC 9421 §1.4 asks an application profile to fix (docs/exchange-profile.md):
 
 * the covered components: a request covers ``@method``, ``@target-uri``, ``content-type`` and
   ``content-digest`` (RFC 9530, sha-256); a response covers ``@status``, ``content-type``,
@@ -28,7 +27,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 import http_sf
@@ -113,7 +112,7 @@ HeaderPairs: TypeAlias = tuple[tuple[str, str], ...]
 _Component: TypeAlias = tuple[str, frozenset[tuple[str, Any]]]
 
 
-class ExchangeAlgorithm(str, Enum):
+class ExchangeAlgorithm(StrEnum):
     """RFC 9421 §3.3 algorithms this profile accepts, each bound to one key type."""
 
     ED25519 = "ed25519"
@@ -170,6 +169,7 @@ class PeerKey:
     @classmethod
     def from_public_key(cls, keyid: str, public_key: object, certificate: x509.Certificate | None = None) -> PeerKey:
         algorithm = _algorithm_for(public_key)
+        # _algorithm_for refused every key that is not an exchange public key.
         return cls(_check_keyid(keyid), public_key, algorithm, certificate)  # type: ignore[arg-type]
 
     @classmethod
@@ -211,6 +211,7 @@ class ExchangeSigningKey:
         public = getattr(private_key, "public_key", None)
         if public is None:
             raise UnsupportedExchangeKey(f"{type(private_key).__name__} is not a private key")
+        # _algorithm_for refused every key whose public half is not an exchange key.
         return cls(_check_keyid(keyid), private_key, _algorithm_for(public()))  # type: ignore[arg-type]
 
     def peer_key(self) -> PeerKey:
@@ -569,9 +570,15 @@ def _identity(component: str) -> _Component:
     """Name and parameters, order-free (RFC 9421 §2: parameter order does not matter)."""
     text = component if component.startswith('"') else http_sf.ser(component)
     try:
-        name, params = http_sf.parse(text.encode(), tltype="item")
+        parsed = http_sf.parse(text.encode(), tltype="item")
     except (ValueError, TypeError) as exc:
         raise MalformedMessageSignature(f"bad component identifier {component!r}") from exc
+    # An item parses to (bare item, parameters); the name of a component is a String item.
+    if not isinstance(parsed, tuple):
+        raise MalformedMessageSignature(f"bad component identifier {component!r}")
+    name, params = parsed
+    if not isinstance(name, str):
+        raise MalformedMessageSignature(f"bad component identifier {component!r}")
     return name, frozenset(params.items())
 
 

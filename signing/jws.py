@@ -108,6 +108,7 @@ def sign(key: SigningKey, payload: bytes, *, signed_at: datetime, detached: bool
     and jwcrypto."""
     if not key.can_sign:
         raise KeyNotUsable(f"key {key.kid} is {key.state.value}: only the active key signs")
+    key.check_signs_messages()
     protected = _protected_segment(key, _rfc3339(signed_at), detached)
     signing_input = protected + b"." + (payload if detached else _b64url(payload))
     signature = _b64url(_signature(key, signing_input))
@@ -122,7 +123,7 @@ _ALGORITHMS = {alg: _SIGN_REGISTRIES[alg].get_alg(alg.value) for alg in Algorith
 def _signature(key: SigningKey, signing_input: bytes) -> bytes:
     # joserfc reads a private JWK's fields before it signs, and a token key has none to read:
     # a token key makes the RFC 7518 signature value itself.
-    on_token = jws_signature(key.private_key, signing_input)  # type: ignore[arg-type]
+    on_token = jws_signature(key.private_key, signing_input)
     if on_token is not None:
         return on_token
     return bytes(_ALGORITHMS[key.algorithm].sign(signing_input, key.jose_key))
@@ -140,7 +141,7 @@ def _protected_header(kid: str, alg: str, thumbprint: str | None, signing_time: 
     if detached:
         header["b64"] = False
         header["crit"] = ["b64"]
-    _SIGN_REGISTRIES[Algorithm(alg)].check_header(header)  # type: ignore[arg-type]
+    _SIGN_REGISTRIES[Algorithm(alg)].check_header(header)
     return _b64url(json.dumps(header, separators=(",", ":")).encode())
 
 
@@ -222,7 +223,11 @@ def _verify(
         raise NoSigningCertificate(f"unknown key {kid}")
     facts.algorithm = key.algorithm.value
     cert = key.certificate
-    facts.signer = Signer.from_certificate(cert, kid) if cert is not None else Signer(None, None, None, kid)
+    facts.signer = (
+        Signer.from_certificate(cert, kid, key.purpose)
+        if cert is not None
+        else Signer(None, None, None, kid, key.purpose.value)
+    )
     claimed = header.get("alg")
     if claimed not in _ALIASES[key.algorithm]:
         # Never let the token choose: "none", HS256 keyed with our public key, RS256 for a PSS key…

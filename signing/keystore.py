@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,12 +34,14 @@ from signing.errors import (
     InvalidKeyState,
     KeyImportFailed,
     KeyNotUsable,
+    KeyPurposeMismatch,
     PassphraseRequired,
     SignerRevoked,
     TokenError,
     UnknownKey,
 )
-from signing.pkcs11 import KeyToken, token_object_id
+from signing.pkcs11 import KeyToken, TokenKey, token_object_id
+from signing.purposes import MESSAGE_PURPOSES, KeyPurpose, default_purpose
 from signing.tables import signing_keys
 
 Clock = Callable[[], datetime]
@@ -62,6 +64,7 @@ class KeyRecord:
     algorithm: Algorithm
     state: KeyState
     owner: str
+    purpose: KeyPurpose
     created_at: datetime
     retired_at: datetime | None
     revoked_at: datetime | None
@@ -81,6 +84,7 @@ class SigningKey:
     algorithm: Algorithm
     state: KeyState
     owner: str
+    purpose: KeyPurpose
     public_key: PublicKeyTypes
     private_key: PrivateKeyTypes | None = field(repr=False)
     chain: tuple[x509.Certificate, ...]
@@ -97,6 +101,12 @@ class SigningKey:
     @property
     def can_sign(self) -> bool:
         return self.state is KeyState.ACTIVE and self.private_key is not None
+
+    def check_signs_messages(self) -> None:
+        """Raise ``KeyPurposeMismatch`` unless this key signs data messages (JWS, CMS, XML): the
+        receipt key, say, must never sign bytes of a caller's choosing."""
+        if self.purpose not in MESSAGE_PURPOSES:
+            raise KeyPurposeMismatch(f"key {self.kid} is a {self.purpose.value} key: it does not sign data messages")
 
     def check_not_revoked_at(self, signed_at: datetime | None) -> None:
         """Raise ``SignerRevoked`` if a signature claiming ``signed_at`` must not be accepted.
@@ -124,8 +134,10 @@ class SigningKey:
         *,
         created_at: datetime,
         owner: str = SERVICE_OWNER,
+        purpose: KeyPurpose | None = None,
     ) -> SigningKey:
-        """An in-memory active key (tests, tools); stored keys come from ``Keystore.load``."""
+        """An in-memory active key (tests, tools); stored keys come from ``Keystore.load``.
+        Without a ``purpose`` it is a data-message key (a personal one when ``owner`` is a person)."""
         algorithm = algorithm_for_key(private_key)
         public_key = private_key.public_key()
         if chain and _spki(chain[0].public_key()) != _spki(public_key):
@@ -135,6 +147,7 @@ class SigningKey:
             algorithm=algorithm,
             state=KeyState.ACTIVE,
             owner=owner,
+            purpose=purpose or default_purpose(owner != SERVICE_OWNER),
             public_key=public_key,
             private_key=private_key,
             chain=tuple(chain),
@@ -150,6 +163,7 @@ class SigningKey:
             self.algorithm,
             self.state,
             self.owner,
+            self.purpose,
             self.created_at,
             self.retired_at,
             self.revoked_at,
@@ -157,6 +171,10 @@ class SigningKey:
         )
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: None) -> None: ...
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; every time stored here is UTC.
     if value is None or value.tzinfo is not None:
@@ -187,9 +205,9 @@ def _load_chain(pem: str | None) -> tuple[x509.Certificate, ...]:
 
 
 def _jwk_of(algorithm: Algorithm, key: PrivateKeyTypes | PublicKeyTypes) -> Any:
-    if token_object_id(key) is not None:  # type: ignore[arg-type]
+    if isinstance(key, TokenKey):
         # A token key has no private fields to put in a JWK; jws.py signs with it directly.
-        key = key.public_key()  # type: ignore[union-attr]
+        key = key.public_key()
     return _JOSE_KEY_TYPES[algorithm].import_key(key)
 
 
@@ -201,10 +219,11 @@ def _row_to_key(row: Any, private_key: PrivateKeyTypes | None) -> SigningKey:
         algorithm=algorithm,
         state=KeyState(row.state),
         owner=row.owner,
+        purpose=KeyPurpose(row.purpose),
         public_key=public_key,
         private_key=private_key,
         chain=_load_chain(row.certificate_chain_pem),
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        created_at=_aware(row.created_at),
         retired_at=_aware(row.retired_at),
         revoked_at=_aware(row.revoked_at),
         jose_key=_jwk_of(algorithm, private_key if private_key is not None else public_key),
@@ -217,7 +236,8 @@ def _row_to_record(row: Any) -> KeyRecord:
         algorithm=Algorithm(row.algorithm),
         state=KeyState(row.state),
         owner=row.owner,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        purpose=KeyPurpose(row.purpose),
+        created_at=_aware(row.created_at),
         retired_at=_aware(row.retired_at),
         revoked_at=_aware(row.revoked_at),
         chain=_load_chain(row.certificate_chain_pem),
@@ -296,32 +316,50 @@ class Keystore:
     def by_public_key(self, public_key: PublicKeyTypes) -> SigningKey | None:
         return self._by_spki.get(_spki(public_key))
 
-    def active(self, algorithm: Algorithm | None = None, *, owner: str = SERVICE_OWNER) -> SigningKey:
-        """The active key of ``algorithm`` (or the newest active key) belonging to ``owner``."""
+    def active(
+        self, algorithm: Algorithm | None = None, *, owner: str = SERVICE_OWNER, purpose: KeyPurpose | None = None
+    ) -> SigningKey:
+        """The active key of ``algorithm`` (or the newest active key) belonging to ``owner`` and
+        made for ``purpose`` (by default: data messages, or personal for a person)."""
+        purpose = purpose or default_purpose(owner != SERVICE_OWNER)
         candidates = [
             k
             for k in self._keys.values()
-            if k.can_sign and k.owner == owner and (algorithm is None or k.algorithm is algorithm)
+            if k.can_sign
+            and k.owner == owner
+            and k.purpose is purpose
+            and (algorithm is None or k.algorithm is algorithm)
         ]
         if not candidates:
             what = f"{algorithm.value} " if algorithm else ""
-            raise UnknownKey(f"no active {what}signing key")
+            raise UnknownKey(f"no active {what}{purpose.value} signing key")
         return max(candidates, key=lambda k: k.created_at)
 
     def signing_key(
-        self, kid: str | None = None, *, algorithm: Algorithm | None = None, owner: str = SERVICE_OWNER
+        self,
+        kid: str | None = None,
+        *,
+        algorithm: Algorithm | None = None,
+        owner: str = SERVICE_OWNER,
+        purpose: KeyPurpose | None = None,
     ) -> SigningKey:
-        """The key to sign with: ``kid`` if given (it must be active and ``owner``'s), else the
-        active key of ``algorithm``; by default the service's PS256 key (the certified one) or a
-        person's newest active key."""
+        """The key to sign with for ``purpose`` (by default data messages, or personal for a
+        person): ``kid`` if given (it must be active, ``owner``'s and made for that purpose),
+        else the active key of ``algorithm``; by default the service's PS256 key (the certified
+        one) or a person's newest active key."""
+        purpose = purpose or default_purpose(owner != SERVICE_OWNER)
         if kid is None:
             if algorithm is None and owner == SERVICE_OWNER:
                 algorithm = Algorithm.PS256
-            return self.active(algorithm, owner=owner)
+            return self.active(algorithm, owner=owner, purpose=purpose)
         key = self.get(kid)
         if key.owner != owner:
             # A service caller must never sign with a person's key, nor one person with another's.
             raise KeyNotUsable(f"key {kid} may not be used by this caller")
+        if key.purpose is not purpose:
+            # The receipt key never signs a caller's bytes (Decision 352: only the one-stop
+            # system issues receipts), and a data-message key never signs a receipt.
+            raise KeyPurposeMismatch(f"key {kid} is a {key.purpose.value} key: it cannot sign for {purpose.value}")
         if not key.can_sign:
             raise KeyNotUsable(f"key {kid} is {key.state.value}: only the active key signs")
         if algorithm is not None and key.algorithm is not algorithm:
@@ -335,7 +373,9 @@ class Keystore:
             if key.owner != SERVICE_OWNER or key.state is KeyState.REVOKED:
                 continue
             jwk = _jwk_of(key.algorithm, key.public_key).as_dict(private=False)
-            jwk.update({"kid": key.kid, "alg": key.algorithm.value, "use": "sig"})
+            # ``bhxh_purpose``: a private member (RFC 7517 §4 lets a JWK carry others) saying what
+            # the key signs, so a verifier can refuse a receipt key's signature on a data message.
+            jwk.update({"kid": key.kid, "alg": key.algorithm.value, "use": "sig", "bhxh_purpose": key.purpose.value})
             if key.chain:
                 jwk["x5c"] = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in key.chain]
                 jwk["x5t#S256"] = (
@@ -360,6 +400,12 @@ def get_key_record(conn: Connection, kid: str) -> KeyRecord:
     return _row_to_record(row)
 
 
+def _encryption(passphrase: bytes | None) -> serialization.KeySerializationEncryption:
+    if not passphrase:
+        raise PassphraseRequired("private keys are stored encrypted: configure the keystore passphrase")
+    return serialization.BestAvailableEncryption(passphrase)
+
+
 def add_key(
     conn: Connection,
     private_key: PrivateKeyTypes,
@@ -368,18 +414,20 @@ def add_key(
     passphrase: bytes | None,
     clock: Clock,
     owner: str = SERVICE_OWNER,
+    purpose: KeyPurpose | None = None,
     rotate: bool = False,
 ) -> KeyRecord:
     """Store ``private_key`` (encrypted, or a token key's object id) as the new active key of
-    its algorithm for ``owner``.
+    its algorithm for ``owner`` and ``purpose`` (by default data messages, or personal for a
+    person's key). The purpose is stored once and never changes.
 
-    If an active key of that algorithm exists, ``rotate`` retires it in the same transaction;
-    without ``rotate`` the call is refused. ``chain`` is leaf first; the leaf must certify
-    this very key.
+    If an active key of that algorithm and purpose exists, ``rotate`` retires it in the same
+    transaction; without ``rotate`` the call is refused. ``chain`` is leaf first; the leaf must
+    certify this very key.
     """
+    purpose = _checked_purpose(owner, purpose)
     object_id = token_object_id(private_key)
-    if object_id is None and not passphrase:
-        raise PassphraseRequired("private keys are stored encrypted: configure the keystore passphrase")
+    encryption = None if object_id is not None else _encryption(passphrase)
     algorithm = algorithm_for_key(private_key)
     public_key = private_key.public_key()
     if chain and _spki(chain[0].public_key()) != _spki(public_key):
@@ -388,7 +436,7 @@ def add_key(
     if conn.execute(select(signing_keys.c.kid).where(signing_keys.c.kid == kid)).first() is not None:
         raise DuplicateKey(f"key {kid} is already in the keystore")
     now = clock()
-    current = _check_can_add(conn, algorithm, owner, rotate)
+    current = _check_can_add(conn, algorithm, owner, purpose, rotate)
     for row in current:
         conn.execute(
             update(signing_keys)
@@ -396,11 +444,9 @@ def add_key(
             .values(state=KeyState.RETIRED.value, retired_at=now, private_key_pem=None)
         )
     encrypted = None
-    if object_id is None:
+    if encryption is not None:
         encrypted = private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase),  # type: ignore[arg-type]
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         ).decode("ascii")
     try:
         conn.execute(
@@ -409,6 +455,7 @@ def add_key(
                 algorithm=algorithm.value,
                 state=KeyState.ACTIVE.value,
                 owner=owner,
+                purpose=purpose.value,
                 created_at=now,
                 public_key_pem=public_key.public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -420,21 +467,36 @@ def add_key(
         )
     except DbIntegrityError as exc:
         # Another instance added or rotated at the same moment; the unique index decided.
-        raise ActiveKeyExists(f"another {algorithm.value} key became active concurrently") from exc
+        raise ActiveKeyExists(f"another {algorithm.value} {purpose.value} key became active concurrently") from exc
     return get_key_record(conn, kid)
 
 
-def _check_can_add(conn: Connection, algorithm: Algorithm, owner: str, rotate: bool) -> Sequence[Any]:
-    """The active keys that a new key of ``algorithm`` replaces; refused without ``rotate``."""
+def _checked_purpose(owner: str, purpose: KeyPurpose | None) -> KeyPurpose:
+    personal = owner != SERVICE_OWNER
+    purpose = purpose or default_purpose(personal)
+    if (purpose is KeyPurpose.PERSONAL) != personal:
+        # A person's key speaks only for that person; the institution's keys for no person.
+        raise KeyPurposeMismatch("a personal key must belong to a person, and a person's key must be personal")
+    return purpose
+
+
+def _check_can_add(
+    conn: Connection, algorithm: Algorithm, owner: str, purpose: KeyPurpose, rotate: bool
+) -> Sequence[Any]:
+    """The active keys that a new key of ``algorithm`` and ``purpose`` replaces; refused
+    without ``rotate``."""
     current = conn.execute(
         select(signing_keys.c.kid).where(
             signing_keys.c.algorithm == algorithm.value,
             signing_keys.c.owner == owner,
+            signing_keys.c.purpose == purpose.value,
             signing_keys.c.state == KeyState.ACTIVE.value,
         )
     ).all()
     if current and not rotate:
-        raise ActiveKeyExists(f"an active {algorithm.value} key exists ({current[0].kid}); rotate to replace it")
+        raise ActiveKeyExists(
+            f"an active {algorithm.value} {purpose.value} key exists ({current[0].kid}); rotate to replace it"
+        )
     return current
 
 
@@ -445,6 +507,7 @@ def generate_key(
     passphrase: bytes | None,
     clock: Clock,
     owner: str = SERVICE_OWNER,
+    purpose: KeyPurpose | None = None,
     rotate: bool = False,
     rsa_bits: int = DEFAULT_RSA_BITS,
     token: KeyToken | None = None,
@@ -459,12 +522,14 @@ def generate_key(
             passphrase=passphrase,
             clock=clock,
             owner=owner,
+            purpose=purpose,
             rotate=rotate,
         )
-    _check_can_add(conn, algorithm, owner, rotate)  # before a key is made on the token for nothing
+    # Before a key is made on the token for nothing:
+    _check_can_add(conn, algorithm, owner, _checked_purpose(owner, purpose), rotate)
     key = token.generate(algorithm, rsa_bits=rsa_bits)
     try:
-        return add_key(conn, key, (), passphrase=passphrase, clock=clock, owner=owner, rotate=rotate)
+        return add_key(conn, key, (), passphrase=passphrase, clock=clock, owner=owner, purpose=purpose, rotate=rotate)
     except Exception:
         # The transaction rolls back: leave no orphan key on the token. If the token refuses
         # even that, the caller still gets the first error; an unreferenced object never signs.
@@ -496,7 +561,7 @@ def parse_pkcs12(data: bytes, password: bytes | None) -> tuple[PrivateKeyTypes, 
     if key is None:
         raise KeyImportFailed("the PKCS#12 file holds no private key")
     chain = ((cert,) if cert is not None else ()) + tuple(extra or ())
-    return key, chain  # type: ignore[return-value]
+    return key, chain
 
 
 def retire_key(conn: Connection, kid: str, *, clock: Clock) -> KeyRecord:

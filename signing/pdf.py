@@ -23,7 +23,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
+from typing import NotRequired, TypedDict
 
 from asn1crypto import algos, tsp
 from asn1crypto import x509 as asn1_x509
@@ -36,6 +37,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields as pdf_fields
 from pyhanko.sign import signers
+from pyhanko.sign.ades.report import AdESSubIndic
 from pyhanko.sign.attributes import CMSAttributeProvider, SignedAttributeProviderSpec
 from pyhanko.sign.diff_analysis import ModificationLevel as _PyhankoModLevel
 from pyhanko.sign.general import SigningError as _PyhankoSigningError
@@ -50,6 +52,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from signing.errors import MalformedPdf, PdfSigningError
 from signing.loops import run_sync
+from signing.purposes import certificate_purpose
 
 DIGEST_ALGORITHM = "sha256"
 DEFAULT_FIELD_NAME = "BHXH-Signature"
@@ -73,7 +76,7 @@ for _noisy in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
 
 
-class ModificationLevel(str, Enum):
+class ModificationLevel(StrEnum):
     """How a document changed after the signed revision (pyHanko's difference analysis)."""
 
     NONE = "none"
@@ -109,6 +112,7 @@ class PdfSignatureVerdict:
     modification_level: ModificationLevel | None = None
     docmdp_ok: bool | None = None
     signer: str | None = None  # the signer certificate's subject, human-readable
+    signer_purpose: str | None = None  # the purpose its certificate policies mark (signing.purposes)
     signer_certificate_sha256: str | None = None
     signing_time: datetime | None = None  # claimed by the signer (/M), not proven
     timestamp_time: datetime | None = None  # proven by an RFC 3161 token (B-T)
@@ -335,7 +339,8 @@ class PdfSigner:
         )
         await post.post_signature_processing(output)
         output.seek(0)
-        return output.read()
+        signed: bytes = output.read()
+        return signed
 
 
 def sha256_hex(data: bytes) -> str:
@@ -376,7 +381,7 @@ def _open(data: bytes) -> PdfFileReader:
     _check_pdf_shape(data)
     try:
         reader = PdfFileReader(io.BytesIO(data), strict=False)
-        reader.root  # force the trailer and catalog to be resolved
+        _ = reader.root  # force the trailer and catalog to be resolved
         return reader
     except _PARSE_ERRORS as exc:
         raise MalformedPdf(f"unreadable PDF: {type(exc).__name__}") from exc
@@ -427,7 +432,7 @@ def validate_pdf(
     except _PARSE_ERRORS:
         signer_der = None
     signer_fp = hashlib.sha256(signer_der).hexdigest() if signer_der else None
-    base = {
+    base: _SignatureFacts = {
         "signature_found": True,
         "signature_count": len(embedded),
         "expected_signer": (signer_fp in expected) if signer_fp else None,
@@ -439,6 +444,7 @@ def validate_pdf(
             base["signer"] = sig.signer_cert.subject.human_friendly
         except _PARSE_ERRORS:
             base["signer"] = None
+        base["signer_purpose"] = _marked_purpose(signer_der)
     roots = [_asn1_cert(c) for c in trust_roots]
     ts_roots = roots if timestamp_trust_roots is None else [_asn1_cert(c) for c in timestamp_trust_roots]
     # No fetching: receipts are checked offline against configured roots; revocation data
@@ -460,16 +466,46 @@ def validate_pdf(
     return _verdict(status, base)
 
 
-def _verdict(status: PdfSignatureStatus, base: dict[str, object]) -> PdfSignatureVerdict:
+class _SignatureFacts(TypedDict):
+    """What ``validate_pdf`` reads off the signature before validating it."""
+
+    signature_found: bool
+    signature_count: int
+    expected_signer: bool | None
+    signer_certificate_sha256: str | None
+    signed_subject: str | None
+    signer: NotRequired[str | None]
+    signer_purpose: NotRequired[str | None]
+
+
+def _marked_purpose(der: bytes) -> str | None:
+    """What the signer's certificate says it is for: a data-message certificate in a receipt
+    shows up as such, whoever assembled the file."""
+    try:
+        purpose = certificate_purpose(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None
+    return None if purpose is None else purpose.value
+
+
+def _sub_indication(indication: AdESSubIndic | None) -> str | None:
+    # pyHanko's sub-indications are enums (AdESFailure, AdESIndeterminate) under a base class
+    # that declares no ``name``.
+    if indication is None:
+        return None
+    return indication.name if isinstance(indication, Enum) else str(indication)
+
+
+def _verdict(status: PdfSignatureStatus, base: _SignatureFacts) -> PdfSignatureVerdict:
     level = status.modification_level
     ts = status.timestamp_validity
     return PdfSignatureVerdict(
-        **base,  # type: ignore[arg-type]
+        **base,
         intact=status.intact,
         valid=status.valid,
         # Trust of the chain alone (pyHanko's ``trusted`` also folds in intact and valid).
         chain_trusted=status.trust_problem_indic is None and status.validation_path is not None,
-        trust_problem=None if status.trust_problem_indic is None else status.trust_problem_indic.name,
+        trust_problem=_sub_indication(status.trust_problem_indic),
         coverage=_coverage(status.coverage),
         modification_level=None if level is None else _LEVELS[level],
         docmdp_ok=status.docmdp_ok,

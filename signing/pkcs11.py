@@ -32,7 +32,8 @@ import pkcs11
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import PSS, AsymmetricPadding
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.utils import Buffer
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
@@ -273,8 +274,8 @@ class _TokenKeyMixin:
 
 
 class TokenEd25519Key(_TokenKeyMixin, ed25519.Ed25519PrivateKey):
-    def sign(self, data: bytes) -> bytes:
-        return self._token.sign(self._private, data, Mechanism.EDDSA)
+    def sign(self, data: Buffer) -> bytes:
+        return self._token.sign(self._private, bytes(data), Mechanism.EDDSA)
 
     def jws_signature(self, data: bytes) -> bytes:
         return self.sign(data)
@@ -283,6 +284,8 @@ class TokenEd25519Key(_TokenKeyMixin, ed25519.Ed25519PrivateKey):
 
 
 class TokenECKey(_TokenKeyMixin, ec.EllipticCurvePrivateKey):
+    _public: ec.EllipticCurvePublicKey
+
     @property
     def curve(self) -> ec.EllipticCurve:
         return self._public.curve
@@ -291,10 +294,10 @@ class TokenECKey(_TokenKeyMixin, ec.EllipticCurvePrivateKey):
     def key_size(self) -> int:
         return self._public.key_size
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         algorithm = getattr(signature_algorithm, "algorithm", None)
         if isinstance(algorithm, utils.Prehashed) and isinstance(algorithm._algorithm, hashes.SHA256):
-            digest = data
+            digest = bytes(data)
         elif isinstance(algorithm, hashes.SHA256):
             digest = hashlib.sha256(data).digest()
         else:
@@ -312,6 +315,8 @@ class TokenECKey(_TokenKeyMixin, ec.EllipticCurvePrivateKey):
 
 
 class TokenRSAKey(_TokenKeyMixin, rsa.RSAPrivateKey):
+    _public: rsa.RSAPublicKey
+
     @property
     def key_size(self) -> int:
         return self._public.key_size
@@ -352,11 +357,11 @@ def _wrap(token: KeyToken, private: Any, public: PublicKeyTypes, object_id: str)
     return _WRAPPERS[algorithm_for_key(public)](token, private, public, object_id)
 
 
-def jws_signature(private_key: PrivateKeyTypes, data: bytes) -> bytes | None:
+def jws_signature(private_key: object, data: bytes) -> bytes | None:
     """The JWS signature value (RFC 7518) of ``data`` by a token key; None for a key in memory."""
-    return private_key.jws_signature(data) if isinstance(private_key, _TokenKeyMixin) else None  # type: ignore[attr-defined]
+    return private_key.jws_signature(data) if isinstance(private_key, TokenKey) else None
 
 
-def token_object_id(private_key: PrivateKeyTypes) -> str | None:
+def token_object_id(private_key: object) -> str | None:
     """The token object id of ``private_key``, or None for a key held in memory."""
     return private_key.object_id if isinstance(private_key, _TokenKeyMixin) else None

@@ -110,7 +110,7 @@ def _appointment(at: datetime | date) -> str:
     return _vn_datetime(at) if isinstance(at, datetime) else _vn_date(at)
 
 
-class _QrCode(Flowable):
+class _QrCode(Flowable):  # type: ignore[misc]  # reportlab ships no types: Flowable is Any
     """A QR code drawn as filled squares (one rectangle per run of dark modules in a row)."""
 
     def __init__(self, content: str, size: float) -> None:
@@ -217,7 +217,7 @@ class ReceiptRenderer:
 
         def _dates(canvas: Canvas, _doc: Any) -> None:
             # Document dates come from the slip (invariant mode would print 2000-01-01).
-            canvas.setDateFormatter(lambda *_: "D:%04d%02d%02d%02d%02d%02dZ" % stamp)
+            canvas.setDateFormatter(lambda *_: "D:{:04d}{:02d}{:02d}{:02d}{:02d}{:02d}Z".format(*stamp))
 
         story: list[Flowable] = []
         story.append(self._header(slip))

@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from signing.errors import VerificationFailure
+from signing.purposes import KeyPurpose, certificate_purpose
 
 
 class Indication(StrEnum):
@@ -123,14 +124,19 @@ class Signer:
     issuer: str | None
     serial: str | None
     kid: str | None
+    # What the key is for (signing.purposes): the keystore's purpose for one of our keys, else
+    # the purpose the certificate's policies mark; None when neither says.
+    purpose: str | None = None
 
     @classmethod
-    def from_certificate(cls, cert: x509.Certificate, kid: str | None) -> Signer:
+    def from_certificate(cls, cert: x509.Certificate, kid: str | None, purpose: KeyPurpose | None = None) -> Signer:
+        marked = purpose or certificate_purpose(cert)
         return cls(
             subject=cert.subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
             serial=format(cert.serial_number, "x"),
             kid=kid,
+            purpose=None if marked is None else marked.value,
         )
 
     @property
@@ -138,7 +144,13 @@ class Signer:
         return self.subject or self.kid
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"subject": self.subject, "issuer": self.issuer, "serial": self.serial, "kid": self.kid}
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "kid": self.kid,
+            "purpose": self.purpose,
+        }
 
 
 @dataclass(frozen=True)

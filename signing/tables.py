@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import CheckConstraint, Column, DateTime, Index, MetaData, String, Table, Text, text
 
+from signing.purposes import KeyPurpose
+
 metadata = MetaData()
+PURPOSE_CHECK = "purpose IN ({})".format(", ".join(f"'{p.value}'" for p in KeyPurpose))
 
 # One row per key. Private keys are stored only as encrypted PKCS#8 PEM (the passphrase never
 # reaches the database); ``owner`` is "" for the service's own keys and "user:<name>" for a
@@ -25,13 +28,17 @@ signing_keys = Table(
     Column("certificate_chain_pem", Text, nullable=True),  # leaf first
     Column("private_key_pem", Text, nullable=True),  # encrypted PKCS#8
     Column("token_object_id", String(64), nullable=True),  # CKA_ID (hex) of a key held on the PKCS#11 token
+    # What the key signs (signing.purposes.KeyPurpose); set once, never changed.
+    Column("purpose", String(16), nullable=False),
     CheckConstraint("state IN ('active', 'retired', 'revoked')", name="ck_signing_keys_state"),
-    # At most one active key per algorithm and owner, enforced by the database so that two
-    # instances rotating at once cannot both win.
+    CheckConstraint(PURPOSE_CHECK, name="ck_signing_keys_purpose"),
+    # At most one active key per algorithm, owner and purpose, enforced by the database so that
+    # two instances rotating at once cannot both win.
     Index(
         "uq_signing_keys_one_active",
         "algorithm",
         "owner",
+        "purpose",
         unique=True,
         sqlite_where=text("state = 'active'"),
         postgresql_where=text("state = 'active'"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 from asn1crypto import crl as asn1_crl
@@ -113,9 +114,10 @@ class TrustPolicy:
         *,
         moment: datetime,
         signed_at: datetime | None = None,
-    ) -> None:
+    ) -> tuple[x509.Certificate, ...]:
         """Check that ``cert`` may sign at ``moment`` (the validation time, B-level: now) and
-        at the time the signature claims. Raises a ``VerificationFailure`` subclass."""
+        at the time the signature claims. Returns the validated path, anchor first. Raises a
+        ``VerificationFailure`` subclass."""
         if signed_at is not None and signed_at < cert.not_valid_before_utc:
             raise CertificateNotYetValid(
                 f"the claimed signing time {signed_at.isoformat()} precedes the certificate "
@@ -157,11 +159,14 @@ class TrustPolicy:
         except ValidationError as exc:
             raise ChainConstraintsFailure(str(exc)) from exc
         leaf = path.leaf
+        if leaf is None:
+            raise ChainConstraintsFailure("the validated path ends in no certificate")
         key_usage = leaf.key_usage_value
         if key_usage is not None and not (set(key_usage.native) & _SIGNING_USAGES):
             raise ChainConstraintsFailure("the certificate's key usage does not allow signing")
         certs = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
         self._check_local_crls(certs, signed_at)
+        return tuple(certs)
 
     def _check_local_crls(self, path: Sequence[x509.Certificate], signed_at: datetime | None) -> None:
         """Look every certificate of the path (root first) up in the configured CRLs.
@@ -169,8 +174,10 @@ class TrustPolicy:
         Hand-written because certvalidator consults cached CRLs only for certificates that
         declare a distribution point, and locally configured CRLs must apply to all.
         """
-        for issuer, subject in zip(path, path[1:]):
+        for issuer, subject in pairwise(path):
             for crl in self._crls:
+                # public_key() is typed with every key kind; an issuer in a validated path holds
+                # a signing key, which is what is_signature_valid accepts.
                 if crl.issuer != subject.issuer or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                     continue
                 entry = crl.get_revoked_certificate_by_serial_number(subject.serial_number)

@@ -22,14 +22,15 @@ import binascii
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
-from signxml import DigestAlgorithm, SignatureMethod, XMLVerifier
+from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
-from signxml.verifier import SignatureConfiguration
-from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
+from signxml.verifier import SignatureConfiguration, XMLVerifier
+from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from signing.algorithms import Algorithm, check_verification_key
 from signing.errors import (
@@ -69,6 +70,16 @@ _ACCEPTED_METHODS = frozenset(
     }
 )
 _ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512})
+
+
+class _ExpectOptions(TypedDict):
+    """What both the plain and the XAdES signature configurations of ``verify`` share."""
+
+    location: str
+    signature_methods: frozenset[SignatureMethod]
+    digest_algorithms: frozenset[DigestAlgorithm]
+    verification_time: datetime
+    ignore_ambiguous_key_info: bool
 
 
 def _parser() -> etree.XMLParser:
@@ -133,7 +144,13 @@ def sign(key: SigningKey, document: bytes, *, signed_at: datetime) -> XmlSignatu
     """Envelop a XAdES-B signature into ``document`` (the whole document is signed)."""
     if not key.can_sign or key.private_key is None:
         raise KeyNotUsable(f"key {key.kid} is {key.state.value}: only the active key signs")
-    if key.algorithm not in _SIGN_METHODS or key.certificate is None:
+    key.check_signs_messages()
+    private = key.private_key
+    if (
+        key.algorithm not in _SIGN_METHODS
+        or key.certificate is None
+        or not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    ):
         raise KeyNotUsable("XML signatures need an RSA or P-256 key with a certificate")
     root = parse_xml(document)
     if root.find(f".//{{{DS_NS}}}Signature") is not None:
@@ -145,7 +162,7 @@ def sign(key: SigningKey, document: bytes, *, signed_at: datetime) -> XmlSignatu
     )
     # No ds:KeyValue: the certificate in X509Data is the one statement of the key.
     # The data reference covers the document element: URI="" or "#<its Id>" (signxml's choice).
-    signed = signer.sign(root, key=key.private_key, cert=list(key.chain), always_add_key_value=False)
+    signed = signer.sign(root, key=private, cert=list(key.chain), always_add_key_value=False)
     out = etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
     return XmlSignature(out, key.kid, key.algorithm, signed_at)
 
@@ -285,13 +302,13 @@ def _verify(document: bytes, keystore: Keystore, trust: TrustPolicy, now: dateti
     cert = certs[0]
     own = keystore.by_public_key(cert.public_key())
     facts.key_id = own.kid if own else None
-    facts.signer = Signer.from_certificate(cert, facts.key_id)
+    facts.signer = Signer.from_certificate(cert, facts.key_id, own.purpose if own else None)
     facts.algorithm = _check_algorithms(signature, cert)
     is_xades = signature.find(f"{{{DS_NS}}}Object/{{{XADES_NS}}}QualifyingProperties") is not None
     # Validity dates are the trust policy's business (EXPIRED, NOT_YET_VALID); signxml is asked
     # to check the maths at a moment inside the certificate's validity.
     inside = min(max(now, cert.not_valid_before_utc), cert.not_valid_after_utc)
-    common = {
+    common: _ExpectOptions = {
         "location": "./",
         "signature_methods": _ACCEPTED_METHODS,
         "digest_algorithms": _ACCEPTED_DIGESTS,
@@ -313,7 +330,7 @@ def _verify(document: bytes, keystore: Keystore, trust: TrustPolicy, now: dateti
                 expect_config=SignatureConfiguration(expect_references=1, **common),
                 parser=_parser(),
             )
-            results = [one]
+            results = one if isinstance(one, list) else [one]
     except InvalidDigest as exc:
         raise HashFailure(f"a signed reference changed: {exc}") from exc
     except InvalidCertificate as exc:

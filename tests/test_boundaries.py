@@ -1,4 +1,4 @@
-"""The package boundaries of DESIGN.md hold: each leaf domain package, imported alone in a
+"""The package boundaries of docs/architecture.md hold: each leaf domain package, imported alone in a
 fresh interpreter, brings no other package of this repository into sys.modules."""
 
 from __future__ import annotations

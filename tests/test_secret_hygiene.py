@@ -1,4 +1,4 @@
-"""Secret hygiene (issue 8, item 5): every flow runs with logging at DEBUG, and nothing secret
+"""Secret hygiene: every flow runs with logging at DEBUG, and nothing secret
 or personal reaches any output; private keys, TOTP secrets, tokens and keys are never stored in
 clear in any column of any table. Both back ends.
 
@@ -320,7 +320,7 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     needles.person("logged person", LOGGED_PERSON)
     needles.person("logged person ID", LOGGED_PERSON_ID)
     event = {
-        "action": "dossier.received",
+        "action": "ext.portal.dossier.received",
         "subject": issued["code"],
         "data": {"channel": "portal"},
         "pii": {"ho_ten": LOGGED_PERSON, "so_cccd": LOGGED_PERSON_ID},

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, get_state, require_scope
+from api.openapi import problems
 from auth import ApiClient
 from integrity.app_state import AppState
 
@@ -42,7 +43,7 @@ def _out(client: ApiClient) -> dict[str, object]:
     }
 
 
-@router.post("", status_code=201, response_model=ClientCreated)
+@router.post("", status_code=201, response_model=ClientCreated, responses=problems(422))
 def create_client(
     body: ClientCreate,
     state: AppState = Depends(get_state),
@@ -59,7 +60,7 @@ def list_clients(
     return [_out(c) for c in state.clients.list()]
 
 
-@router.post("/{client_id}/revoke", response_model=ClientOut)
+@router.post("/{client_id}/revoke", response_model=ClientOut, responses=problems(404))
 def revoke_client(
     client_id: str,
     state: AppState = Depends(get_state),

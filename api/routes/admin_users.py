@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, require_scope
+from api.openapi import problems
 from api.routes.auth import get_accounts
 from integrity.accounts import AccountService
 
@@ -44,7 +45,7 @@ class AdminDone(BaseModel):
     action: str
 
 
-@router.post("", status_code=201, response_model=UserOut)
+@router.post("", status_code=201, response_model=UserOut, responses=problems(409, 422))
 def create_user(
     body: UserCreate,
     accounts: AccountService = Depends(get_accounts),
@@ -56,7 +57,7 @@ def create_user(
     return UserOut(username=user.username, role=user.role, mfa_required=user.mfa_required, created_at=user.created_at)
 
 
-@router.post("/{username}/unlock", response_model=AdminDone)
+@router.post("/{username}/unlock", response_model=AdminDone, responses=problems(404))
 def unlock_user(
     username: str,
     body: AdminAction,
@@ -67,7 +68,7 @@ def unlock_user(
     return AdminDone(username=username, action="unlocked")
 
 
-@router.post("/{username}/mfa/reset", response_model=AdminDone)
+@router.post("/{username}/mfa/reset", response_model=AdminDone, responses=problems(404))
 def reset_mfa(
     username: str,
     body: AdminAction,

@@ -1,6 +1,7 @@
 """The audit log over HTTP: other systems append their events (scope ``audit:append``),
 auditors read entries, checkpoints, proofs, the export and the verification report
 (``audit:read``); the verifier keys are public; erasing personal data is an admin action.
+A client appends only actions under ``ext.<its name>.`` as itself (integrity.client_events).
 
 Thin: pydantic models in, ``integrity.audit_service`` does the work. Hashes and proof nodes
 are lowercase hex, like the entries' ``hash`` and ``prev``.
@@ -12,15 +13,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import Principal, get_state, require_scope
 from api.errors import BodyTooLarge
+from api.middleware import page_csp_with_styles
+from api.openapi import content, problems
+from api.rate_limit import limit_public
 from audit.entry import ACTION_PATTERN, MAX_ACTION_CHARS, MAX_SUBJECT_CHARS, Entry
 from auth.errors import MissingScope
 from integrity.app_state import AppState
 from integrity.audit_service import MAX_ENTRIES_PER_READ, AuditService
-from integrity.reports import render_html, report_json
+from integrity.client_events import RefusalReason, append_client_event, refuse
+from integrity.reports import render_html, report_json, style_sources
 
 # Sequence numbers and tree sizes are 64-bit in the database; larger values are refused at
 # the edge (422) instead of overflowing a driver (found by the schema fuzzer).
@@ -47,12 +52,25 @@ async def _limit_event_body(request: Request) -> None:
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    action: str = Field(max_length=MAX_ACTION_CHARS, pattern=ACTION_PATTERN.pattern, examples=["dossier.received"])
+    action: str = Field(
+        max_length=MAX_ACTION_CHARS,
+        pattern=ACTION_PATTERN.pattern,
+        description="under ext.<your client name>. (every other namespace belongs to the service)",
+        examples=["ext.dvc-portal.dossier.received"],
+    )
     subject: str = Field("", max_length=MAX_SUBJECT_CHARS, examples=["000.00.31.H29-251123-0001"])
     data: dict[str, Any] = Field(default_factory=dict, description="no personal data here")
     pii: dict[str, Any] | None = Field(
         None, description="personal data: stored apart, a salted commitment in the entry"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_actor(cls, value: Any) -> Any:
+        # Said plainly rather than as "extra field": the actor is who authenticated, never sent.
+        if isinstance(value, dict) and "actor" in value:
+            raise ValueError("actor is not accepted: the entry's actor is always the authenticated client")
+        return value
 
 
 class EventOut(BaseModel):
@@ -107,29 +125,53 @@ def _entry(entry: Entry) -> dict[str, Any]:
     return entry.to_dict()
 
 
-@router.post("/v1/audit/events", status_code=201, response_model=EventOut, dependencies=[Depends(_limit_event_body)])
+@router.post(
+    "/v1/audit/events",
+    status_code=201,
+    response_model=EventOut,
+    dependencies=[Depends(_limit_event_body)],
+    responses=problems(422, 503),
+)
 def append_event(
     body: EventIn,
     audit: AuditService = Depends(get_audit),
     caller: Principal = Depends(require_scope("audit:append")),
 ) -> dict[str, Any]:
-    seq = audit.record(caller.actor, body.action, body.subject, body.data, body.pii)
+    if caller.kind != "client":
+        refuse(
+            audit,
+            RefusalReason.NOT_A_CLIENT,
+            "only API clients append events",
+            actor=caller.actor,
+            client_name=caller.name,
+            action=body.action,
+            prefix=None,
+        )
+    seq = append_client_event(
+        audit,
+        client_id=caller.id,
+        client_name=caller.name,
+        action=body.action,
+        subject=body.subject,
+        data=body.data,
+        personal=body.pii,
+    )
     return {"seq": seq, "actor": caller.actor}
 
 
-@router.get("/v1/audit/checkpoint", response_class=PlainTextResponse)
+@router.get("/v1/audit/checkpoint", response_class=PlainTextResponse, responses=problems(404))
 def checkpoint(
     audit: AuditService = Depends(get_audit), _caller: Principal = Depends(require_scope("audit:read"))
 ) -> PlainTextResponse:
     return PlainTextResponse(audit.current_checkpoint().note)
 
 
-@router.get("/v1/audit/public-key", response_class=PlainTextResponse)
+@router.get("/v1/audit/public-key", response_class=PlainTextResponse, dependencies=[Depends(limit_public)])
 def public_key(audit: AuditService = Depends(get_audit)) -> PlainTextResponse:
     return PlainTextResponse("".join(f"{key}\n" for key in audit.verifier_keys()))
 
 
-@router.get("/v1/audit/entries", response_model=EntriesOut)
+@router.get("/v1/audit/entries", response_model=EntriesOut, responses=problems(404))
 def entries(
     start: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     end: Annotated[
@@ -177,7 +219,11 @@ def consistency(
     }
 
 
-@router.get("/v1/audit/export")
+@router.get(
+    "/v1/audit/export",
+    response_class=StreamingResponse,
+    responses={**content(200, "one JSON entry per line", **{NDJSON: {"type": "string"}}), **problems(503)},
+)
 def export(
     include_pii: Annotated[bool, Query(description="add pii_salt/pii_data (needs the admin scope too)")] = False,
     audit: AuditService = Depends(get_audit),
@@ -195,7 +241,15 @@ def export(
     )
 
 
-@router.get("/v1/audit/report", response_model=None)
+@router.get(
+    "/v1/audit/report",
+    response_model=None,
+    responses=content(
+        200,
+        "the verification report: JSON, or a printable HTML page with format=html",
+        **{"application/json": {"type": "object"}, "text/html": {"type": "string"}},
+    ),
+)
 def report(
     format: Annotated[Literal["json", "html"], Query()] = "json",
     audit: AuditService = Depends(get_audit),
@@ -204,15 +258,19 @@ def report(
     verdict = audit.verify()
     context = audit.report_context()
     if format == "html":
-        return HTMLResponse(render_html(verdict, context))
+        html = render_html(verdict, context)
+        return HTMLResponse(html, headers={"Content-Security-Policy": page_csp_with_styles(style_sources(html))})
     return JSONResponse(report_json(verdict, context))
 
 
-@router.post("/v1/admin/audit/pii/{seq}/erase", response_model=EraseOut, tags=["admin"])
+@router.post(
+    "/v1/admin/audit/pii/{seq}/erase", response_model=EraseOut, tags=["admin"], responses=problems(404, 409, 503)
+)
 def erase_pii(
     seq: Annotated[int, Path(ge=0, le=MAX_SEQ)],
     body: EraseIn,
     audit: AuditService = Depends(get_audit),
     admin: Principal = Depends(require_scope("admin")),
 ) -> dict[str, int]:
-    return {"seq": seq, "erasure_seq": audit.erase_pii(seq, body.reason, actor=admin.actor)}
+    # The authenticated admin approves; the service writes the marker (audit.erasure).
+    return {"seq": seq, "erasure_seq": audit.erase_pii(seq, body.reason, approved_by=admin.actor)}

@@ -13,12 +13,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Principal, get_state
-from auth.errors import SessionInvalid
+from api.deps import Principal, get_state, session_token
+from api.openapi import problems
+from api.rate_limit import limit_public
 from integrity.accounts import AccountService, UserPrincipal
 from integrity.app_state import AppState
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+# No scope here: each call spends the sender's address budget (api/rate_limit.py).
+router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[Depends(limit_public)])
 
 _MAX_SECRET = 1024  # passwords up to 256 characters after NFKC; anything longer is not one
 _UNKNOWN_ADDRESS = "unknown"
@@ -32,23 +34,15 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else _UNKNOWN_ADDRESS
 
 
-def session_token(request: Request) -> str:
-    """The bearer token of the request (a session is checked by the use case, not here)."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        raise SessionInvalid("missing bearer session token")
-    return credentials.strip()
-
-
 def principal_of(user: UserPrincipal) -> Principal:
     return Principal("user", user.id, user.name, user.scopes)
 
 
-def require_step_up(request: Request, accounts: AccountService = Depends(get_accounts)) -> Principal:
+def require_step_up(token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)) -> Principal:
     """A person whose session passed a second factor within the last 5 minutes; else 401
     ``step-up-required`` (RFC 9470 ``insufficient_user_authentication``). API keys never pass:
     signing with a person's own key needs the person."""
-    return principal_of(accounts.require_step_up(session_token(request)))
+    return principal_of(accounts.require_step_up(token))
 
 
 # --- models --------------------------------------------------------------------------------
@@ -137,7 +131,7 @@ class EventOut(BaseModel):
 # --- routes --------------------------------------------------------------------------------
 
 
-@router.post("/login", response_model=LoginOut, response_model_exclude_none=True)
+@router.post("/login", response_model=LoginOut, response_model_exclude_none=True, responses=problems(401, 429))
 def login(body: LoginIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
     result = accounts.login(
         body.username, body.password, address=client_address(request), device_token=body.device_token
@@ -145,7 +139,7 @@ def login(body: LoginIn, request: Request, accounts: AccountService = Depends(ge
     return LoginOut(**result.__dict__)
 
 
-@router.post("/mfa", response_model=LoginOut, response_model_exclude_none=True)
+@router.post("/mfa", response_model=LoginOut, response_model_exclude_none=True, responses=problems(401, 429))
 def mfa(body: MfaIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
     result = accounts.complete_mfa(
         body.mfa_token,
@@ -158,53 +152,60 @@ def mfa(body: MfaIn, request: Request, accounts: AccountService = Depends(get_ac
 
 
 @router.post("/totp/enroll", response_model=EnrolOut)
-def totp_enroll(request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    enrolment = accounts.begin_totp_enrolment(session_token(request))
+def totp_enroll(token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)) -> Any:
+    enrolment = accounts.begin_totp_enrolment(token)
     return EnrolOut(otpauth_uri=enrolment.otpauth_uri, qr_svg=enrolment.qr_svg, secret=enrolment.secret_b32)
 
 
-@router.post("/totp/confirm", response_model=ConfirmOut)
-def totp_confirm(body: CodeIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    done = accounts.confirm_totp_enrolment(session_token(request), body.code)
+@router.post("/totp/confirm", response_model=ConfirmOut, responses=problems(409, 429))
+def totp_confirm(
+    body: CodeIn, token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)
+) -> Any:
+    done = accounts.confirm_totp_enrolment(token, body.code)
     return ConfirmOut(recovery_codes=done.recovery_codes, token=done.token)
 
 
-@router.post("/step-up", response_model=TokenOut)
-def step_up(body: StepUpIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    token = accounts.step_up(
-        session_token(request), code=body.code, recovery_code=body.recovery_code, address=client_address(request)
-    )
+@router.post("/step-up", response_model=TokenOut, responses=problems(409, 429))
+def step_up(
+    body: StepUpIn,
+    request: Request,
+    token: str = Depends(session_token),
+    accounts: AccountService = Depends(get_accounts),
+) -> Any:
+    token = accounts.step_up(token, code=body.code, recovery_code=body.recovery_code, address=client_address(request))
     return TokenOut(token=token)
 
 
-@router.post("/recovery-codes", response_model=RecoveryCodesOut)
-def regenerate_recovery_codes(request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    return RecoveryCodesOut(recovery_codes=accounts.regenerate_recovery_codes(session_token(request)))
+@router.post("/recovery-codes", response_model=RecoveryCodesOut, responses=problems(409))
+def regenerate_recovery_codes(
+    token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)
+) -> Any:
+    return RecoveryCodesOut(recovery_codes=accounts.regenerate_recovery_codes(token))
 
 
-@router.post("/password", response_model=TokenOut)
-def change_password(body: PasswordIn, request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    token = accounts.change_password(
-        session_token(request), body.current_password, body.new_password, address=client_address(request)
-    )
+@router.post("/password", response_model=TokenOut, responses=problems(422, 429))
+def change_password(
+    body: PasswordIn,
+    request: Request,
+    token: str = Depends(session_token),
+    accounts: AccountService = Depends(get_accounts),
+) -> Any:
+    token = accounts.change_password(token, body.current_password, body.new_password, address=client_address(request))
     return TokenOut(token=token)
 
 
 @router.post("/logout", status_code=204)
-def logout(request: Request, accounts: AccountService = Depends(get_accounts)) -> Response:
-    accounts.logout(session_token(request))
+def logout(token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)) -> Response:
+    accounts.logout(token)
     return Response(status_code=204)
 
 
 @router.get("/me", response_model=MeOut)
-def me(request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    status = accounts.status(session_token(request))
+def me(token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)) -> Any:
+    status = accounts.status(token)
     return MeOut(**status.__dict__, recovery_code_used=status.recovery_code_used_at is not None)
 
 
 @router.get("/events", response_model=list[EventOut])
-def events(request: Request, accounts: AccountService = Depends(get_accounts)) -> Any:
-    return [
-        EventOut(seq=e.seq, ts=e.ts, action=e.action, data=dict(e.data))
-        for e in accounts.security_events(session_token(request))
-    ]
+def events(token: str = Depends(session_token), accounts: AccountService = Depends(get_accounts)) -> Any:
+    return [EventOut(seq=e.seq, ts=e.ts, action=e.action, data=dict(e.data)) for e in accounts.security_events(token)]

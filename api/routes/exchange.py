@@ -1,4 +1,5 @@
-"""Exchange: ``POST /v1/exchange/verify`` (scope ``verify``) and the peer registry under
+"""Exchange: ``POST /v1/exchange/verify`` (scope ``verify``; recording the nonce also needs
+``exchange:consume``) and the peer registry under
 ``/v1/admin/peers`` (scope ``admin``; every change is audited by ``integrity.exchange``).
 
 Thin: pydantic models in, ``integrity.exchange`` does the checks and the logging, JSON out.
@@ -14,6 +15,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.deps import Principal, get_state, require_scope
+from api.openapi import problems
+from auth import MissingScope
 from integrity.app_state import AppState
 from integrity.exchange import MAX_OVERLAP_SECONDS, ExchangeService, Peer
 from signing.httpsig import HttpRequest
@@ -23,6 +26,7 @@ router = APIRouter(tags=["exchange"])
 MAX_HEADERS = 200
 MAX_URL_CHARS = 8192
 SERVICE_KEY = "exchange"
+CONSUME_SCOPE = "exchange:consume"
 
 
 def get_exchange(state: AppState = Depends(get_state)) -> ExchangeService:
@@ -48,6 +52,11 @@ class VerifyIn(_Strict):
         description="the received header fields, as an object or as [name, value] pairs (repeated fields)"
     )
     body_b64: str = Field("", description="the received body, base64")
+    consume: bool = Field(
+        False,
+        description="record the message's nonce, so that no copy of it is accepted again: for the system "
+        "that acts on the message (scope exchange:consume). Without it the message is only checked",
+    )
 
     @field_validator("headers")
     @classmethod
@@ -73,6 +82,10 @@ class VerifyOut(BaseModel):
     peer: str | None
     reasons: list[str]
     reason: str | None = Field(description="stable slug of the refusal, e.g. replayed-nonce")
+    nonce_seen: bool | None = Field(
+        description="the message's nonce had been recorded before (then refused as replayed-nonce); "
+        "null when an earlier check failed"
+    )
     message_id: str
     keyid: str | None
     route: str | None
@@ -80,7 +93,7 @@ class VerifyOut(BaseModel):
     audit_seq: int
 
 
-@router.post("/v1/exchange/verify", response_model=VerifyOut)
+@router.post("/v1/exchange/verify", response_model=VerifyOut, responses=problems(503))
 async def verify_message(
     body: VerifyIn,
     exchange: ExchangeService = Depends(exchange_service),
@@ -88,15 +101,21 @@ async def verify_message(
 ) -> dict[str, Any]:
     """Check a message another system received: signature, digest, time, replay, peer, route.
     A refused message is a 200 answer with ``valid: false`` and the reason (it is also logged).
+    The nonce is only looked up (``nonce_seen``), never recorded, unless ``consume`` is asked
+    by a caller holding ``exchange:consume``: otherwise anyone allowed to verify who saw a
+    message in flight could use up its nonce before its real delivery.
     ``async``: the checks are CPU work and the evidence is awaited in the audit log's group
     commit, so a message costs no worker-thread hop."""
     request = HttpRequest(body.method.upper(), body.url, _pairs(body.headers), body.body())
-    verdict = await exchange.verify_request_async(request, via="verify-api", caller=caller.actor)
+    if body.consume and CONSUME_SCOPE not in caller.scopes:
+        await exchange.record_consume_refused_async(request, caller=caller.actor, scope=CONSUME_SCOPE)
+        raise MissingScope(CONSUME_SCOPE)
+    verdict = await exchange.verify_request_async(request, via="verify-api", caller=caller.actor, consume=body.consume)
     return verdict.as_dict()
 
 
-def _pairs(headers: dict[str, str] | list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+def _pairs(headers: dict[str, str] | list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(headers.items()) if isinstance(headers, dict) else tuple(headers)
 
 
 # --- admin: the peer registry -------------------------------------------------------------------
@@ -149,14 +168,16 @@ def list_peers(
     return [_out(p) for p in exchange.list_peers()]
 
 
-@router.get("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+@router.get("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"], responses=problems(404))
 def get_peer(
     name: str, exchange: ExchangeService = Depends(get_exchange), _admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:
     return _out(exchange.get_peer(name))
 
 
-@router.post("/v1/admin/peers", response_model=PeerOut, status_code=201, tags=["admin"])
+@router.post(
+    "/v1/admin/peers", response_model=PeerOut, status_code=201, tags=["admin"], responses=problems(409, 422, 503)
+)
 def add_peer(
     body: PeerIn, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:
@@ -166,7 +187,7 @@ def add_peer(
     return _out(peer)
 
 
-@router.patch("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+@router.patch("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"], responses=problems(404, 409, 422, 503))
 def update_peer(
     name: str,
     body: PeerPatch,
@@ -188,7 +209,7 @@ def update_peer(
     return _out(peer)
 
 
-@router.delete("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"])
+@router.delete("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"], responses=problems(404, 503))
 def remove_peer(
     name: str, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import get_state
 from api.errors import problem_response
+from api.openapi import content, problems
 from integrity.app_state import AppState
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=problems(503))
 def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     readiness = state.readiness()
     if readiness.ready:
@@ -27,6 +28,10 @@ def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     return problem_response(503, "not-ready", "Service not ready", reasons, extra={"checks": readiness.checks})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=content(200, "Prometheus text format", **{"text/plain": {"type": "string"}}),
+)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

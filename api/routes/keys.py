@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from api.rate_limit import limit_public
 from api.routes.signatures import get_signatures
 from integrity.signatures import SignatureService
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(tags=["keys"], dependencies=[Depends(limit_public)])
 # Verifiers may cache the key set briefly; a rotation shows within this many seconds.
 JWKS_MAX_AGE_SECONDS = 300
 
@@ -18,9 +19,11 @@ JWKS_MAX_AGE_SECONDS = 300
 JWK_SET_MEDIA_TYPE = "application/jwk-set+json"  # RFC 7517 §8.5.1
 
 
-@router.get("/.well-known/jwks.json", response_class=JSONResponse)
-def jwks(service: SignatureService = Depends(get_signatures)) -> JSONResponse:
+class JwkSetResponse(JSONResponse):
+    media_type = JWK_SET_MEDIA_TYPE
+
+
+@router.get("/.well-known/jwks.json", response_class=JwkSetResponse)
+def jwks(service: SignatureService = Depends(get_signatures)) -> JwkSetResponse:
     body: dict[str, Any] = service.jwks()
-    return JSONResponse(
-        body, media_type=JWK_SET_MEDIA_TYPE, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"}
-    )
+    return JwkSetResponse(body, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -17,8 +17,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.deps import Principal, get_state, require_scope
+from api.openapi import BINARY, content, problems
+from api.origin import external_origin
 from integrity.app_state import AppState
 from integrity.receipts import Applicant, Official, ReceiptRecord, ReceiptRequest, ReceiptService
+from signing.pdf import ModificationLevel
 from signing.receipt_pdf import SlipDocument
 
 router = APIRouter(prefix="/v1/receipts", tags=["receipts"])
@@ -114,11 +117,66 @@ class ReceiptOut(BaseModel):
     pdf_url: str
 
 
+# RFC 3339 text as the verdict gives it (``isoformat``), typed as such in the schema.
+_Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class ReasonOut(BaseModel):
+    code: str = Field(description="stable reason code, e.g. hash_mismatch, untrusted_signer, no_signature")
+    vi: str = Field(description="the reason, in Vietnamese")
+    en: str = Field(description="the reason, in English")
+
+
+class SignatureVerdictOut(BaseModel):
+    """The first signature of the file; ``null`` wherever validation could not tell."""
+
+    found: bool = Field(description="the file carries a PDF signature")
+    count: int = Field(description="how many signatures the file carries")
+    intact: bool | None = Field(description="the signed byte ranges are unchanged")
+    valid: bool | None = Field(description="the signature value verifies")
+    trusted_signer: bool | None = Field(description="chain_trusted and one_stop_signer")
+    chain_trusted: bool | None = Field(description="the certificate chains to a trust root of the system")
+    one_stop_signer: bool | None = Field(description="the certificate is a one-stop system signing certificate")
+    trust_problem: str | None = Field(description="AdES sub-indication when not trusted, e.g. EXPIRED")
+    coverage: str | None = Field(description="entire_file, entire_revision, contiguous_block_from_start or unclear")
+    modification_level: ModificationLevel | None = Field(description="what changed after the signed revision")
+    signer: str | None = Field(description="the signer certificate's subject")
+    signer_purpose: str | None = Field(
+        None, description="what the signer certificate's policies mark it for (receipt, data-message…), if any"
+    )
+    signer_certificate_sha256: str | None
+    signed_at: _Timestamp | None = Field(description="the time the signer claims, not proven")
+    timestamp: _Timestamp | None = Field(description="the time proven by an RFC 3161 token")
+    pades_level: Literal["B-B", "B-T"] | None
+
+
+class ReceiptVerdictOut(BaseModel):
+    """Did the one-stop system issue this file? ``issued_by_system`` is true only when every
+    fact below is a definite yes; ``reasons`` says why not."""
+
+    issued_by_system: bool
+    code: str | None = Field(description="the dossier code in the signed revision")
+    sha256: str = Field(description="SHA-256 of the file as sent, lowercase hex")
+    registered: bool | None = Field(description="the code is in the receipt registry (null: no code)")
+    hash_matches: bool | None = Field(description="the file is the one registered under the code")
+    registered_at: _Timestamp | None
+    modified_after_signing: bool | None
+    signature: SignatureVerdictOut
+    validated_at: _Timestamp = Field(description="the time the signature was judged at")
+    reasons: list[ReasonOut]
+
+
+class PdfResponse(Response):
+    media_type = "application/pdf"
+
+
 def _pdf_url(request: Request, code: str) -> str:
-    return str(request.url_for("receipt_pdf", code=code))
+    # Under the external origin (api.origin): behind a TLS terminator the connection says http://.
+    path = str(request.app.url_path_for("receipt_pdf", code=code))
+    return external_origin(request.app.state.bhxh).url(request.scope, path)
 
 
-@router.post("", status_code=201, response_model=ReceiptIssued)
+@router.post("", status_code=201, response_model=ReceiptIssued, responses=problems(409, 422, 503))
 def issue_receipt(
     body: ReceiptIn,
     request: Request,
@@ -151,7 +209,7 @@ _PDF_BODY = {
 }
 
 
-@router.post("/verify", openapi_extra=_PDF_BODY)
+@router.post("/verify", response_model=ReceiptVerdictOut, openapi_extra=_PDF_BODY, responses=problems(415, 422))
 async def verify_receipt(
     request: Request,
     receipts: ReceiptService = Depends(get_receipts),
@@ -185,7 +243,7 @@ def _out(request: Request, record: ReceiptRecord) -> dict[str, Any]:
     }
 
 
-@router.get("/{code}", response_model=ReceiptOut)
+@router.get("/{code}", response_model=ReceiptOut, responses=problems(404, 422))
 def get_receipt(
     code: str,
     request: Request,
@@ -195,7 +253,12 @@ def get_receipt(
     return _out(request, receipts.get(code))
 
 
-@router.get("/{code}/pdf", name="receipt_pdf", response_class=Response)
+@router.get(
+    "/{code}/pdf",
+    name="receipt_pdf",
+    response_class=PdfResponse,
+    responses={**content(200, "the signed receipt (PAdES)", **{"application/pdf": BINARY}), **problems(404, 422)},
+)
 def get_receipt_pdf(
     code: str,
     receipts: ReceiptService = Depends(get_receipts),
@@ -203,9 +266,8 @@ def get_receipt_pdf(
 ) -> Response:
     pdf = receipts.pdf(code)
     digest = hashlib.sha256(pdf).digest()
-    return Response(
+    return PdfResponse(
         pdf,
-        media_type="application/pdf",
         headers={
             "Content-Disposition": f'attachment; filename="{code}.pdf"',
             # RFC 9530: lets the caller check the bytes against the registered SHA-256.

@@ -1,4 +1,4 @@
-"""Signatures for data messages: sign (one or a batch) and verify (DESIGN.md "HTTP interface").
+"""Signatures for data messages: sign (one or a batch) and verify (docs/api.md).
 
 Thin: parse the body, call ``integrity.signatures``, render. Signing is ``async``: the service
 makes cheap signatures on the event loop, sends heavy ones to a worker thread and awaits its
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, require_scope
+from api.openapi import problems
 from integrity.app_state import AppState
 from integrity.signatures import (
     MAX_BATCH_ITEMS,
@@ -43,7 +44,12 @@ class SignIn(_Strict):
     format: str = Field(max_length=16, examples=["jws"], description="jws, cms or xml")
     payload_b64: str = Field(description="the data to sign, standard base64")
     detached: bool = Field(False, description="JWS only: RFC 7797 detached, unencoded payload")
-    key_id: str | None = Field(None, max_length=64, description="an active key; default: the one-stop PS256 key")
+    key_id: str | None = Field(
+        None,
+        max_length=64,
+        description="an active data-message key; default: the institution's PS256 data-message key "
+        "(the receipt key never signs here: 409 key-purpose-mismatch)",
+    )
 
 
 class SignOut(BaseModel):
@@ -74,6 +80,9 @@ class SignerOut(BaseModel):
     issuer: str | None
     serial: str | None
     kid: str | None
+    purpose: str | None = Field(
+        None, description="receipt, data-message, personal…: the keystore's purpose or the certificate's marking"
+    )
 
 
 class MessageOut(BaseModel):
@@ -101,7 +110,7 @@ def _request(body: SignIn, field: str) -> SignRequest:
     return SignRequest(body.format, decode_base64(body.payload_b64, field), body.detached, body.key_id)
 
 
-@router.post("/v1/signatures", response_model=SignOut)
+@router.post("/v1/signatures", response_model=SignOut, responses=problems(400, 404, 409, 422, 503))
 async def sign(
     body: SignIn,
     service: SignatureService = Depends(get_signatures),
@@ -110,7 +119,7 @@ async def sign(
     return (await service.sign_async(_request(body, "payload_b64"), actor=caller.actor)).to_dict()
 
 
-@router.post("/v1/signatures/batch", response_model=BatchOut)
+@router.post("/v1/signatures/batch", response_model=BatchOut, responses=problems(400, 404, 409, 422, 503))
 async def sign_batch(
     body: BatchIn,
     service: SignatureService = Depends(get_signatures),
@@ -120,7 +129,7 @@ async def sign_batch(
     return {"items": [s.to_dict() for s in await service.sign_batch_async(requests, actor=caller.actor)]}
 
 
-@router.post("/v1/signatures/verify", response_model=VerifyOut)
+@router.post("/v1/signatures/verify", response_model=VerifyOut, responses=problems(400, 422, 503))
 def verify(
     body: VerifyIn,
     service: SignatureService = Depends(get_signatures),

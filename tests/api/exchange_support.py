@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.gateway import target_uri
+from api.origin import connection_target_uri
 from signing.errors import MessageSignatureError
 from signing.httpsig import ExchangeSigningKey, HttpRequest, HttpResponse, PeerKey, sign_response, verify_request
 
@@ -58,12 +58,15 @@ class StandIn:
     gateway_key: PeerKey
     received: list[dict[str, Any]] = field(default_factory=list)
     slow_seconds: float = 2.0
+    # The raw path of every request that reached it, verified or not.
+    arrived: list[str] = field(default_factory=list)
 
     async def handle(self, request: Request) -> Response:
+        self.arrived.append((request.scope.get("raw_path") or b"").decode("latin-1"))
         body = await request.body()
         incoming = HttpRequest(
             request.method,
-            target_uri(request.scope),
+            connection_target_uri(request.scope),
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
             body,
         )
@@ -103,7 +106,9 @@ class LoopbackServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        # As ``bhxh-integrity serve`` runs it: uvicorn's own proxy-header handling off, so the
+        # scheme and client address are the connection's.
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()

@@ -33,6 +33,7 @@ def _run_main(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 
@@ -109,6 +110,7 @@ def test_a_served_worker_freezes_its_start_up_heap(cli_env: dict[str, str]) -> N
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     before, after = map(int, result.stdout.split())

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import func, select
 
+from integrity.exchange_tables import exchange_nonces
 from signing.httpsig import ExchangeSigningKey, HttpRequest, sign_request
 from tests.api.exchange_support import demo_cert_pem, demo_signing_key, utc_now
 
@@ -46,6 +48,11 @@ def _entries(svc: Any, action: str) -> list[Any]:
 # --- verify ---------------------------------------------------------------------------------------
 
 
+def _nonces(svc: Any) -> int:
+    with svc.state.exchange.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(exchange_nonces)).scalar_one())
+
+
 def test_verify_accepts_a_signed_message_and_names_the_peer(svc: Any) -> None:
     _register_portal(svc)
     key = svc.api_key("verify")
@@ -54,9 +61,12 @@ def test_verify_accepts_a_signed_message_and_names_the_peer(svc: Any) -> None:
     out = response.json()
     assert out["valid"] is True and out["peer"] == "portal" and out["reasons"] == []
     assert out["route"] == "POST /v1/dossiers" and out["digest"].startswith("sha-256=:")
-    (entry,) = _entries(svc, "exchange.accepted")
+    assert out["nonce_seen"] is False
+    # Checked, not delivered: the entry says so and no nonce was recorded.
+    (entry,) = _entries(svc, "exchange.checked")
     assert entry.seq == out["audit_seq"] and entry.data["via"] == "verify-api"
-    assert entry.data["caller"].startswith("client:")
+    assert entry.data["caller"].startswith("client:") and entry.data["consume"] is False
+    assert not _entries(svc, "exchange.accepted") and _nonces(svc) == 0
 
 
 def test_verify_takes_headers_as_pairs(svc: Any) -> None:
@@ -75,13 +85,65 @@ def test_verify_reports_a_tampered_body_with_its_reason(svc: Any) -> None:
     assert _entries(svc, "exchange.rejected")[0].data["reason"] == "digest-mismatch"
 
 
-def test_verify_reports_a_replay(svc: Any) -> None:
+def test_verifying_twice_without_consume_records_nothing(svc: Any) -> None:
+    """Whoever may verify and sees a message in flight cannot use up its nonce before the real
+    delivery: a plain verify only looks."""
+    _register_portal(svc)
+    payload, auth = _payload(), svc.auth("verify")
+    first = svc.client.post("/v1/exchange/verify", json=payload, headers=auth).json()
+    second = svc.client.post("/v1/exchange/verify", json=payload, headers=auth).json()
+    assert first["valid"] is True and second["valid"] is True
+    assert first["nonce_seen"] is False and second["nonce_seen"] is False
+    assert _nonces(svc) == 0 and len(_entries(svc, "exchange.checked")) == 2
+    # The real receiver still gets it through once.
+    consumer = svc.auth("verify", "exchange:consume")
+    delivered = svc.client.post("/v1/exchange/verify", json={**payload, "consume": True}, headers=consumer).json()
+    assert delivered["valid"] is True and delivered["nonce_seen"] is False
+
+
+def test_consume_records_the_nonce_and_a_second_consume_is_a_replay(svc: Any) -> None:
+    _register_portal(svc)
+    payload, consumer = {**_payload(), "consume": True}, svc.auth("verify", "exchange:consume")
+    first = svc.client.post("/v1/exchange/verify", json=payload, headers=consumer).json()
+    assert first["valid"] is True and first["nonce_seen"] is False and _nonces(svc) == 1
+    (accepted,) = _entries(svc, "exchange.accepted")
+    assert accepted.seq == first["audit_seq"] and accepted.data["consume"] is True
+    assert accepted.data["caller"].startswith("client:")
+    again = svc.client.post("/v1/exchange/verify", json=payload, headers=consumer).json()
+    assert again["valid"] is False and again["reason"] == "replayed-nonce" and again["nonce_seen"] is True
+    # A plain check afterwards says the nonce was seen, and records nothing more.
+    look = svc.client.post("/v1/exchange/verify", json=_without_consume(payload), headers=svc.auth("verify")).json()
+    assert look["valid"] is False and look["reason"] == "replayed-nonce" and look["nonce_seen"] is True
+    assert _nonces(svc) == 1 and len(_entries(svc, "exchange.accepted")) == 1
+    assert [e.data["consume"] for e in _entries(svc, "exchange.rejected")] == [True, False]
+
+
+def test_consume_without_its_scope_is_403_records_nothing_and_is_logged(svc: Any) -> None:
+    _register_portal(svc)
+    payload = {**_payload(), "consume": True}
+    response = svc.client.post("/v1/exchange/verify", json=payload, headers=svc.auth("verify"))
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith(":forbidden")
+    assert _nonces(svc) == 0
+    assert not _entries(svc, "exchange.accepted") and not _entries(svc, "exchange.checked")
+    (refused,) = _entries(svc, "exchange.consume.refused")
+    assert refused.actor.startswith("client:") and refused.data["missing_scope"] == "exchange:consume"
+    # The message is still deliverable to the system allowed to consume it.
+    consumer = svc.auth("verify", "exchange:consume")
+    assert svc.client.post("/v1/exchange/verify", json=payload, headers=consumer).json()["valid"] is True
+
+
+def test_a_refused_message_says_nothing_about_its_nonce(svc: Any) -> None:
     _register_portal(svc)
     payload = _payload()
-    auth = svc.auth("verify")
-    assert svc.client.post("/v1/exchange/verify", json=payload, headers=auth).json()["valid"] is True
-    again = svc.client.post("/v1/exchange/verify", json=payload, headers=auth).json()
-    assert again["valid"] is False and again["reason"] == "replayed-nonce"
+    payload["body_b64"] = base64.b64encode(b"{}").decode()
+    out = svc.client.post("/v1/exchange/verify", json=payload, headers=svc.auth("verify")).json()
+    assert out["valid"] is False and out["reason"] == "digest-mismatch" and out["nonce_seen"] is None
+
+
+def _without_consume(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "consume"}
 
 
 def test_verify_reports_an_unknown_key(svc: Any) -> None:
@@ -99,8 +161,14 @@ def test_verify_needs_the_verify_scope(svc: Any, scopes: tuple[str, ...], status
 
 @pytest.mark.parametrize(
     "change",
-    [{"body_b64": "***"}, {"method": ""}, {"extra": 1}, {"headers": {f"h{i}": "v" for i in range(201)}}],
-    ids=["bad-base64", "empty-method", "unknown-field", "too-many-headers"],
+    [
+        {"body_b64": "***"},
+        {"method": ""},
+        {"extra": 1},
+        {"headers": {f"h{i}": "v" for i in range(201)}},
+        {"consume": "perhaps"},
+    ],
+    ids=["bad-base64", "empty-method", "unknown-field", "too-many-headers", "consume-not-a-boolean"],
 )
 def test_malformed_verify_request_is_422(svc: Any, change: dict[str, Any]) -> None:
     payload = {**_payload(), **change}

@@ -112,7 +112,7 @@ def test_replayed_response_raises() -> None:
 
 def test_content_coded_response_is_unverifiable() -> None:
     with pytest.raises(ResponseNotVerified):
-        _client(Peer(mangle=lambda h, b: (h + [("Content-Encoding", "br")], b))).get(URL)
+        _client(Peer(mangle=lambda h, b: ([*h, ("Content-Encoding", "br")], b))).get(URL)
 
 
 def test_from_files_loads_the_demo_keys() -> None:

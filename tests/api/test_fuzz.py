@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the whole HTTP API from its own OpenAPI schema (issue 8, item 3).
+"""Property-based fuzzing of the whole HTTP API from its own OpenAPI schema.
 
 schemathesis generates requests for every operation the app publishes (valid and invalid
 bodies, parameters and headers, boundary values) and sends them in-process over ASGI to
@@ -8,7 +8,8 @@ token per case), so the fuzzer reaches the handlers instead of stopping at 401. 
 properties hold for every answer:
 
 - no 5xx (a server error is a bug: a stray exception, a parser that leaks, a driver overflow);
-- every 4xx/5xx is RFC 9457 ``application/problem+json`` with ``type``, ``title`` and ``status``.
+- every 4xx/5xx is RFC 9457 ``application/problem+json`` with ``type``, ``title`` and ``status``;
+- every answer is documented: its status code, media type, body schema and required headers.
 
 ``make test`` runs a bounded, seeded pass on SQLite (the properties concern parsing and error
 mapping; the soak adds PostgreSQL, whose text columns refuse NUL and whose integers overflow
@@ -29,9 +30,16 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.routing import iter_route_contexts
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.client import ExchangeAuth
 from api.errors import PROBLEM_JSON
@@ -141,8 +149,20 @@ def api_schema(request: pytest.FixtureRequest, fuzz_target: FuzzTarget) -> schem
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+# Each answer is one the schema documents: its status, media type, body and required headers
+# (the published description is what other BHXH systems generate their clients from).
+_CHECKS = [
+    not_a_server_error,
+    problem_json_errors,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
 def _call(case: schemathesis.Case, target: FuzzTarget) -> None:
-    case.call_and_validate(headers=target.headers_for(case), checks=[not_a_server_error, problem_json_errors])
+    case.call_and_validate(headers=target.headers_for(case), checks=_CHECKS)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -168,14 +188,18 @@ def test_the_fuzzed_schema_covers_every_route_of_the_app(fuzz_target: FuzzTarget
     test_web.py and test_web_security.py)."""
     app = fuzz_target.service.app
     published = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    # Route contexts as FastAPI's own schema generator reads them: ``app.routes`` holds the
+    # included routers wrapped, so a plain walk of it would find almost nothing to compare.
+    contexts = list(iter_route_contexts(app.routes))
     routes = {
-        (method, route.path)
-        for route in app.routes
-        for method in getattr(route, "methods", None) or ()
-        if getattr(route, "include_in_schema", False)
+        (method, context.path_format)
+        for context in contexts
+        for method in context.methods or ()
+        if getattr(context, "include_in_schema", False)
     }
-    assert routes <= published
-    hidden = {getattr(r, "path", "") for r in app.routes if not getattr(r, "include_in_schema", True)}
+    assert len(routes) >= 40, sorted(routes)  # every router's routes were found, not just the app's own
+    assert routes <= published, sorted(routes - published)
+    hidden = {context.path_format or "" for context in contexts if not getattr(context, "include_in_schema", True)}
     assert all(not path.startswith(("/v1/", "/gateway/", "/.well-known/")) for path in hidden), hidden
 
 

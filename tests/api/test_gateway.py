@@ -4,6 +4,8 @@ is a problem+json answer and an audit entry carrying its reason; nothing half-fo
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -328,3 +330,128 @@ def test_every_gateway_method_has_its_own_openapi_operation(service: Any) -> Non
     assert len(ids) == len(set(ids))
     gateway = service.app.openapi()["paths"]["/gateway/{peer}/{path}"]
     assert {m.upper() for m in gateway} == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+# --- raw paths the gateway refuses before anything else --------------------------------------------
+
+
+def _raw_post(server: LoopbackServer, raw_path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    """POST with the request target sent byte for byte (an HTTP client would normalise dot
+    segments and may re-encode): http.client sends the path as given."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("POST", raw_path, body=body, headers={"Host": "testserver", **headers})
+        answer = connection.getresponse()
+        return httpx.Response(answer.status, headers=answer.getheaders(), content=answer.read())
+    finally:
+        connection.close()
+
+
+def _signed_at(url: str, body: bytes) -> tuple[dict[str, str], bytes]:
+    request = HttpRequest("POST", url, {"Content-Type": "application/json"}, body)
+    return {"Content-Type": "application/json", **sign_request(request, PORTAL_KEY, clock=utc_now).as_dict()}, body
+
+
+@pytest.fixture
+def served_gateway(ex: Exchange) -> Iterator[LoopbackServer]:
+    # The portal may use any route to any peer: only the path checks stand between an odd path
+    # and the forwarder.
+    ex.exchange.update_peer("portal", routes=["* /gateway/*/**", "* /gateway/**"])
+    server = LoopbackServer(ex.service.app)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "status", "reason"),
+    [
+        ("/gateway/%6Fne-stop/v1/dossiers", 400, "encoded-name"),
+        ("/gateway/one-st%6Fp/v1/dossiers", 400, "encoded-name"),
+        ("/%67ateway/one-stop/v1/dossiers", 400, "encoded-name"),
+        ("/gateway/one-stop/a/../../portal/v1/ket-qua", 400, "dot-segment"),
+        ("/gateway/one-stop/./v1/dossiers", 400, "dot-segment"),
+        ("/gateway/one-stop//v1/dossiers", 400, "empty-segment"),
+        ("/gateway/one-stop/v1//dossiers", 400, "empty-segment"),
+        ("/gateway/one-stop/v1%2Fdossiers", 400, "ambiguous-path-byte"),
+        ("/gateway/one-stop/v1%2fdossiers", 400, "ambiguous-path-byte"),
+        ("/gateway/one-stop/%2E%2E/portal/v1/ket-qua", 400, "ambiguous-path-byte"),
+        ("/gateway/one-stop/v1%5Cdossiers", 400, "ambiguous-path-byte"),
+        ("/gateway/one-stop/v1/" + "d" * 2100, 414, "path-too-long"),
+    ],
+    ids=[
+        "encoded-peer",
+        "encoded-peer-tail",
+        "encoded-prefix",
+        "dot-dot",
+        "dot",
+        "double-slash",
+        "inner-double-slash",
+        "encoded-slash",
+        "encoded-slash-lower",
+        "encoded-dots",
+        "encoded-backslash",
+        "overlong",
+    ],
+)
+def test_an_unsafe_gateway_path_is_refused_logged_and_never_forwarded(
+    ex: Exchange,
+    served_gateway: LoopbackServer,
+    one_stop: tuple[StandIn, LoopbackServer],
+    portal_app: tuple[StandIn, LoopbackServer],
+    raw_path: str,
+    status: int,
+    reason: str,
+) -> None:
+    arrived = len(one_stop[0].arrived) + len(portal_app[0].arrived)
+    headers, body = _signed_at(f"http://testserver{raw_path}", b'{"ok": 1}')
+    response = _raw_post(served_gateway, raw_path, headers, body)
+    problem = _problem(response, status, "exchange-target-too-long" if status == 414 else "exchange-bad-target")
+    # The gateway signs its refusal like any answer, bound to the request as received.
+    assert "signature" in response.headers and "message_id" in problem
+    entry = ex.rejected(reason)
+    assert entry.subject == problem["message_id"] and entry.data["via"] == "gateway"
+    assert entry.data["keyid"] == "portal"
+    assert len(one_stop[0].arrived) + len(portal_app[0].arrived) == arrived
+    assert not ex.entries("exchange.accepted") and not ex.entries("exchange.forward.failed")
+
+
+def test_a_plain_path_through_the_served_gateway_still_goes_through(
+    ex: Exchange, served_gateway: LoopbackServer, one_stop: tuple[StandIn, LoopbackServer]
+) -> None:
+    raw_path = "/gateway/one-stop/v1/dossiers/a%20b/?q=1"
+    headers, body = _signed_at(f"http://testserver{raw_path}", b'{"ok": 1}')
+    response = _raw_post(served_gateway, raw_path, headers, body)
+    assert response.status_code == 201, response.text
+    # Rebuilt from the checked segments: the encoding and the trailing slash kept, the query too.
+    assert one_stop[0].arrived[-1] == "/v1/dossiers/a%20b/"
+    assert one_stop[0].received[-1]["path"] == "/v1/dossiers/a b/"
+
+
+def test_the_gateway_consumes_the_nonce_it_forwards(ex: Exchange) -> None:
+    headers, body = _signed_raw(PORTAL_KEY, "/one-stop/v1/dossiers", b'{"lan": 2}')
+    assert ex.service.client.post(f"{GW}/one-stop/v1/dossiers", headers=headers, content=body).status_code == 201
+    # A look through the verify API afterwards finds the nonce recorded by the delivery.
+    payload = {
+        "method": "POST",
+        "url": f"{GW}/one-stop/v1/dossiers",
+        "headers": headers,
+        "body_b64": base64.b64encode(body).decode(),
+    }
+    look = ex.service.client.post("/v1/exchange/verify", json=payload, headers=ex.service.auth("verify")).json()
+    assert look["valid"] is False and look["reason"] == "replayed-nonce" and look["nonce_seen"] is True
+
+
+def test_forwarding_fields_stay_on_the_callers_hop(ex: Exchange, one_stop: tuple[StandIn, LoopbackServer]) -> None:
+    """A proxy's Forwarded / X-Forwarded-* describe the hop into the gateway: a peer that
+    believed them would rebuild another target URI than the one the gateway signed."""
+    forwarding = {
+        "Forwarded": "for=192.0.2.1;proto=https;host=gateway.example",
+        "X-Forwarded-For": "192.0.2.1",
+        "X-Forwarded-Host": "gateway.example",
+        "X-Forwarded-Proto": "https",
+        "X-Real-IP": "192.0.2.1",
+    }
+    response = ex.client().post(f"{GW}/one-stop/v1/dossiers", json=DOSSIER, headers=forwarding)
+    assert response.status_code == 201, response.text
+    passed = {k.lower() for k in one_stop[0].received[-1]["headers"]}
+    assert not passed & {k.lower() for k in forwarding}

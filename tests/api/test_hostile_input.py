@@ -1,4 +1,4 @@
-"""Hostile input (issue 8, item 4): each attack gets the clear refusal, within a time and a
+"""Hostile input: each attack gets the clear refusal, within a time and a
 memory bound, and writes nothing.
 
 "Nothing written" is checked on the database itself: every table (the audit log's included)
@@ -93,7 +93,7 @@ class _NothingWritten:
 
     def check(self, *, logged: frozenset[str] = frozenset()) -> None:
         """Nothing written; except, when named, the audit entries of the refusal itself (a
-        refused credential is a security event, STYLE.md rule 4)."""
+        refused credential is a security event)."""
         counts, size = _database_state(self.service)
         new = self.service.state.audit.entries(self.size, size) if size > self.size else []
         assert {e.action for e in new} <= logged, [e.action for e in new]
@@ -302,7 +302,7 @@ def test_a_pdf_check_that_outlives_the_wall_clock_limit_is_killed() -> None:
     bomb = _hex_string_bomb(16)
     close_idle_children()
     started = time.monotonic()
-    with pytest.raises(MalformedPdf, match="within 0.5 seconds"):
+    with pytest.raises(MalformedPdf, match=r"within 0\.5 seconds"):
         validate_pdf_sandboxed(
             bomb,
             trust_roots=[],
@@ -368,18 +368,35 @@ def test_a_child_stopped_at_a_limit_is_never_used_again(
     assert len(_sandbox_pids()) == 1 and first not in _sandbox_pids()
 
 
+_GROWN_HEAP_CHECK = """
+import multiprocessing
+from datetime import UTC, datetime
+from signing.pdf_sandbox import SandboxLimits, validate_pdf_sandboxed
+from tests.api.test_hostile_input import _number_array_bomb
+verdict = validate_pdf_sandboxed(
+    _number_array_bomb(100_000), trust_roots=[], expected_signers=[], at=datetime.now(UTC),
+    limits=SandboxLimits(memory_bytes=64 << 20),
+)
+kept = [p for p in multiprocessing.active_children() if p.name == "pdf-sandbox"]
+print(verdict.signature_found, len(kept), flush=True)
+"""
+
+
 def test_a_child_whose_heap_grew_answers_and_is_then_replaced() -> None:
     # 100,000 numbers grow the heap by about 30 MiB: within a 64 MiB allowance, past its quarter.
-    close_idle_children()
-    verdict = validate_pdf_sandboxed(
-        _number_array_bomb(100_000),
-        trust_roots=[],
-        expected_signers=[],
-        at=datetime.now(UTC),
-        limits=SandboxLimits(memory_bytes=64 << 20),
+    # Checked from a fresh interpreter: a child forked from a process with a large heap can
+    # reuse the free memory it inherited without mapping more, so "grown" depends on the
+    # parent's history, and the suite's own process has a long one.
+    finished = subprocess.run(
+        [sys.executable, "-c", _GROWN_HEAP_CHECK],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert verdict.signature_found is False
-    assert not _sandbox_pids(), "a child with a grown heap was kept"
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["False", "0"], "the check answered, and a child with a grown heap was not kept"
 
 
 def test_an_idle_child_killed_from_outside_is_replaced(genuine: tuple[bytes, dict[str, Any]]) -> None:
@@ -437,7 +454,7 @@ sys.exit(0)  # without closing the idle child: the interpreter's exit must end i
 
 def test_a_process_that_exits_leaves_no_sandbox_child_and_does_not_wait_for_one() -> None:
     finished = subprocess.run(
-        [sys.executable, "-c", _EXITING_SERVICE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _EXITING_SERVICE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.strip() == "checked"
@@ -551,7 +568,7 @@ DEEP_JSON = {
     "unclosed-arrays": b"[" * DEEP,
     "closed-arrays": b"[" * DEEP + b"]" * DEEP,
     "objects": b'{"a":' * DEEP + b"1" + b"}" * DEEP,
-    "inside-a-valid-field": b'{"action": "x.y", "data": {"d": ' + b"[" * DEEP + b"]" * DEEP + b"}}",
+    "inside-a-valid-field": b'{"action": "ext.test-client.x.y", "data": {"d": ' + b"[" * DEEP + b"]" * DEEP + b"}}",
 }
 
 
@@ -573,7 +590,7 @@ def test_json_nested_just_within_the_parser_limit_stays_readable(service: Servic
     """An audit event nested as deep as the JSON parser accepts is refused or stored; if
     stored, reading, exporting and verifying the log afterwards still work."""
     depth = 900
-    body = b'{"action": "x.y", "data": {"d": ' + b"[" * depth + b"]" * depth + b"}}"
+    body = b'{"action": "ext.test-client.x.y", "data": {"d": ' + b"[" * depth + b"]" * depth + b"}}"
     answer = service.client.post(
         "/v1/audit/events", content=body, headers={**everything, "content-type": "application/json"}
     )
@@ -642,7 +659,7 @@ def _valid_bodies() -> dict[str, dict[str, Any]]:
             "routes": ["POST /gateway/p1/**"],
             "base_url": "http://127.0.0.1:9/",
         },
-        "/v1/audit/events": {"action": "a.b", "subject": "s", "data": {"k": "v"}, "pii": {"n": "v"}},
+        "/v1/audit/events": {"action": "ext.test-client.a.b", "subject": "s", "data": {"k": "v"}, "pii": {"n": "v"}},
         "/v1/signatures": {"format": "jws", "payload_b64": "AA==", "key_id": "k"},
         "/v1/signatures/verify": {"format": "jws", "signature": "a.b.c", "payload_b64": "AA=="},
         "/v1/receipts": {

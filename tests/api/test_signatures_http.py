@@ -88,7 +88,8 @@ def test_cms_from_the_api_passes_openssl_and_tamper_fails_both(api: Service, tmp
         headers=auth,
     )
     assert good.status_code == 200 and good.json()["valid"] is True
-    assert good.json()["signer"]["subject"].startswith("CN=BHXH One-Stop System Signing")
+    assert good.json()["signer"]["subject"].startswith("CN=BHXH Data Message Signing")
+    assert good.json()["signer"]["purpose"] == "data-message"
     bad = api.client.post(
         "/v1/signatures/verify",
         json={"format": "cms", "signature": body["signature"], "payload_b64": _b64(PAYLOAD + b".")},
@@ -276,11 +277,14 @@ def test_scopes_are_enforced(api: Service) -> None:
     assert _entries(api, "signature.created") == []
 
 
-def test_jwks_is_public_and_lists_the_one_stop_certificate(api: Service) -> None:
+def test_jwks_is_public_and_lists_the_certificates_with_their_purposes(api: Service) -> None:
     response = api.client.get("/.well-known/jwks.json")
     assert response.status_code == 200
     assert "max-age" in response.headers["cache-control"]
-    (key,) = response.json()["keys"]
-    assert key["alg"] == "PS256" and key["kty"] == "RSA" and "d" not in key
-    leaf = x509.load_der_x509_certificate(base64.b64decode(key["x5c"][0]))
-    assert leaf == x509.load_pem_x509_certificate((DEMO_KEYS / "one-stop-signing.crt.pem").read_bytes())
+    keys = {key["bhxh_purpose"]: key for key in response.json()["keys"]}
+    assert set(keys) == {"receipt", "data-message"}
+    for purpose, stem in (("receipt", "one-stop-signing"), ("data-message", "institution-data-message")):
+        key = keys[purpose]
+        assert key["alg"] == "PS256" and key["kty"] == "RSA" and "d" not in key
+        leaf = x509.load_der_x509_certificate(base64.b64decode(key["x5c"][0]))
+        assert leaf == x509.load_pem_x509_certificate((DEMO_KEYS / f"{stem}.crt.pem").read_bytes())

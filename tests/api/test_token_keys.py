@@ -255,6 +255,7 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(cli_e
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert no_token.returncode == 2, no_token.stderr
     assert "held on a PKCS#11 token: configure BHXH_PKCS11_MODULE" in no_token.stderr

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -123,21 +126,34 @@ def _click(driver: Any, element_id: str, lands_on: str) -> None:
     assert path.endswith(lands_on), f"expected {lands_on}, got {driver.current_url}"
 
 
-def test_browser_logs_in_enrols_totp_logs_out_and_logs_in_with_mfa(live: Any, browser: Any) -> None:
+def test_browser_logs_in_enrols_totp_logs_out_and_logs_in_with_mfa(live: Any, browser: Any, tmp_path: Path) -> None:
     if not live.base.startswith("http://127.0.0.1"):
         pytest.fail("the browser test only ever talks to the loopback")
     from selenium.webdriver.common.by import By
 
     browser.get(f"{live.base}/login")
-    assert "Đăng nhập" in browser.title
+    assert browser.title == "Đăng nhập · Hệ thống bảo đảm toàn vẹn dữ liệu BHXH"
     _shot(browser, "01-login-vi")
     _fill(browser, username="alice", password=STRONG)
     _click(browser, "submit", "/account/totp")
     _shot(browser, "02-totp-intro")
     _click(browser, "start", "/account/totp")
-    secret = browser.find_element(By.ID, "secret").text.strip()
+    shown = browser.find_element(By.ID, "secret").text.strip()
+    assert re.fullmatch(r"([A-Z2-7]{4} )+[A-Z2-7]{1,4}", shown), "the key is shown in groups of four"
+    secret = shown.replace(" ", "")
     qr = browser.find_element(By.ID, "qr")
     assert qr.get_attribute("naturalWidth") not in (None, "0"), "the QR code image must render"
+    # The QR code as the browser draws it reads back as the otpauth URI, whose key has no spaces.
+    (tmp_path / "qr.png").write_bytes(qr.screenshot_as_png)
+    decoded = subprocess.run(
+        [require_tool("zbarimg", "zbar-tools"), "-q", "--raw", str(tmp_path / "qr.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    assert decoded == browser.find_element(By.ID, "otpauth").get_attribute("href")
+    assert parse_qs(urlparse(decoded).query)["secret"] == [secret]
     _shot(browser, "03-totp-qr")
     _fill(browser, code=rfc6238(base64.b32decode(secret), step_of(live.clock)))
     _click(browser, "submit", "/account/totp/confirm")
@@ -159,6 +175,8 @@ def test_browser_logs_in_enrols_totp_logs_out_and_logs_in_with_mfa(live: Any, br
     assert browser.find_element(By.ID, "mfa-state").text == "On"
     events = browser.find_element(By.ID, "events").text
     assert "Signed in" in events and "Two-step verification turned on" in events
+    assert "(Vietnam time, UTC+7)" in events and "auth.login.succeeded" not in events
+    assert browser.find_element(By.ID, "role").text == "Intake officer (officer)"
     _shot(browser, "07-security-en")
     # Nothing the page loaded broke the CSP (a violation shows up in the console log).
     console = [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]

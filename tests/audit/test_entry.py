@@ -82,7 +82,7 @@ def test_assembled_entry_hash_equals_hash_of_rfc8785_body(
 
 
 def test_golden_entry_hash() -> None:
-    # Fixed by DESIGN.md's format: outside auditors recompute exactly this value.
+    # Fixed by the format of docs/audit-log.md: outside auditors recompute exactly this value.
     entry = build_entry(
         seq=0,
         ts="2025-11-23T10:00:00.000000Z",
@@ -134,6 +134,8 @@ def test_valid_event_is_accepted_with_its_canonical_data() -> None:
         ("system", "a.b", "s", {"big": "x" * 20_000}),
         ("system", "a.b", "s", {"bytes": b"raw"}),
         ("system", "a.b", "s", {"surrogate": "\udc00"}),
+        ("system\n", "a.b", "s", None),
+        ("system", "auth.login\n", "s", None),
     ],
     ids=[
         "unknown-actor-kind",
@@ -153,6 +155,8 @@ def test_valid_event_is_accepted_with_its_canonical_data() -> None:
         "too-large",
         "bytes",
         "surrogate-data",
+        "newline-after-actor",
+        "newline-after-action",
     ],
 )
 def test_bad_event_is_refused(actor: str, action: str, subject: str, data: object) -> None:

@@ -7,13 +7,14 @@ import base64
 import hashlib
 import hmac
 import struct
+import threading
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from auth.lockout import ThrottlePolicy
-from auth.passwords import PasswordHasher
+from auth.passwords import PasswordCheck, PasswordHasher
 from integrity.accounts import AccountPolicy, AccountService
 from integrity.audit_service import AuditService
 from integrity.clock import FrozenClock
@@ -26,6 +27,21 @@ ADDRESS = "203.0.113.7"
 def fast_hasher() -> PasswordHasher:
     # Same algorithm, tiny cost: tests prove behaviour, bench/ measures the real parameters.
     return PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1)
+
+
+class CountingHasher(PasswordHasher):
+    """The fast hasher, counting its verifications (dummy ones included): how a test sees how
+    many attempts reached argon2."""
+
+    def __init__(self) -> None:
+        super().__init__(memory_kib=1024, time_cost=1, parallelism=1)
+        self.verifications = 0
+        self._count_lock = threading.Lock()
+
+    def verify(self, stored: str, password: str) -> PasswordCheck:
+        with self._count_lock:
+            self.verifications += 1
+        return super().verify(stored, password)
 
 
 def make_audit(engine: Engine, clock: FrozenClock) -> AuditService:
@@ -76,7 +92,9 @@ def step_of(clock: FrozenClock) -> int:
     return int(clock().timestamp()) // 30
 
 
-def wire_accounts(service: object, *, throttle: ThrottlePolicy | None = None) -> AccountService:
+def wire_accounts(
+    service: object, *, throttle: ThrottlePolicy | None = None, hasher: PasswordHasher | None = None
+) -> AccountService:
     """Replace the wired AccountService of a tests.conftest Service with a fast-hashing one."""
     from auth.sessions import SessionPolicy
 
@@ -92,7 +110,8 @@ def wire_accounts(service: object, *, throttle: ThrottlePolicy | None = None) ->
         state.audit,
         secrets_key=state.keys.secrets_key,  # type: ignore[attr-defined]
         policy=policy,
-        hasher=fast_hasher(),
+        hasher=hasher or fast_hasher(),
+        refusals=state.refusals,
     )
     state.accounts = existing
     return existing

@@ -1,4 +1,4 @@
-"""Account use cases, one test per attack of issue 6 plus the ordinary paths."""
+"""Account use cases, one test per attack on accounts plus the ordinary paths."""
 
 from __future__ import annotations
 
@@ -597,7 +597,7 @@ def test_new_recovery_codes_need_a_fresh_second_factor(accounts: AccountService,
 
 
 def test_admin_mfa_reset_revokes_sessions_and_forces_re_enrolment(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, codes, _ = _enrolled(accounts, clock)
+    secret, _, _ = _enrolled(accounts, clock)
     token = _mfa_login(accounts, clock, secret).token
     assert token
     accounts.reset_mfa("Alice", actor="user:root", reason="phone lost")

@@ -1,5 +1,6 @@
 """The auditor's report: JSON and a self-contained Vietnamese/English HTML page rendered from
-the same verdict, with the verdict on top, the faults table, checkpoints and an inline SVG chart."""
+the same verdict, with the verdict on top, what is proven (anchored entries) and what is not,
+the faults table, checkpoints and an inline SVG chart."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from xml.etree import ElementTree
 import pytest
 
 from audit.export import verify_export
-from audit.verify import Fault, VerificationReport
-from integrity.reports import ReportContext, chart_svg, render_html, report_json, verdict_line
-from tests.audit.logbuilder import build_log, write_export
+from audit.verify import Fault, Verdict, VerificationReport
+from integrity.reports import ReportContext, chart_svg, proof_lines, render_html, report_json, verdict_line
+from tests.audit.logbuilder import KEY_NAME, build_log, write_export
 
 CONTEXT = ReportContext(
     origin="bhxh-integrity/audit/test-log",
@@ -23,12 +24,13 @@ CONTEXT = ReportContext(
 )
 
 
-def _report(tmp_path: Path, tamper: bool) -> VerificationReport:
+def _report(tmp_path: Path, tamper: bool, checkpoints: int | None = None) -> VerificationReport:
     log = build_log(12)
     objs = log.objects()
     if tamper:
         objs[5]["subject"] = "<script>alert(1)</script>"
-    path = write_export(tmp_path / "e.ndjson", objs, [c.to_text() for c in log.checkpoints])
+    kept = log.checkpoints if checkpoints is None else log.checkpoints[:checkpoints]
+    path = write_export(tmp_path / "e.ndjson", objs, [c.to_text() for c in kept])
     return verify_export(path, log.vkey)
 
 
@@ -37,11 +39,17 @@ def test_clean_report_puts_the_verdict_first(tmp_path: Path) -> None:
     page = render_html(report, CONTEXT)
     body = page[page.index("<body>") :]
     assert body.index("KẾT LUẬN: TOÀN VẸN") < body.index("Phạm vi kiểm tra")
-    assert "(Verdict: verified, no fault found)" in page
+    assert "(Verdict: verified, no fault found; every entry is anchored by a trusted signed checkpoint)" in page
     assert "Không có sai lệch" in page
+    assert "Điều đã được chứng minh" in page and f"{KEY_NAME}" in page
     assert "bhxh-integrity/audit/test-log" in page and "audit.ndjson" in page
     assert report.root_hash in page
-    assert verdict_line(report).startswith("TOÀN VẸN / VERIFIED")
+    assert verdict_line(report) == (
+        "TOÀN VẸN / VERIFIED: 12 entries, no fault; every entry anchored by a trusted signed checkpoint (tree size 12)"
+    )
+    assert proof_lines(report) == [
+        f"đã neo / anchored: 12 entries (0–11) by the signed checkpoint of tree size 12, key {KEY_NAME}"
+    ]
 
 
 def test_failed_report_lists_the_fault_with_its_seq(tmp_path: Path) -> None:
@@ -50,8 +58,35 @@ def test_failed_report_lists_the_fault_with_its_seq(tmp_path: Path) -> None:
     page = render_html(report, CONTEXT)
     assert "KẾT LUẬN: PHÁT HIỆN SAI LỆCH" in page
     assert "Bản ghi bị sửa đổi (changed entry)" in page and ", seq 5" in page
+    assert "Nội dung bản ghi không còn khớp" in page  # the fault explained in Vietnamese
     assert "<script>" not in page  # content from the log is escaped, never executed
-    assert verdict_line(report) == "PHÁT HIỆN SAI LỆCH / FAILED: changed at seq 5 (1 fault(s))"
+    assert verdict_line(report) == (
+        "PHÁT HIỆN SAI LỆCH / FAILED: changed at seq 5 (1 fault(s)); "
+        "entries 4–11 are not covered by any trusted checkpoint"
+    )
+
+
+def test_entries_past_the_last_checkpoint_make_the_report_not_verified(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=False, checkpoints=1)  # only the checkpoint at 4
+    assert report.verdict is Verdict.NOT_VERIFIED and report.fault is Fault.UNANCHORED
+    page = render_html(report, CONTEXT)
+    assert "KẾT LUẬN: CHƯA XÁC MINH" in page and "(Verdict: NOT VERIFIED)" in page
+    assert "TOÀN VẸN" not in page
+    assert "(entries 4–11 are not covered by any trusted checkpoint)" in page
+    assert "Bản ghi chưa được checkpoint tin cậy bảo đảm (unanchored entries)" in page
+    assert verdict_line(report) == (
+        "CHƯA XÁC MINH / NOT VERIFIED: entries 4–11 are not covered by any trusted checkpoint"
+    )
+    assert proof_lines(report)[1] == "chưa neo / not anchored: 8 entries (4–11): not proven"
+    data = report_json(report, CONTEXT)
+    assert data["ok"] is False and data["verdict"] == "not_verified" and data["fault"] == "unanchored"
+
+
+def test_export_without_any_checkpoint_proves_nothing(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=False, checkpoints=0)
+    page = render_html(report, CONTEXT)
+    assert "KẾT LUẬN: CHƯA XÁC MINH" in page
+    assert proof_lines(report)[0] == "đã neo / anchored: none (no trusted signed checkpoint matches the entries)"
 
 
 def test_report_has_no_external_assets(tmp_path: Path) -> None:

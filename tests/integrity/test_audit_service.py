@@ -332,25 +332,34 @@ def test_inclusion_and_consistency_proofs_verify_against_a_signed_checkpoint(aud
 def test_erasing_personal_data_keeps_the_log_verifiable(audit: AuditService, engine: Engine) -> None:
     seq = audit.record("user:an", "receipt.issued", "R-1", {}, {"name": "Trần Thị B"})
     audit.record("system", "test.event", "after")
-    erased_at = audit.erase_pii(seq, "data subject request 2025-11", actor="user:admin")
+    erased_at = audit.erase_pii(seq, "data subject request 2025-11", approved_by="user:admin")
     assert _count(engine, audit_pii) == 0
     erasure = audit.entry(erased_at)
-    assert erasure.action == "audit.pii.erased" and erasure.data == {
-        "seq": seq,
-        "reason": "data subject request 2025-11",
-    }
+    # The service writes the marker; the approving admin and the reason are in it.
+    assert erasure.action == "audit.pii.erased" and erasure.actor == "system"
+    assert erasure.data == {"seq": seq, "approved_by": "user:admin", "reason": "data subject request 2025-11"}
     audit.checkpoint_now()
     report = audit.verify()
     assert report.ok and report.pii_erased == 1 and report.pii_checked == 0
     with pytest.raises(PiiAlreadyErased):
-        audit.erase_pii(seq, "again")
+        audit.erase_pii(seq, "again", approved_by="user:admin")
     with pytest.raises(PiiNotFound):
-        audit.erase_pii(erased_at, "no personal data there")
+        audit.erase_pii(erased_at, "no personal data there", approved_by="user:admin")
     with pytest.raises(EntryNotFound):
-        audit.erase_pii(999, "missing")
+        audit.erase_pii(999, "missing", approved_by="user:admin")
     with pytest.raises(InvalidEntry):
-        audit.erase_pii(seq, "  ")
+        audit.erase_pii(seq, "  ", approved_by="user:admin")
     assert audit.size() == 3
+
+
+@pytest.mark.parametrize("approver", ["", "system", "admin", "user:", "user:two words"])
+def test_an_erasure_without_an_approving_admin_is_refused_and_erases_nothing(
+    audit: AuditService, engine: Engine, approver: str
+) -> None:
+    seq = audit.record("user:an", "receipt.issued", "R-1", {}, {"name": "Trần Thị B"})
+    with pytest.raises(InvalidEntry, match="approving admin"):
+        audit.erase_pii(seq, "data subject request", approved_by=approver)
+    assert _count(engine, audit_pii) == 1 and audit.size() == 1
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, select, text
 from audit.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint
 from audit.entry import GENESIS_PREV, hash_body
 from audit.tables import audit_entries
-from audit.verify import Fault
+from audit.verify import Fault, Verdict
 from integrity.audit_service import AuditService
 from integrity.clock import FrozenClock
 from tests.integrity.test_audit_service import KEY_NAME, make_service
@@ -224,7 +224,10 @@ def test_cut_tail_with_checkpoints_deleted_is_caught_by_published_checkpoints(
     with engine.begin() as conn:
         _cut_tail(conn)
         conn.execute(text("DELETE FROM audit_checkpoints WHERE tree_size > 16"))
-    assert log.verify(use_publish_dir=False).ok  # the database alone now looks whole
+    # The database alone shows no tampering, but entry 16 is under no signed checkpoint any more.
+    alone = log.verify(use_publish_dir=False)
+    assert alone.verdict is Verdict.NOT_VERIFIED
+    assert [(f.kind, f.seq) for f in alone.faults] == [(Fault.UNANCHORED, 16)]
     report = log.verify()  # the publish directory outside the database is read by default
     assert (report.fault, report.first_bad_seq) == (Fault.CUT_TAIL, 17)
     assert len(_published(tmp_path)) == 5
@@ -238,13 +241,18 @@ def test_rewritten_history_with_checkpoints_deleted_is_caught_by_the_auditors_ch
     with engine.begin() as conn:
         _rewrite_from_9(conn)
         conn.execute(text("DELETE FROM audit_checkpoints WHERE tree_size > 8"))
-    assert log.verify(use_publish_dir=False).ok
+    # Rehashed and relinked, the rewrite breaks no chain; but it is not anchored, so not verified.
+    alone = log.verify(use_publish_dir=False)
+    assert not alone.ok and alone.verdict is Verdict.NOT_VERIFIED
+    assert [(f.kind, f.seq) for f in alone.faults] == [(Fault.UNANCHORED, 8)]
+    assert "entries 8–19" in alone.faults[0].detail
     report = log.verify(trusted_checkpoint=kept, use_publish_dir=False)
     assert (report.fault, report.first_bad_seq) == (Fault.INCONSISTENT_HISTORY, 8)
 
 
 def test_erased_personal_data_is_reported_as_erased_not_as_a_fault(log: AuditService) -> None:
-    log.erase_pii(4, "request of the data subject")
+    log.erase_pii(4, "request of the data subject", approved_by="user:admin")
+    log.checkpoint_now()  # the erasure entry is anchored too
     report = log.verify()
     assert report.ok and report.pii_erased == 1 and report.pii_checked == 1
 
@@ -267,6 +275,24 @@ def test_export_of_the_live_log_verifies_offline_and_detects_the_same_tampering(
         log.export(out)
     report = verify_export(tampered, vkeys)
     assert (report.fault, report.first_bad_seq) == (Fault.REORDERED, 7)
+
+
+def test_export_ends_with_a_checkpoint_over_exactly_the_exported_entries(log: AuditService, tmp_path: Path) -> None:
+    from audit.export import verify_export
+
+    log.record("user:an", "receipt.issued", "past the last checkpoint")
+    lines = log.export_lines()
+    head = [next(lines)]
+    for i in range(3):  # appended while the export streams: not in this export
+        log.record("user:an", "receipt.issued", f"during-{i}")
+    path = tmp_path / "export.ndjson"
+    path.write_bytes(b"".join(head + list(lines)))
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    signed = SignedCheckpoint.from_text(last["checkpoint"])
+    assert signed.size == SIZE + 1
+    report = verify_export(path, "\n".join(log.verifier_keys()))
+    assert report.ok and report.entries_checked == SIZE + 1 and report.verified_tree_size == SIZE + 1
+    assert log.size() == SIZE + 4
 
 
 # --------------------------------------------------------------- processes
@@ -327,8 +353,10 @@ def test_four_processes_appending_at_once_leave_one_chain_without_gaps(engine: E
         checkpoint_seconds=3600,
     )
     try:
+        assert svc.verify().verified_tree_size >= 154
+        svc.checkpoint_now()
         report = svc.verify()
-        assert report.ok and report.entries_checked == 160 and report.verified_tree_size >= 154
+        assert report.ok and report.entries_checked == 160 and report.verified_tree_size == 160
     finally:
         svc.close()
 

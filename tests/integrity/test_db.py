@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import Engine, inspect
 
 from integrity.db import is_sqlite, make_engine
+from integrity.errors import SetupError
 from integrity.migrate import pending, upgrade
 
 
@@ -21,9 +22,20 @@ def test_sqlite_engine_uses_wal_full_sync_foreign_keys_and_busy_timeout(tmp_path
         engine.dispose()
 
 
-def test_unknown_database_scheme_is_refused() -> None:
-    with pytest.raises(ValueError, match="unsupported database URL"):
+def test_unknown_database_scheme_is_refused_naming_the_accepted_forms() -> None:
+    with pytest.raises(SetupError, match=r"unsupported database URL scheme 'mysql'.*sqlite:///.*postgresql"):
         make_engine("mysql://root@localhost/test")
+
+
+def test_sqlite_engine_creates_no_folder_until_it_connects(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path}/var/data/x.db")
+    try:
+        assert not (tmp_path / "var").exists()
+        with engine.connect():
+            pass
+        assert (tmp_path / "var" / "data" / "x.db").is_file()
+    finally:
+        engine.dispose()
 
 
 def test_migrations_are_applied_and_current(engine: Engine) -> None:

@@ -33,7 +33,7 @@ def test_demo_mode_logs_a_loud_warning(tmp_path: Path) -> None:
 
 def test_wrong_passphrase_stops_start_up_naming_the_file(tmp_path: Path) -> None:
     settings = demo_settings(f"sqlite:///{tmp_path}/x.db", keys_passphrase="wrong")
-    with pytest.raises(ConfigurationError, match="audit-log.key.pem"):
+    with pytest.raises(ConfigurationError, match=r"audit-log\.key\.pem"):
         build_state(settings)
 
 

@@ -281,6 +281,30 @@ def test_replayed_nonce_is_rejected_within_the_window(world: World) -> None:
     _rejected(world, replay, "replayed-nonce")
 
 
+def _nonce_rows(world: World) -> int:
+    with world.service.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(exchange_nonces)).scalar_one())
+
+
+def test_a_check_without_consuming_records_no_nonce_and_says_whether_it_was_seen(world: World) -> None:
+    message = world.signed()
+    looks = [world.service.verify_request(message, via="test", consume=False) for _ in range(2)]
+    assert all(v.accepted and v.nonce_seen is False for v in looks)
+    assert _nonce_rows(world) == 0 and len(world.entries("exchange.checked")) == 2
+    assert not world.entries("exchange.accepted")
+    delivered = world.service.verify_request(message, via="test")
+    assert delivered.accepted and delivered.nonce_seen is False and _nonce_rows(world) == 1
+    after = world.service.verify_request(message, via="test", consume=False)
+    assert not after.accepted and after.reason == "replayed-nonce" and after.nonce_seen is True
+    assert _nonce_rows(world) == 1 and len(world.entries("exchange.accepted")) == 1
+    assert world.entries("exchange.rejected")[-1].data["consume"] is False
+
+
+def test_a_refused_message_has_no_nonce_verdict(world: World) -> None:
+    tampered = world.signed().with_headers({"Content-Type": "application/xml"})
+    assert world.service.verify_request(tampered, via="test", consume=False).nonce_seen is None
+
+
 def test_stale_created_is_rejected(world: World) -> None:
     message = world.signed()
     world.clock.advance(301)

@@ -22,7 +22,7 @@ from auth.errors import SessionInvalid, StepUpRequired
 from integrity.audit_service import AuditService
 from integrity.clock import FrozenClock
 from integrity.personal_signing import ACTION_REFUSED, PersonalSigningService
-from integrity.signatures import SignatureService, SignRequest, payload_digest
+from integrity.signatures import BootstrapKey, SignatureService, SignRequest, payload_digest
 from signing.algorithms import Algorithm
 from signing.errors import (
     BatchTooLarge,
@@ -34,6 +34,7 @@ from signing.errors import (
     UnknownFormat,
     UnknownKey,
 )
+from signing.purposes import KeyPurpose
 from signing.results import SubIndication
 from signing.trust import TrustPolicy
 from tests.signing._pki import TestCa, rsa_key
@@ -75,7 +76,7 @@ def world(engine: Engine) -> Iterator[World]:
         audit,
         passphrase=PASS,
         trust=TrustPolicy([ca.cert]),
-        bootstrap=[(private, (cert, ca.cert))],
+        bootstrap=[BootstrapKey(private, (cert, ca.cert), KeyPurpose.DATA_MESSAGE)],
         max_payload_bytes=4096,
         max_batch_items=5,
     )
@@ -129,7 +130,7 @@ def test_bootstrap_key_is_imported_once_and_logged(engine: Engine, world: World)
         world.audit,
         passphrase=PASS,
         trust=world.service.trust,
-        bootstrap=[(rsa_key(), (records[0].certificate, world.ca.cert))],
+        bootstrap=[BootstrapKey(rsa_key(), (records[0].certificate, world.ca.cert), KeyPurpose.DATA_MESSAGE)],
     )
     assert len(again.list_keys()) == 1
     assert len(world.entries("key.imported")) == 1

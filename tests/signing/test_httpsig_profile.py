@@ -426,7 +426,7 @@ def test_request_signature_does_not_pass_as_a_response_signature(ed_key: Exchang
     [
         lambda: rsa.generate_private_key(65537, 1024),
         lambda: ec.generate_private_key(ec.SECP521R1()),
-        lambda: ed448.Ed448PrivateKey.generate(),
+        ed448.Ed448PrivateKey.generate,
     ],
     ids=["rsa-1024", "p-521", "ed448"],
 )

@@ -71,7 +71,13 @@ def test_passed_result_renders_signer_and_time() -> None:
     data = result.to_dict()
     assert data["valid"] is True and data["indication"] == "TOTAL_PASSED" and data["sub_indication"] is None
     assert data["signed_at"] == "2025-11-23T08:00:00Z"
-    assert data["signer"] == {"subject": "CN=Một cửa,C=VN", "issuer": "CN=CA,C=VN", "serial": "1a", "kid": "kid-1"}
+    assert data["signer"] == {
+        "subject": "CN=Một cửa,C=VN",
+        "issuer": "CN=CA,C=VN",
+        "serial": "1a",
+        "kid": "kid-1",
+        "purpose": None,
+    }
     assert "Một cửa" in data["message"]["vi"] and data["message"]["vi"].startswith("Chữ ký hợp lệ")
 
 

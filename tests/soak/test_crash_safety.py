@@ -1,4 +1,4 @@
-"""Crash safety (issue 8, item 1; ``make soak``): a real service process takes concurrent audit
+"""Crash safety (``make soak``): a real service process takes concurrent audit
 appends and receipt issues over HTTP and is killed with SIGKILL at random moments. After each
 restart an auditor's check proves that the chain and tree verify (consistently with the
 checkpoint kept before the kill), that every operation a client saw acknowledged is there with
@@ -107,7 +107,7 @@ class Load:
             while not self.stop.is_set():
                 n += 1
                 data = {"worker": worker, "n": n, "tag": f"{rng.getrandbits(64):016x}"}
-                body = {"action": "soak.appended", "subject": f"w{worker}-{n}", "data": data}
+                body = {"action": "ext.soak-client.appended", "subject": f"w{worker}-{n}", "data": data}
                 try:
                     response = client.post("/v1/audit/events", json=body)
                 except httpx.ConnectError:

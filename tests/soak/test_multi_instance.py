@@ -1,4 +1,4 @@
-"""Several service processes on ONE PostgreSQL database under mixed load (issue 8, item 2):
+"""Several service processes on ONE PostgreSQL database under mixed load:
 audit appends, receipt issues, logins (good ones, and wrong passwords against a few accounts
 from many source addresses), and RFC 9421 exchange messages, some of them delivered twice to
 two different instances at once. Afterwards the database must show no fork and no gap in the
@@ -115,7 +115,7 @@ class MixedLoad:
             while not self.stop.is_set():
                 n += 1
                 data = {"worker": worker, "n": n, "tag": f"{rng.getrandbits(64):016x}"}
-                body = {"action": "soak.appended", "subject": f"w{worker}-{n}", "data": data}
+                body = {"action": APPEND_ACTION, "subject": f"w{worker}-{n}", "data": data}
                 response = client.post(rng.choice(self.urls) + "/v1/audit/events", json=body)
                 if response.status_code != 201:
                     self.out.odd(f"append {response.status_code} {response.text[:200]}")
@@ -184,6 +184,8 @@ class MixedLoad:
                     "url": EXCHANGE_URL,
                     "headers": headers,
                     "body_b64": base64.b64encode(body).decode(),
+                    # The receiver records the nonce: that is what makes a second copy a replay.
+                    "consume": True,
                 }
                 if n % DOUBLE_DELIVERY_EVERY:
                     verdict = self._verify(client, rng.choice(self.urls), payload)
@@ -235,6 +237,18 @@ def _throttle_counters(state: AppState) -> dict[str, int]:
         return {r.key: r.failures for r in conn.execute(select(login_throttle.c.key, login_throttle.c.failures))}
 
 
+# A client appends only under ext.<its name>.; a name is lower-case letters, digits, hyphens.
+APPEND_ACTION = "ext.soak-audit-append.appended"
+
+
+# The exchanging client is the receiving system: it verifies and records the nonce.
+_ALSO = {"verify": ("exchange:consume",)}
+
+
+def _client_name(scope: str) -> str:
+    return "soak-" + scope.replace(":", "-")
+
+
 def run_instances(
     db_url: str, tmp_path: Path, instances: int, seconds: float, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -242,7 +256,7 @@ def run_instances(
     prepare_database(db_url)
     with admin_state(db_url) as admin:
         keys = {
-            scope: admin.clients.create(f"soak-{scope}", [scope]).api_key
+            scope: admin.clients.create(_client_name(scope), [scope, *_ALSO.get(scope, ())]).api_key
             for scope in ("audit:append", "receipts:issue", "verify")
         }
         for name in (*GOOD_USERS, *VICTIMS):
