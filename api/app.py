@@ -7,12 +7,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import gateway, web
+from api import audit_report_page, gateway, personal_signing_page, receipt_check, web, web_passkeys
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.openapi import install_openapi
-from api.routes import admin_clients, admin_users, audit, auth, exchange, health, keys, receipts, signatures, tlog
+from api.routes import (
+    admin_clients,
+    admin_users,
+    audit,
+    auth,
+    exchange,
+    health,
+    keys,
+    passkeys,
+    personal_signatures,
+    receipts,
+    signatures,
+    tlog,
+)
 from integrity.app_state import AppState, build_state
 from integrity.clock import Clock, system_clock
 from integrity.refusal_log import flushing
@@ -28,9 +41,16 @@ ROUTERS = (
     exchange.router,
     gateway.router,
     auth.router,
+    passkeys.auth_router,
+    passkeys.me_router,
+    personal_signatures.router,
     admin_users.router,
     admin_clients.router,
     web.router,
+    web_passkeys.router,
+    receipt_check.router,
+    personal_signing_page.router,
+    audit_report_page.router,
 )
 
 

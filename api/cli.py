@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.cli_operator import cli_actor
 from api.cli_output import EXIT_USAGE, console, emit_json, fail, print_error
 from api.cli_state import DEMO_KEYS_DIR, load_settings, open_state, run_server
 from audit.errors import AuditError
@@ -17,6 +18,9 @@ from integrity.devpki import generate
 from integrity.errors import IntegrityError
 from integrity.logs import configure_logging
 from signing.errors import SigningError
+
+if TYPE_CHECKING:
+    from integrity.app_state import AppState
 
 app = typer.Typer(
     name="bhxh-integrity",
@@ -79,7 +83,13 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="worker processes (BHXH_WORKERS)")] = None,
 ) -> None:
     """Serve the HTTP API."""
-    run_server("api.asgi:app_factory", demo=demo, host=host, port=port, workers=workers)
+    run_server("api.asgi:app_factory", demo=demo, host=host, port=port, workers=workers, check=_witness_at_start)
+
+
+def _witness_at_start(state: AppState) -> None:
+    """With witnesses configured, sign a checkpoint and ask them before serving: a log restored
+    to an older state is then found rolled back before its first append (docs/operations.md)."""
+    state.audit.witness_now()
 
 
 @keys_app.command("dev-pki")
@@ -111,9 +121,10 @@ def clients_create(
     """Create an API client; prints {"client_id", "api_key"} once (only a hash is stored).
     The output is JSON with or without --json: the key is shown once and a script must catch it."""
     del as_json  # accepted like on every command a machine reads; JSON is the only output
+    actor = cli_actor()
     state = open_state(demo)
     try:
-        issued = state.clients.create(name, scopes, actor="system")
+        issued = state.clients.create(name, scopes, actor=actor)
     finally:
         state.close()
     emit_json({"client_id": issued.client.client_id, "api_key": issued.api_key, "scopes": sorted(issued.client.scopes)})
@@ -151,9 +162,10 @@ def clients_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 @clients_app.command("revoke")
 def clients_revoke(client_id: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Revoke an API client's key; takes effect at once."""
+    actor = cli_actor()
     state = open_state(demo)
     try:
-        client = state.clients.revoke(client_id, actor="system")
+        client = state.clients.revoke(client_id, actor=actor)
     finally:
         state.close()
     if as_json:
@@ -165,9 +177,20 @@ def clients_revoke(client_id: str, demo: DemoOption = False, as_json: JsonOption
 
 def _mount_domain_commands() -> None:
     """The domain modules own their commands; they are mounted here, at import time of the CLI."""
-    from api import cli_audit, cli_backup, cli_exchange, cli_keys, cli_receipts, cli_signing, cli_users, cli_witness
+    from api import (
+        cli_audit,
+        cli_backup,
+        cli_exchange,
+        cli_keys,
+        cli_personal,
+        cli_receipts,
+        cli_signing,
+        cli_users,
+        cli_witness,
+    )
 
     app.registered_commands.extend(cli_signing.app.registered_commands)  # sign, verify
+    app.registered_commands.extend(cli_personal.app.registered_commands)  # sign-personal
     app.registered_commands.extend(cli_backup.app.registered_commands)  # backup, restore
     keys_app.registered_commands.extend(cli_signing.keys_app.registered_commands)
     keys_app.registered_commands.extend(cli_keys.keys_app.registered_commands)  # init, install-cert

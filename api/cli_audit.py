@@ -1,7 +1,8 @@
-"""``bhxh-integrity audit verify|export|checkpoint|erase-pii``.
+"""``bhxh-integrity audit verify|export|checkpoint|erase-pii|acknowledge-rollback``.
 
-``verify`` checks the live database, or an export with no database at all
-(``--export FILE --public-key FILE [--since KEPT] [--save-checkpoint FILE]``). It says VERIFIED
+``verify`` checks the live database (every entry from entry 0; it only reads, so an auditor with
+read access may run it, also while a rollback awaits acknowledgement), or an export with no database
+at all (``--export FILE --public-key FILE [--since KEPT] [--save-checkpoint FILE]``). It says VERIFIED
 and exits 0 only when no fault was found AND every entry read is anchored by a checkpoint signed
 by a trusted key; ``--since`` proves the log still holds the tree of a checkpoint the auditor
 kept from an earlier run; ``--tsa-cert ROOT`` checks each checkpoint's RFC 3161 time-stamp
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from api.cli_operator import ADMIN_ENV, CodeOption, ask_code, cli_actor, confirmed, operator
 from api.cli_output import EXIT_FAILED, console, emit_json, err_console, fail
 from api.cli_state import open_state
 from audit.errors import AuditError
@@ -38,7 +40,6 @@ DemoOption = Annotated[
     bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
 
 
@@ -364,10 +365,11 @@ def export_cmd(
     standard output gets {"out", "lines"} (without --out it carries the export itself)."""
     if as_json and out is None:
         fail("--json needs --out: without it the NDJSON export itself is written to standard output")
+    actor = cli_actor()
     state = open_state(demo)
     try:
         if include_pii:
-            state.audit.record(CLI_ACTOR, "audit.exported", state.audit.origin, {"include_pii": True})
+            state.audit.record(actor, "audit.exported", state.audit.origin, {"include_pii": True})
         target = nullcontext(sys.stdout.buffer) if out is None else _open_out(out)
         with target as handle:
             count = state.audit.export(handle, include_pii=include_pii)
@@ -403,29 +405,36 @@ def checkpoint(demo: DemoOption = False, as_json: JsonOption = False) -> None:
 @app.command("erase-pii")
 def erase_pii(
     seq: Annotated[int, typer.Argument(help="the entry whose personal data is erased")],
-    approved_by: Annotated[
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit.pii.erased entry)")],
+    admin: Annotated[
         str,
         typer.Option(
+            "--admin",
             "--approved-by",
-            help="username of the administrator who approved the erasure (an account with the admin role)",
+            envvar=ADMIN_ENV,
+            help="the administrator who approves the erasure and confirms it with a TOTP code",
         ),
     ],
-    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit.pii.erased entry)")],
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete an entry's personal data (salt and data) and log audit.pii.erased, written by the
-    service and naming the approving administrator and the reason; the chain stays verifiable."""
-    from auth.errors import AuthError
-    from integrity.errors import IntegrityError
-    from integrity.pii_erasure import admin_approver
+    """Delete an entry's personal data (salt and data) and log audit.pii.erased, written as the
+    operator and naming the approving administrator, whose TOTP code confirms it, and the
+    reason; the chain stays verifiable."""
+    from audit.erasure import MAX_REASON_CHARS, valid_reason
+    from integrity.operator_auth import SensitiveCommand
 
+    if not valid_reason(reason.strip()):  # before the code is asked for: a refusal spends none
+        fail(f"an erasure needs a reason (at most {MAX_REASON_CHARS} characters)")
+    who = operator()
+    secret = ask_code(admin, code)
     state = open_state(demo)
     try:
+        approved = confirmed(state, who, admin, secret, SensitiveCommand.ERASE_PERSONAL_DATA)
         try:
-            approver = admin_approver(state.engine, approved_by)
-            erasure = state.audit.erase_pii(seq, reason, approved_by=approver)
-        except (AuditError, AuthError, IntegrityError) as exc:
+            erasure = state.audit.erase_pii(seq, reason, approved_by=approved.approved_by or "", actor=approved.actor)
+        except AuditError as exc:
             fail(str(exc))
     finally:
         state.close()
@@ -433,3 +442,43 @@ def erase_pii(
         emit_json({"seq": seq, "erasure_seq": erasure})
     else:
         console.print(f"[green]✓[/] personal data of entry {seq} erased; logged as entry {erasure}")
+
+
+@app.command("acknowledge-rollback")
+def acknowledge_rollback(
+    reason: Annotated[
+        str, typer.Option("--reason", help="why appends may resume (recorded in the audit.rollback.acknowledged entry)")
+    ],
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """After a restore to an older state: log, as the operator, which entries the witnesses
+    counted that the log lost (one audit.rollback.acknowledged entry), and let appends resume.
+    Exit 2, nothing written, when the log is not rolled back."""
+    actor = cli_actor()
+    state = open_state(demo)
+    try:
+        try:
+            done = state.audit.acknowledge_rollback(reason, actor=actor)
+        except AuditError as exc:
+            fail(str(exc))
+    finally:
+        state.close()
+    witnesses = [{"witness": f.witness, "witness_size": f.witness_size} for f in done.findings]
+    if as_json:
+        emit_json(
+            {
+                "seq": done.seq,
+                "log_size": done.log_size,
+                "lost_first": done.lost.first,
+                "lost_last": done.lost.last,
+                "witnesses": witnesses,
+            }
+        )
+        return
+    named = ", ".join(f"{w['witness']} ({w['witness_size']})" for w in witnesses)
+    console.print(
+        f"[green]✓[/] loss of entries {done.lost} acknowledged (witnesses: {named}); logged as entry {done.seq}; "
+        "appends resume",
+        highlight=False,
+    )

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli_operator import cli_actor
 from api.cli_output import console, emit_json
 from api.cli_state import load_settings
 from integrity.logs import configure_logging
@@ -62,13 +63,14 @@ def restore_cmd(
     """Replace the SQLite database with a checked backup (service stopped); keep the old file.
 
     The replaced file is kept as DB.replaced-<UTC time>; the restored log records an
-    audit.restored entry naming the audit entries it dropped. PostgreSQL is restored with
+    audit.restored entry, written as the operator, naming the audit entries it dropped. PostgreSQL is restored with
     pg_restore (docs/operations.md)."""
     from integrity.backup import restore
 
+    actor = cli_actor()
     settings = load_settings()
     configure_logging(settings.log_level)
-    report = restore(settings.database_url, source, force=force)
+    report = restore(settings.database_url, source, force=force, actor=actor)
     lost = report.lost
     if as_json:
         emit_json(

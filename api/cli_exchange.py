@@ -2,8 +2,9 @@
 guard's housekeeping (``nonces purge``), a standalone verifying gateway (``gateway``) and the
 public key that gateway signs with (``gateway-key``).
 
-Every registry change is logged in the audit log by ``integrity.exchange`` (actor ``system``).
-Exit codes: 0 done, 2 bad usage or input (one line on stderr).
+Every registry change is logged in the audit log by ``integrity.exchange`` as the operator
+(``operator:<OS login>``) with the administrator whose TOTP code confirmed it (``--admin``).
+Exit codes: 0 done, 2 bad usage or input, or a refused code (one line on stderr).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.cli_operator import ADMIN_ENV, AdminOption, CodeOption, ask_code, confirmed, operator
 from api.cli_output import console, emit_json, fail
 from api.cli_state import open_state, run_server
 from integrity.errors import IntegrityError
+from integrity.operator_auth import SensitiveCommand
 
 if TYPE_CHECKING:
     from integrity.app_state import AppState
@@ -31,7 +34,6 @@ DemoOption = Annotated[
     bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-CLI_ACTOR = "system"
 MAX_KEY_FILE_BYTES = 64 * 1024
 
 
@@ -50,6 +52,12 @@ def _read_key(path: Path) -> bytes:
     if len(data) > MAX_KEY_FILE_BYTES:
         fail(f"{path} is too large for a key or certificate")
     return data
+
+
+def _code(admin: str, code: str | None) -> str:
+    if not admin:
+        fail(f"a change of peer is confirmed by an administrator: give --admin USER (or {ADMIN_ENV})")
+    return ask_code(admin, code)
 
 
 def _show(peer: Peer) -> None:
@@ -72,15 +80,25 @@ def peers_add(
     key: Annotated[Path, typer.Option("--key", help="PEM certificate or PEM public key of the peer")],
     route: Annotated[list[str] | None, typer.Option("--route", help="'METHOD /path' the peer may use; repeat")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="where the gateway forwards to this peer")] = None,
+    admin: AdminOption = "",
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Register a peer (logged as exchange.peer.added)."""
+    """Register a peer (logged as exchange.peer.added; an administrator's TOTP code confirms it)."""
     pem = _read_key(key)
+    who, secret = operator(), _code(admin, code)
     state = open_state(demo)
     try:
-        peer = _service(state).add_peer(
-            name, keyid=keyid, key_pem=pem, routes=route or [], base_url=base_url, actor=CLI_ACTOR
+        approved = confirmed(state, who, admin, secret, SensitiveCommand.ADD_PEER)
+        peer = _service(state).peers.add(
+            name,
+            keyid=keyid,
+            key_pem=pem,
+            routes=route or [],
+            base_url=base_url,
+            actor=approved.actor,
+            approved_by=approved.approved_by,
         )
     except IntegrityError as exc:
         fail(str(exc))
@@ -97,7 +115,7 @@ def peers_list(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """List the registered peers."""
     state = open_state(demo)
     try:
-        peers = _service(state).list_peers()
+        peers = _service(state).peers.all()
     finally:
         state.close()
     if as_json:
@@ -123,6 +141,8 @@ def peers_update(
         typer.Option("--overlap", help="seconds the replaced key is still accepted (needs --key and a new --keyid)"),
     ] = 0,
     end_overlap: Annotated[bool, typer.Option("--end-overlap", help="stop accepting the replaced key now")] = False,
+    admin: AdminOption = "",
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -134,9 +154,11 @@ def peers_update(
         fail("--route and --no-routes (or --base-url and --no-base-url) exclude each other")
     pem = _read_key(key) if key is not None else None
     routes = [] if no_routes else route
+    who, secret = operator(), _code(admin, code)
     state = open_state(demo)
     try:
-        peer = _service(state).update_peer(
+        approved = confirmed(state, who, admin, secret, SensitiveCommand.UPDATE_PEER)
+        peer = _service(state).peers.update(
             name,
             keyid=keyid,
             key_pem=pem,
@@ -145,7 +167,8 @@ def peers_update(
             clear_base_url=no_base_url,
             overlap_seconds=overlap,
             end_overlap=end_overlap,
-            actor=CLI_ACTOR,
+            actor=approved.actor,
+            approved_by=approved.approved_by,
         )
     except IntegrityError as exc:
         fail(str(exc))
@@ -158,11 +181,16 @@ def peers_update(
 
 
 @peers_app.command("remove")
-def peers_remove(name: str, demo: DemoOption = False, as_json: JsonOption = False) -> None:
-    """Unregister a peer: its messages are refused from now on (logged as exchange.peer.removed)."""
+def peers_remove(
+    name: str, admin: AdminOption = "", code: CodeOption = None, demo: DemoOption = False, as_json: JsonOption = False
+) -> None:
+    """Unregister a peer: its messages are refused from now on (logged as exchange.peer.removed;
+    an administrator's TOTP code confirms it)."""
+    who, secret = operator(), _code(admin, code)
     state = open_state(demo)
     try:
-        peer = _service(state).remove_peer(name, actor=CLI_ACTOR)
+        approved = confirmed(state, who, admin, secret, SensitiveCommand.REMOVE_PEER)
+        peer = _service(state).peers.remove(name, actor=approved.actor, approved_by=approved.approved_by)
     except IntegrityError as exc:
         fail(str(exc))
     finally:
@@ -178,7 +206,7 @@ def nonces_purge(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Delete replay-guard entries whose signatures have expired (the service also does this)."""
     state = open_state(demo)
     try:
-        purged = _service(state).purge_expired_nonces()
+        purged = _service(state).nonces.purge_expired()
     finally:
         state.close()
     if as_json:
@@ -197,7 +225,7 @@ def gateway(
     """Serve only the verifying gateway (/gateway/{peer}/{path}, /healthz, /readyz)."""
 
     def _needs_gateway_key(state: AppState) -> None:
-        if _service(state).gateway_key is None:
+        if _service(state).gateway.key is None:
             fail(
                 "no gateway key (gateway-exchange.key.pem in the keys directory, or BHXH_GATEWAY_KEY_LABEL): "
                 "the gateway cannot sign what it forwards"
@@ -221,10 +249,10 @@ def gateway_key(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     try:
         service = _service(state)
         try:
-            key = service.gateway_public_key()
+            key = service.gateway.public_key()
         except IntegrityError as exc:
             fail(str(exc))
-        on_token = service.gateway_key_on_token
+        on_token = service.gateway.on_token
     finally:
         state.close()
     shown = {

@@ -1,4 +1,4 @@
-"""``bhxh-integrity receipts issue|verify``: the receipt use cases from the command line.
+"""``bhxh-integrity receipts issue|revoke|verify``: the receipt use cases from the command line.
 
 Exit codes: 0 issued / issued by the system, 1 the file is NOT a receipt issued by the system,
 2 bad usage or input (unreadable request or PDF, refused request).
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 
+from api.cli_operator import cli_actor
 from api.cli_output import EXIT_FAILED, console, emit_json, fail
 from api.cli_state import open_state
 from integrity.errors import IntegrityError
@@ -20,13 +21,14 @@ if TYPE_CHECKING:
     from integrity.app_state import AppState
     from integrity.receipts import ReceiptService, ReceiptVerdict
 
-app = typer.Typer(help="Receipts (phiếu tiếp nhận và hẹn trả kết quả): issue and verify.", no_args_is_help=True)
+app = typer.Typer(
+    help="Receipts (giấy tiếp nhận hồ sơ và hẹn trả kết quả): issue, revoke and verify.", no_args_is_help=True
+)
 
 DemoOption = Annotated[
     bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-CLI_ACTOR = "system"
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
@@ -70,11 +72,12 @@ def issue(
             "invalid receipt request: "
             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         )
+    actor = cli_actor()
     state = open_state(demo)
     try:
         receipts = _service(state)
         try:
-            issued = receipts.issue(body.to_domain(), issued_by=CLI_ACTOR, idempotency_key=idempotency_key)
+            issued = receipts.issue(body.to_domain(), issued_by=actor, idempotency_key=idempotency_key)
             pdf = receipts.pdf(issued.code) if out is not None else None
         except IntegrityError as exc:
             fail(str(exc))
@@ -105,6 +108,46 @@ def issue(
         console.print(f"  signed PDF written to {out}")
 
 
+@app.command("revoke")
+def revoke(
+    code: Annotated[str, typer.Argument(help="the dossier code of the receipt to withdraw")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="issued_in_error, dossier_withdrawn or replaced (never free text)")
+    ],
+    demo: DemoOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke an issued receipt, once and for good (audit entry receipt.revoked)."""
+    from integrity.receipt_revocations import RevocationReason
+
+    try:
+        chosen = RevocationReason(reason)
+    except ValueError:
+        fail(f"--reason must be one of {', '.join(r.value for r in RevocationReason)}")
+    actor = cli_actor()
+    state = open_state(demo)
+    try:
+        try:
+            revocation = _service(state).revoke(code, chosen, revoked_by=actor)
+        except IntegrityError as exc:
+            fail(str(exc))
+    finally:
+        state.close()
+    if as_json:
+        emit_json(
+            {
+                "code": revocation.code,
+                "reason": revocation.reason.value,
+                "revoked_at": revocation.revoked_at.isoformat(),
+                "audit_seq": revocation.audit_seq,
+            }
+        )
+        return
+    console.print(
+        f"[yellow]✓[/] revoked [bold]{revocation.code}[/] ({revocation.reason.value}, audit seq {revocation.audit_seq})"
+    )
+
+
 def _mark(value: bool | None, good: bool = True) -> str:
     if value is None:
         return "[yellow]?[/]"
@@ -125,6 +168,12 @@ def _print_verdict(path: Path, verdict: ReceiptVerdict) -> None:
     console.print(f"  {_mark(verdict.hash_matches)} registered hash equals the file's")
     if verdict.issued_by_system:
         console.print("[bold green]ISSUED BY THE SYSTEM[/] — phiếu do hệ thống cấp")
+        if verdict.revocation is not None:
+            console.print(
+                f"[bold yellow]REVOKED[/] {verdict.revocation.revoked_at.isoformat()} — "
+                f"{verdict.revocation.reason_vi} / {verdict.revocation.reason_en}",
+                highlight=False,
+            )
         return
     console.print("[bold red]NOT ISSUED BY THE SYSTEM[/] — phiếu không do hệ thống cấp")
     for reason in verdict.reasons:

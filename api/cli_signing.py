@@ -18,14 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.cli_operator import ADMIN_ENV, AdminOption, CodeOption, ask_code, cli_actor, confirmed, operator
 from api.cli_output import EXIT_FAILED, console, emit_json, fail
+from api.cli_personal import OwnerOption, check_personal_purpose, personal_key_change
 from api.cli_state import open_state
+from integrity.operator_auth import SensitiveCommand
 from signing.algorithms import DEFAULT_RSA_BITS, Algorithm
 from signing.errors import SigningError
 from signing.purposes import KeyPurpose
 
 if TYPE_CHECKING:
     from integrity.app_state import AppState
+    from integrity.operator_auth import Operator
     from integrity.signatures import SignatureService
     from signing.keystore import KeyRecord
 
@@ -55,7 +59,6 @@ PurposeOption = Annotated[
         help="what the key signs (docs/keys.md); data-message keys sign JWS, CMS and XML, the receipt key none",
     ),
 ]
-CLI_ACTOR = "system"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 
@@ -122,7 +125,7 @@ def sign(
     payload = _read(file)
     state = open_state(demo)
     try:
-        signed = _service(state).sign(SignRequest(fmt, payload, detached, key_id), actor=CLI_ACTOR)
+        signed = _service(state).sign(SignRequest(fmt, payload, detached, key_id), actor=cli_actor())
     except SigningError as exc:
         fail(str(exc))
     finally:
@@ -173,7 +176,7 @@ def verify(
     data = _read(payload) if payload is not None else None
     state = open_state(demo)
     try:
-        outcome = _service(state).verify(fmt, text, data, actor=CLI_ACTOR)
+        outcome = _service(state).verify(fmt, text, data, actor=cli_actor())
     except SigningError as exc:
         fail(str(exc))
     finally:
@@ -286,17 +289,31 @@ def keys_generate(
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
     on_token: OnTokenOption = False,
     purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
+    owner: OwnerOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate a new active key (refused if one of that algorithm and purpose is active: use rotate)."""
+    """Generate a new active key (refused if one of that algorithm and purpose is active: use rotate).
+    With --owner, USER's personal key, made on the token (--on-token)."""
     algorithm = _algorithm(alg)
+    if owner is not None:
+        check_personal_purpose(purpose)
+        record = personal_key_change(
+            demo,
+            as_json,
+            "keys generate",
+            lambda personal: personal.generate_key(
+                owner, algorithm, actor=cli_actor(), on_token=on_token, rsa_bits=rsa_bits
+            ),
+        )
+        _report(record, "generated", as_json)
+        return
     _change_keys(
         demo,
         as_json,
         "generated",
         lambda service: service.generate_key(
-            algorithm, actor=CLI_ACTOR, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
+            algorithm, actor=cli_actor(), rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
         ),
     )
 
@@ -307,19 +324,32 @@ def keys_rotate(
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
     on_token: OnTokenOption = False,
     purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
+    owner: OwnerOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a new active key and retire the current one of that algorithm and purpose (its
-    signatures keep verifying).
+    signatures keep verifying); with --owner, USER's personal key on the token.
     To rotate to a key certified by a CA, use ``keys import --rotate`` (or ``import-token``)."""
     algorithm = _algorithm(alg)
+    if owner is not None:
+        check_personal_purpose(purpose)
+        record = personal_key_change(
+            demo,
+            as_json,
+            "keys rotate",
+            lambda personal: personal.generate_key(
+                owner, algorithm, actor=cli_actor(), on_token=on_token, rotate=True, rsa_bits=rsa_bits
+            ),
+        )
+        _report(record, "rotated to", as_json)
+        return
     _change_keys(
         demo,
         as_json,
         "rotated to",
         lambda service: service.generate_key(
-            algorithm, actor=CLI_ACTOR, rotate=True, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
+            algorithm, actor=cli_actor(), rotate=True, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
         ),
     )
 
@@ -358,7 +388,7 @@ def keys_import(
         demo,
         as_json,
         "imported",
-        lambda service: service.import_key(private_key, chain, actor=CLI_ACTOR, rotate=rotate, purpose=purpose),
+        lambda service: service.import_key(private_key, chain, actor=cli_actor(), rotate=rotate, purpose=purpose),
     )
 
 
@@ -368,28 +398,72 @@ def keys_import_token(
     cert: Annotated[Path | None, typer.Option("--cert", help="PEM certificate chain of that key, leaf first")] = None,
     rotate: Annotated[bool, typer.Option("--rotate", help="retire the active key of the same algorithm")] = False,
     purpose: PurposeOption = KeyPurpose.DATA_MESSAGE,
+    owner: OwnerOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a key pair already on the PKCS#11 token (made by the HSM's tools) to the keystore."""
+    """Add a key pair already on the PKCS#11 token (made by the HSM's tools) to the keystore.
+    With --owner, USER's personal key, with the certificate a CA issued to USER (--cert)."""
     from signing.keystore import parse_certificates
 
     try:
         chain = parse_certificates(_read(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
+    if owner is not None:
+        check_personal_purpose(purpose)
+        record = personal_key_change(
+            demo,
+            as_json,
+            "keys import-token",
+            lambda personal: personal.import_token_key(owner, label, chain, actor=cli_actor(), rotate=rotate),
+        )
+        _report(record, "imported", as_json)
+        return
     _change_keys(
         demo,
         as_json,
         "imported",
-        lambda service: service.import_token_key(label, chain, actor=CLI_ACTOR, rotate=rotate, purpose=purpose),
+        lambda service: service.import_token_key(label, chain, actor=cli_actor(), rotate=rotate, purpose=purpose),
     )
 
 
+def _confirmed_key_change(
+    demo: bool,
+    as_json: bool,
+    what: str,
+    command: SensitiveCommand,
+    admin: str,
+    code: str | None,
+    change: Callable[[SignatureService, Operator], KeyRecord],
+) -> None:
+    """``_change_keys`` once an administrator's TOTP code confirmed the operator; a refused
+    code changes no key."""
+    who, secret = operator(), ask_code(admin, code)
+    state = open_state(demo)
+    try:
+        record = change(_service(state), confirmed(state, who, admin, secret, command))
+    except SigningError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    _report(record, what, as_json)
+
+
 @keys_app.command("retire", context_settings=KID_COMMAND)
-def keys_retire(kid: KidArgument, demo: DemoOption = False, as_json: JsonOption = False) -> None:
-    """Stop signing with KID; its signatures keep verifying."""
-    _change_keys(demo, as_json, "retired", lambda service: service.retire_key(kid, actor=CLI_ACTOR))
+def keys_retire(
+    kid: KidArgument, admin: AdminOption, code: CodeOption = None, demo: DemoOption = False, as_json: JsonOption = False
+) -> None:
+    """Stop signing with KID; its signatures keep verifying (an administrator's TOTP code confirms it)."""
+    _confirmed_key_change(
+        demo,
+        as_json,
+        "retired",
+        SensitiveCommand.RETIRE_KEY,
+        admin,
+        code,
+        lambda service, who: service.retire_key(kid, actor=who.actor, approved_by=who.approved_by),
+    )
 
 
 @keys_app.command("revoke", context_settings=KID_COMMAND)
@@ -399,10 +473,13 @@ def keys_revoke(
         str | None,
         typer.Option("--at", help="RFC 3339 revocation time (e.g. the suspected compromise); default now"),
     ] = None,
+    admin: AdminOption = "",
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Revoke KID: signatures claiming a time at or after the revocation fail verification."""
+    """Revoke KID: signatures claiming a time at or after the revocation fail verification (an
+    administrator's TOTP code confirms it)."""
     when = None
     if at is not None:
         try:
@@ -411,4 +488,14 @@ def keys_revoke(
             fail(f"--at {at!r} is not an RFC 3339 time")
         if when.tzinfo is None:
             fail("--at must carry a time zone (e.g. Z or +07:00)")
-    _change_keys(demo, as_json, "revoked", lambda service: service.revoke_key(kid, actor=CLI_ACTOR, at=when))
+    if not admin:
+        fail(f"revoking a key is confirmed by an administrator: give --admin USER (or {ADMIN_ENV})")
+    _confirmed_key_change(
+        demo,
+        as_json,
+        "revoked",
+        SensitiveCommand.REVOKE_KEY,
+        admin,
+        code,
+        lambda service, who: service.revoke_key(kid, actor=who.actor, at=when, approved_by=who.approved_by),
+    )

@@ -2,22 +2,25 @@
 
 Passwords are read from a hidden prompt or from standard input (``--password-stdin``), never
 from the command line, where ``ps`` and shell history would keep them. Every action is audited
-with the operator's name and the reason given.
+with the operator (``operator:<OS login>``) and the reason given; ``unlock`` and ``reset-mfa``
+also need an administrator's TOTP code (``--admin``, ``--code``), who is logged as the admin.
 """
 
 from __future__ import annotations
 
-import getpass
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
+from api.cli_operator import AdminOption, CodeOption, ask_code, cli_actor, confirmed, operator
 from api.cli_output import console, emit_json, fail
 from api.cli_state import open_state
 from auth.errors import AuthError
 from integrity.accounts import AccountService
 from integrity.app_state import AppState
+from integrity.operator_auth import Operator, SensitiveCommand
 
 app = typer.Typer(help="People's accounts (officers, auditors, admins, citizens).", no_args_is_help=True)
 
@@ -26,21 +29,11 @@ DemoOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="why; recorded in the audit log")]
-OperatorOption = Annotated[
-    str | None, typer.Option("--operator", help="who is doing this (default: the OS login name); audited")
-]
 _MIN_REASON = 3
 
 
 def _accounts(state: AppState) -> AccountService:
     return state.accounts
-
-
-def _actor(operator: str | None) -> str:
-    name = (operator or getpass.getuser()).strip()
-    if not name or any(ch.isspace() for ch in name):
-        fail("--operator must be one word")
-    return f"user:{name}"
 
 
 def _reason(reason: str) -> str:
@@ -59,6 +52,22 @@ def _run(demo: bool, action: object) -> object:
         state.close()
 
 
+def _confirmed_run(
+    demo: bool, command: SensitiveCommand, admin: str, code: str | None, act: Callable[[AccountService, Operator], None]
+) -> None:
+    """Check the admin's code, then act as the operator with that admin named; a refused code
+    leaves the account untouched."""
+    who = operator()
+    secret = ask_code(admin, code)
+    state = open_state(demo)
+    try:
+        act(_accounts(state), confirmed(state, who, admin, secret, command))
+    except AuthError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+
+
 @app.command("create")
 def create(
     username: str,
@@ -70,12 +79,11 @@ def create(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the password from standard input")
     ] = False,
-    operator: OperatorOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create a person's account (the password is asked for, never passed as an argument)."""
-    actor, why = _actor(operator), _reason(reason)
+    actor, why = cli_actor(), _reason(reason)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -96,13 +104,21 @@ def create(
 def unlock(
     username: str,
     reason: ReasonOption,
-    operator: OperatorOption = None,
+    admin: AdminOption,
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Clear an account's failure counter, including the 100-failure disable."""
-    actor, why = _actor(operator), _reason(reason)
-    _run(demo, lambda acc: acc.unlock(username, actor=actor, reason=why))
+    """Clear an account's failure counter, including the 100-failure disable (an administrator's
+    TOTP code confirms it)."""
+    why = _reason(reason)
+    _confirmed_run(
+        demo,
+        SensitiveCommand.UNLOCK_ACCOUNT,
+        admin,
+        code,
+        lambda acc, who: acc.unlock(username, actor=who.actor, reason=why, approved_by=who.approved_by),
+    )
     if as_json:
         emit_json({"username": username, "action": "unlocked"})
     else:
@@ -113,13 +129,21 @@ def unlock(
 def reset_mfa(
     username: str,
     reason: ReasonOption,
-    operator: OperatorOption = None,
+    admin: AdminOption,
+    code: CodeOption = None,
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Remove TOTP and recovery codes, revoke sessions; the person must enrol again."""
-    actor, why = _actor(operator), _reason(reason)
-    _run(demo, lambda acc: acc.reset_mfa(username, actor=actor, reason=why))
+    """Remove TOTP and recovery codes, revoke sessions; the person must enrol again (an
+    administrator's TOTP code confirms it)."""
+    why = _reason(reason)
+    _confirmed_run(
+        demo,
+        SensitiveCommand.RESET_MFA,
+        admin,
+        code,
+        lambda acc, who: acc.reset_mfa(username, actor=who.actor, reason=why, approved_by=who.approved_by),
+    )
     if as_json:
         emit_json({"username": username, "action": "mfa_reset"})
     else:

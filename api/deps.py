@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from api.rate_limit import CLASS_OF_SCOPE, require_address_budget, spend, spend_address
+from api.rate_limit import CLASS_OF_SCOPE, require_address_budget, source_address, spend, spend_address
 from auth import InvalidApiKey, MissingScope, SessionInvalid
 from auth.apikeys import KEY_PREFIX
 from integrity.app_state import AppState
@@ -73,7 +73,7 @@ async def _authenticated(request: Request) -> Principal:
         if client is None:
             await require_address_budget(request)
             # The address bounds how many refusals from one sender are logged one by one.
-            source = request.client.host if request.client else "unknown"
+            source = source_address(request)
             client = await run_in_threadpool(state.clients.authenticate, token, source=source)
         return Principal("client", client.client_id, client.name, client.scopes)
     # A full session only: MFA tokens and enrolment-only sessions resolve to None here.

@@ -40,9 +40,18 @@ class BodyTooLarge(Exception):
     """Raised by the body-limit middleware; mapped to 413."""
 
 
-# Exception class -> problem. Add a row per domain error family; order does not matter.
-_BEARER = (("WWW-Authenticate", 'Bearer realm="bhxh-integrity"'),)
+# RFC 9110 §15.5.2: every 401 carries WWW-Authenticate with a challenge for the credentials the
+# resource takes (§11.6.1). API keys and people's API sessions are bearer tokens (RFC 6750); a
+# refused login or second factor asks for a person's session, which only /v1/auth/login (or the
+# web sign-in) opens; the exchange gateway takes RFC 9421 message signatures, and says which
+# one in Accept-Signature (RFC 9421 §5.1, api/gateway.py).
+WWW_AUTHENTICATE = "WWW-Authenticate"
+BEARER_CHALLENGE = 'Bearer realm="bhxh-integrity"'
+SESSION_CHALLENGE = 'Session realm="bhxh-integrity"'
+SIGNATURE_CHALLENGE = 'Signature realm="bhxh-exchange"'
+_BEARER = ((WWW_AUTHENTICATE, BEARER_CHALLENGE),)
 
+# Exception class -> problem. Add a row per domain error family; order does not matter.
 PROBLEMS: dict[type[Exception], Problem] = {
     BodyTooLarge: Problem(413, "body-too-large", "Request body too large"),
     # auth: API keys, scopes, accounts. Credential failures say nothing more than the title.
@@ -52,13 +61,19 @@ PROBLEMS: dict[type[Exception], Problem] = {
     auth_errors.SessionInvalid: Problem(
         401, "unauthenticated", "Authentication required", expose_detail=False, headers=_BEARER
     ),
-    auth_errors.InvalidCredentials: Problem(401, "invalid-credentials", "Invalid credentials", expose_detail=False),
+    auth_errors.InvalidCredentials: Problem(
+        401,
+        "invalid-credentials",
+        "Invalid credentials",
+        expose_detail=False,
+        headers=((WWW_AUTHENTICATE, SESSION_CHALLENGE),),
+    ),
     auth_errors.LoginThrottled: Problem(429, "too-many-attempts", "Too many failed attempts", expose_detail=False),
     auth_errors.StepUpRequired: Problem(
         401,
         "step-up-required",
         "A recent second factor is required",
-        headers=(("WWW-Authenticate", 'Bearer error="insufficient_user_authentication"'),),
+        headers=((WWW_AUTHENTICATE, 'Bearer error="insufficient_user_authentication"'),),
     ),
     auth_errors.MissingScope: Problem(403, "forbidden", "The credentials lack the required scope"),
     auth_errors.UnknownScope: Problem(422, "unknown-scope", "Unknown scope"),
@@ -69,9 +84,14 @@ PROBLEMS: dict[type[Exception], Problem] = {
     auth_errors.PasswordRejected: Problem(422, "password-rejected", "Password rejected by policy"),
     auth_errors.InvalidUsername: Problem(422, "invalid-username", "Invalid username"),
     auth_errors.UsernameTaken: Problem(409, "username-taken", "Username taken"),
+    auth_errors.UsernameConfusable: Problem(422, "username-confusable", "Username looks like another"),
     auth_errors.UnknownUser: Problem(404, "unknown-user", "Unknown user"),
     auth_errors.InvalidRole: Problem(422, "invalid-role", "Unknown role"),
     auth_errors.SecretUnreadable: Problem(500, "secret-unreadable", "Internal server error", expose_detail=False),
+    auth_errors.PasskeyNotFound: Problem(404, "passkey-not-found", "No such passkey"),
+    auth_errors.InvalidPasskeyName: Problem(422, "invalid-passkey-name", "Invalid passkey name"),
+    auth_errors.PasskeyAlreadyRegistered: Problem(409, "passkey-already-registered", "Passkey already registered"),
+    auth_errors.PasskeyRejected: Problem(422, "passkey-rejected", "Passkey not accepted"),
     auth_errors.AuthError: Problem(400, "auth-error", "Authentication request refused"),
     # audit
     audit_errors.InvalidEntry: Problem(422, "invalid-audit-event", "Invalid audit event"),
@@ -83,6 +103,12 @@ PROBLEMS: dict[type[Exception], Problem] = {
     audit_errors.EntryTooLong: Problem(500, "entry-too-long", "Internal server error", expose_detail=False),
     audit_errors.PiiAlreadyErased: Problem(409, "personal-data-already-erased", "Personal data already erased"),
     audit_errors.PiiNotFound: Problem(404, "no-personal-data", "The entry has no personal data"),
+    audit_errors.LogRolledBack: Problem(
+        503,
+        "audit-log-rolled-back",
+        "The audit log was rolled back behind its witnesses; an administrator must acknowledge the loss",
+    ),
+    audit_errors.NothingToAcknowledge: Problem(409, "nothing-to-acknowledge", "The audit log is not rolled back"),
     audit_errors.AuditUnavailable: Problem(503, "audit-unavailable", "The audit log cannot take entries now"),
     audit_errors.AuditError: Problem(400, "audit-error", "Audit request refused"),
     # signing
@@ -103,7 +129,6 @@ PROBLEMS: dict[type[Exception], Problem] = {
     se.InvalidXml: Problem(422, "invalid-xml", "The XML is malformed or unsafe"),
     se.MalformedSignature: Problem(422, "malformed-signature", "The signature is malformed"),
     se.InvalidRequest: Problem(400, "invalid-signature-request", "The signature request is invalid"),
-    se.PersonalSigningRefused: Problem(403, "step-up-required", "Personal signing needs a recent second factor"),
     se.MalformedPdf: Problem(422, "unreadable-pdf", "Not a readable PDF"),
     se.SigningError: Problem(400, "signing-error", "Signing request refused"),
     # integrity: events of other systems
@@ -120,6 +145,8 @@ PROBLEMS: dict[type[Exception], Problem] = {
     ie.ReceiptNotFound: Problem(404, "receipt-not-found", "Receipt not found"),
     ie.UnreadableReceipt: Problem(422, "unreadable-pdf", "Not a readable PDF"),
     ie.ReceiptSigningFailed: Problem(503, "receipt-signing-unavailable", "Receipt signing unavailable"),
+    ie.ReceiptAlreadyRevoked: Problem(409, "receipt-already-revoked", "Receipt already revoked"),
+    ie.ReceiptFileTooLarge: Problem(413, "receipt-file-too-large", "The file is too large to be a receipt"),
     # integrity: exchange (who is refused learns the kind, never the check that failed)
     ie.ExchangeRouteForbidden: Problem(
         403, "exchange-route-forbidden", "The peer may not use this route", expose_detail=False
@@ -127,7 +154,11 @@ PROBLEMS: dict[type[Exception], Problem] = {
     ie.ExchangeBadTarget: Problem(400, "exchange-bad-target", "The gateway does not forward this path"),
     ie.ExchangeTargetTooLong: Problem(414, "exchange-target-too-long", "The gateway path is too long"),
     ie.ExchangeRejected: Problem(
-        401, "exchange-unauthenticated", "Message signature not accepted", expose_detail=False
+        401,
+        "exchange-unauthenticated",
+        "Message signature not accepted",
+        expose_detail=False,
+        headers=((WWW_AUTHENTICATE, SIGNATURE_CHALLENGE),),
     ),
     ie.UpstreamRejected: Problem(
         502, "exchange-bad-upstream-response", "The destination's response failed verification", expose_detail=False
@@ -138,6 +169,11 @@ PROBLEMS: dict[type[Exception], Problem] = {
     ie.PeerNotFound: Problem(404, "exchange-unknown-peer", "Unknown peer"),
     ie.PeerAlreadyExists: Problem(409, "exchange-peer-exists", "The peer or its keyid is already registered"),
     ie.InvalidPeer: Problem(422, "exchange-invalid-peer", "Invalid peer definition"),
+    # integrity: personal signing (the reason is in ``reason`` and in the audit entry)
+    ie.ActivationNotFound: Problem(404, "unknown-signature-activation", "No such signature activation"),
+    ie.PersonalKeyUnavailable: Problem(409, "personal-key-unavailable", "No personal key can make this signature"),
+    ie.PersonalSigningRefused: Problem(409, "signature-activation-refused", "The signature activation was refused"),
+    ie.UnknownPerson: Problem(404, "unknown-user", "Unknown user"),
     # integrity: request rate limits (the detail names the route class; Retry-After the wait)
     ie.RateLimited: Problem(429, "rate-limited", "Too many requests"),
     ie.RateLimiterUnavailable: Problem(503, "rate-limiter-unavailable", "The rate limiter cannot be reached now"),
@@ -166,6 +202,9 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    if status == 401 and not any(name.lower() == "www-authenticate" for name in headers or {}):
+        # A 401 without a challenge breaks RFC 9110 §15.5.2; the API's own scheme is the default.
+        headers = {**(headers or {}), WWW_AUTHENTICATE: BEARER_CHALLENGE}
     body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status}
     if detail:
         body["detail"] = detail
@@ -183,6 +222,21 @@ def _slug_for_status(status: int) -> str:
         return "error"
 
 
+def render_problem(problem: Problem, exc: BaseException, instance: str) -> JSONResponse:
+    """The problem+json answer to ``exc`` by its row, with the headers and members the exception
+    adds. The one place exceptions become answers: the handler below and the gateway's signed
+    refusals (api/gateway.py) both use it."""
+    return problem_response(
+        problem.status,
+        problem.slug,
+        problem.title,
+        str(exc) if problem.expose_detail else None,
+        instance=instance,
+        headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
+        extra=getattr(exc, "problem_extra", None),
+    )
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     problem = problem_for(exc)
     if problem is None:
@@ -191,15 +245,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         # The service's own fault (a token, the audit log or a peer unavailable): the operator
         # needs the reason, which the caller may not get.
         get_logger().error("service_unavailable", problem=problem.slug, detail=str(exc), path=request.url.path)
-    return problem_response(
-        problem.status,
-        problem.slug,
-        problem.title,
-        str(exc) if problem.expose_detail else None,
-        instance=request.url.path,
-        headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
-        extra=getattr(exc, "problem_extra", None),
-    )
+    return render_problem(problem, exc, request.url.path)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -28,11 +28,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.types import Scope
 
 from api.deps import get_state
-from api.errors import problem_for, problem_response
-from api.gateway_path import GatewayTarget, PathRefusal, UnsafeGatewayPath
+from api.errors import problem_for, render_problem
+from api.gateway_path import GatewayTarget, UnsafeGatewayPath
 from api.openapi import content, problems
 from api.origin import external_origin
-from api.rate_limit import gateway_budget_left, spend_address, spend_peer
+from api.rate_limit import gateway_budget_left, source_address, spend_address, spend_peer
 from api.routes.exchange import exchange_service
 from integrity.app_state import AppState
 from integrity.errors import (
@@ -48,10 +48,10 @@ from integrity.errors import (
     RateLimiterUnavailable,
     UpstreamRejected,
 )
-from integrity.exchange import ROUTE_NOT_ALLOWED, ExchangeService, ExchangeVerdict
+from integrity.exchange import ExchangeService, ExchangeVerdict, ForwardFailure, Reason
 from integrity.refusal_log import flushing
 from signing.errors import SigningError, TokenError
-from signing.httpsig import HttpRequest, HttpResponse, read_signature_params
+from signing.httpsig import HttpRequest, HttpResponse, accept_signature, read_signature_params
 
 router = APIRouter(tags=["gateway"])
 
@@ -258,9 +258,9 @@ class Gateway:
         ``source``: the sender's address, which bounds how many of its refusals are logged
         one by one (integrity.refusal_log). ``admit``: called with the verified keyid before
         anything is forwarded; it raises to refuse the message (the peer's rate limit)."""
-        verdict = await self.exchange.verify_request_async(incoming, via="gateway", source=source)
+        verdict = await self.exchange.verify_request(incoming, via="gateway", source=source)
         if not verdict.accepted:
-            refused = ExchangeRouteForbidden if verdict.reason == ROUTE_NOT_ALLOWED else ExchangeRejected
+            refused = ExchangeRouteForbidden if verdict.reason is Reason.ROUTE_NOT_ALLOWED else ExchangeRejected
             raise refused("the message was not accepted", message_id=verdict.message_id, reason=str(verdict.reason))
         if admit is not None:
             try:
@@ -268,31 +268,33 @@ class Gateway:
             except RateLimited:
                 # Only a message racing others past the budget gets here (a spent budget is
                 # refused before verification): its acceptance is logged, so is this refusal.
-                await self._failed(verdict, destination, "rate-limited", "the peer's rate limit is reached")
+                await self._failed(
+                    verdict, destination, ForwardFailure.RATE_LIMITED, "the peer's rate limit is reached"
+                )
                 raise
         try:
-            peer = await self.exchange.destination_async(destination)
+            peer = await self.exchange.peers.destination(destination)
         except PeerNotFound:
-            await self._failed(verdict, destination, "unknown-destination", "no such peer")
+            await self._failed(verdict, destination, ForwardFailure.UNKNOWN_DESTINATION, "no such peer")
             raise
         if peer.base_url is None:
-            await self._failed(verdict, destination, "no-base-url", "the peer has no base URL")
+            await self._failed(verdict, destination, ForwardFailure.NO_BASE_URL, "the peer has no base URL")
             raise GatewayNotConfigured(f"peer {destination!r} has no base URL to forward to")
         headers = [(k, v) for k, v in incoming.headers if k.lower() not in _DROP_FORWARD]
         # Identity coding, so the body the peer signs is the body we digest.
         headers.append(("Accept-Encoding", "identity"))
         try:
-            outgoing = await self.exchange.gateway_sign_request_async(
+            outgoing = await self.exchange.gateway.sign_request(
                 HttpRequest(incoming.method, peer.base_url + forward_target, tuple(headers), incoming.body)
             )
         except TokenError as exc:
             # The HSM holding the gateway key does not answer: the accepted message is not
             # forwarded, and the log says why (503 from the error table).
-            await self._failed(verdict, destination, "gateway-key-unavailable", type(exc).__name__)
+            await self._failed(verdict, destination, ForwardFailure.GATEWAY_KEY_UNAVAILABLE, type(exc).__name__)
             raise
         status, answer_headers, answer_body = await self._send(outgoing, destination=destination, verdict=verdict)
         answer = HttpResponse(status, tuple(answer_headers), answer_body, outgoing)
-        checked = await self.exchange.verify_response_async(
+        checked = await self.exchange.verify_response(
             answer, expected_peer=destination, via="gateway", in_reply_to=verdict.message_id
         )
         if not checked.accepted:
@@ -302,7 +304,7 @@ class Gateway:
                 reason=str(checked.reason),
             )
         relayed = tuple((k, v) for k, v in answer_headers if k.lower() not in _DROP_RELAY)
-        return await self.exchange.gateway_sign_response_async(HttpResponse(status, relayed, answer_body, incoming))
+        return await self.exchange.gateway.sign_response(HttpResponse(status, relayed, answer_body, incoming))
 
     async def target_of(self, incoming: HttpRequest, raw_path: str, query: str, *, source: str) -> GatewayTarget:
         """The destination and forwarded path of ``incoming``, read from its raw path; an
@@ -311,10 +313,10 @@ class Gateway:
         try:
             return GatewayTarget.parse(raw_path, query)
         except UnsafeGatewayPath as exc:
-            verdict = await self.exchange.refuse_request_async(
-                incoming, reason=exc.reason.value, detail=str(exc), via="gateway", source=source
+            verdict = await self.exchange.refuse_request(
+                incoming, reason=exc.reason, detail=str(exc), via="gateway", source=source
             )
-            refused = ExchangeTargetTooLong if exc.reason is PathRefusal.TOO_LONG else ExchangeBadTarget
+            refused = ExchangeTargetTooLong if exc.reason is Reason.PATH_TOO_LONG else ExchangeBadTarget
             raise refused(str(exc), message_id=verdict.message_id, reason=exc.reason.value) from exc
 
     async def _send(
@@ -323,19 +325,21 @@ class Gateway:
         try:
             return await self.forwarder.send(outgoing.method, outgoing.url, list(outgoing.headers), outgoing.body)
         except httpx.TimeoutException as exc:
-            await self._failed(verdict, destination, "timeout", type(exc).__name__)
+            await self._failed(verdict, destination, ForwardFailure.TIMEOUT, type(exc).__name__)
             raise PeerTimeout(f"peer {destination!r} did not answer in time") from exc
         except httpx.TransportError as exc:
-            await self._failed(verdict, destination, "unreachable", type(exc).__name__)
+            await self._failed(verdict, destination, ForwardFailure.UNREACHABLE, type(exc).__name__)
             raise PeerUnreachable(f"peer {destination!r} is unreachable") from exc
         except ResponseTooLarge as exc:
-            await self._failed(verdict, destination, "response-too-large", str(exc))
+            await self._failed(verdict, destination, ForwardFailure.RESPONSE_TOO_LARGE, str(exc))
             raise UpstreamRejected(
-                "the destination's response is too large", message_id=verdict.message_id, reason="response-too-large"
+                "the destination's response is too large",
+                message_id=verdict.message_id,
+                reason=ForwardFailure.RESPONSE_TOO_LARGE.value,
             ) from exc
 
-    async def _failed(self, verdict: ExchangeVerdict, destination: str, reason: str, detail: str) -> None:
-        await self.exchange.record_forward_failure_async(verdict, destination=destination, reason=reason, detail=detail)
+    async def _failed(self, verdict: ExchangeVerdict, destination: str, reason: ForwardFailure, detail: str) -> None:
+        await self.exchange.record_forward_failure(verdict, destination=destination, reason=reason, detail=detail)
 
     async def signed_problem(self, incoming: HttpRequest, exc: Exception, instance: str) -> Response | None:
         """The problem+json answer to a refusal, signed by the gateway over the response
@@ -343,20 +347,12 @@ class Gateway:
         docs/exchange-profile.md). None when the error has no problem row or the gateway has no key: the
         ordinary error handler answers, unsigned."""
         problem = problem_for(exc)
-        if problem is None or self.exchange.gateway_key is None:
+        if problem is None or self.exchange.gateway.key is None:
             return None
-        rendered = problem_response(
-            problem.status,
-            problem.slug,
-            problem.title,
-            str(exc) if problem.expose_detail else None,
-            instance=instance,
-            headers={**dict(problem.headers), **getattr(exc, "problem_headers", {})} or None,
-            extra=getattr(exc, "problem_extra", None),
-        )
+        rendered = render_problem(problem, exc, instance)
         lines = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered.raw_headers)
         return _as_response(
-            await self.exchange.gateway_sign_response_async(
+            await self.exchange.gateway.sign_response(
                 HttpResponse(rendered.status_code, lines, bytes(rendered.body), incoming)
             )
         )
@@ -405,12 +401,15 @@ async def gateway(request: Request, peer: str, path: str, gw: Gateway = Depends(
         # A spent budget (the sender's address, or the peer the message claims to be from) is
         # refused before anything is verified or logged (api/rate_limit.py).
         await gateway_budget_left(request, _claimed_keyid(incoming))
-        source = request.client.host if request.client else "unknown"
+        source = source_address(request)
         target = await gw.target_of(incoming, *_raw_target(request.scope), source=source)
         answer = await gw.relay(
             target.peer, incoming, target.forward, source=source, admit=lambda keyid: spend_peer(request, keyid)
         )
     except _GATEWAY_ERRORS as exc:
+        if isinstance(exc, ExchangeRejected) and not isinstance(exc, ExchangeRouteForbidden):
+            # The 401 names the signature the gateway takes on this request (RFC 9421 §5.1).
+            exc.problem_headers["Accept-Signature"] = accept_signature(incoming)
         if isinstance(exc, ExchangeRejected):
             try:
                 await spend_address(request)  # an unverified message is anonymous traffic

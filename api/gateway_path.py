@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+from integrity.exchange import Reason
 
 GATEWAY_SEGMENT = "gateway"
 # The longest raw path the gateway forwards; route patterns are at most 500 characters, and a
@@ -25,20 +26,11 @@ MAX_PATH_CHARS = 2048
 _AMBIGUOUS = re.compile(r"%2e|%2f|%5c|\\", re.IGNORECASE)
 
 
-class PathRefusal(StrEnum):
-    """Why a gateway path is refused (the ``reason`` of its ``exchange.rejected`` entry)."""
-
-    ENCODED_NAME = "encoded-name"
-    DOT_SEGMENT = "dot-segment"
-    EMPTY_SEGMENT = "empty-segment"
-    AMBIGUOUS_BYTE = "ambiguous-path-byte"
-    TOO_LONG = "path-too-long"
-
-
 class UnsafeGatewayPath(ValueError):
-    """The raw path is refused; ``reason`` says why."""
+    """The raw path is refused; ``reason`` says why (the ``reason`` of its ``exchange.rejected``
+    entry, one of the path members of ``integrity.exchange.Reason``)."""
 
-    def __init__(self, reason: PathRefusal, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -54,17 +46,17 @@ class GatewayTarget:
     def parse(cls, raw_path: str, query: str = "") -> GatewayTarget:
         """Read ``/gateway/{peer}/{path}`` from the raw path; raises ``UnsafeGatewayPath``."""
         if len(raw_path) > MAX_PATH_CHARS:
-            raise UnsafeGatewayPath(PathRefusal.TOO_LONG, f"the path is longer than {MAX_PATH_CHARS} characters")
+            raise UnsafeGatewayPath(Reason.PATH_TOO_LONG, f"the path is longer than {MAX_PATH_CHARS} characters")
         segments = raw_path.split("/")
         # "", "gateway", peer, then the forwarded segments (at least one, maybe empty: "/").
         if len(segments) < 4 or segments[0] != "" or segments[1] != GATEWAY_SEGMENT or "%" in segments[2]:
-            raise UnsafeGatewayPath(PathRefusal.ENCODED_NAME, "the gateway and peer segments must be sent unencoded")
+            raise UnsafeGatewayPath(Reason.ENCODED_NAME, "the gateway and peer segments must be sent unencoded")
         peer, rest = segments[2], segments[3:]
         if any(s in (".", "..") for s in segments):
-            raise UnsafeGatewayPath(PathRefusal.DOT_SEGMENT, "the path holds a '.' or '..' segment")
+            raise UnsafeGatewayPath(Reason.DOT_SEGMENT, "the path holds a '.' or '..' segment")
         # A trailing slash is an empty last segment; an empty one anywhere else is a "//".
         if not peer or any(s == "" for s in rest[:-1]):
-            raise UnsafeGatewayPath(PathRefusal.EMPTY_SEGMENT, "the path holds an empty segment ('//')")
+            raise UnsafeGatewayPath(Reason.EMPTY_SEGMENT, "the path holds an empty segment ('//')")
         if _AMBIGUOUS.search(raw_path):
-            raise UnsafeGatewayPath(PathRefusal.AMBIGUOUS_BYTE, "the path holds an encoded '.', '/' or '\\'")
+            raise UnsafeGatewayPath(Reason.AMBIGUOUS_PATH_BYTE, "the path holds an encoded '.', '/' or '\\'")
         return cls(peer, "/" + "/".join(rest) + (f"?{query}" if query else ""))

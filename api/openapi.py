@@ -84,11 +84,22 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
         "rule": {"type": "string", "description": "password-rejected: the policy rule broken"},
         "message_id": {"type": "string", "description": "exchange refusals: the id of the refused message"},
+        "reason": {
+            "type": "string",
+            "description": "signature-activation-refused and the other refusals of a person's signature: why",
+        },
         "verification": {"type": "object", "description": "malformed-signature: the logged verdict"},
         "checks": {
             "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "not-ready: the state of each readiness check",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "warn", "fail"]},
+                    "reason": {"type": "string"},
+                },
+                "required": ["status", "reason"],
+            },
+            "description": "not-ready: each readiness check, its status and why",
         },
     },
 }

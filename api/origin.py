@@ -17,6 +17,10 @@ proxy's upstream, not the address the sender signed. So the origin is, in this o
 From any other address the forwarding fields are ignored, whatever they hold: a sender cannot
 choose the URI its signature is checked against. The connection's scheme is uvicorn's (``serve``
 runs it with its own proxy-header handling off), and ``scope["client"]`` is the TCP peer.
+
+The same rule gives the sender's address, which per-address budgets and counts of anonymous
+refusals are keyed by (``client_address``): the TCP peer, or, from a trusted proxy, the address
+it states the request came from (RFC 7239 ``for``, or else ``X-Forwarded-For``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from starlette.types import Scope
 from integrity.app_state import AppState
 from integrity.settings import Settings
 
-__all__ = ["ExternalOrigin", "connection_target_uri", "external_origin"]
+__all__ = ["UNKNOWN_ADDRESS", "ExternalOrigin", "connection_target_uri", "external_origin"]
 
 Network = IPv4Network | IPv6Network
 SERVICE_KEY = "external-origin"
+UNKNOWN_ADDRESS = "unknown"  # a connection without a peer address (not a socket)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # RFC 3986 §3.2.2 host (a registered name, IPv4 or a bracketed IPv6 literal) and optional port:
 # what a proxy may state as the host the sender used; anything else is ignored.
@@ -90,6 +95,35 @@ class ExternalOrigin:
         """The absolute URL of the service's own ``path`` for a link in an answer: under
         BHXH_PUBLIC_BASE_URL (with its path) when that is what applies, like the receipts' QR codes."""
         return (self._stated(scope) or self.base_url or _connection_origin(scope)) + path
+
+    def client_address(self, scope: Scope) -> str:
+        """The sender's address: the TCP peer, or, when that peer is a trusted proxy, the
+        address the proxy states the request came from. Each proxy on the way appends the hop
+        it received the request from (RFC 7239 §5.2 ``for``; the same for X-Forwarded-For), so
+        the list is read from the end, past the hops that are our trusted proxies themselves;
+        what comes before them may be the sender's own invention. When ``Forwarded`` and
+        ``X-Forwarded-For`` disagree, or neither states an IP address, it is the peer's."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else UNKNOWN_ADDRESS
+        if not self.trusts(peer):
+            return peer
+        fields = _fields(scope)
+        forwarded = [_node_address(e.get("for")) for e in _elements(", ".join(fields.get("forwarded", [])))]
+        x_forwarded = [_node_address(v.strip()) for v in ", ".join(fields.get("x-forwarded-for", [])).split(",")]
+        stated = {hop for hop in (self._sender_hop(forwarded), self._sender_hop(x_forwarded)) if hop is not None}
+        return stated.pop() if len(stated) == 1 else peer
+
+    def _sender_hop(self, hops: list[str | None]) -> str | None:
+        """The first hop, walking back from the last one, that is not a trusted proxy; its
+        address in canonical form, or None when it is not an IP address (``unknown``, an
+        obfuscated identifier, or nothing)."""
+        if not hops:
+            return None
+        index = len(hops) - 1
+        while index > 0 and self.trusts(hops[index]):
+            index -= 1
+        address = _ip(hops[index])
+        return str(address) if address is not None else None
 
     def _stated(self, scope: Scope) -> str | None:
         client = scope.get("client")

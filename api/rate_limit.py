@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from api.origin import external_origin
 from integrity.app_state import AppState
 from integrity.errors import RateLimited, RateLimiterUnavailable
 from integrity.rate_limits import Caller, CallerKind, Decision, RouteClass
@@ -28,12 +29,11 @@ CLASS_OF_SCOPE: dict[str, RouteClass] = {
 
 
 def source_address(request: Request) -> str:
-    """The sender's address, as the address budget counts it: the TCP peer.
-
-    Behind a reverse proxy every sender shares the proxy's address, so the per-address budget
-    there is one budget for all anonymous traffic. The sender's own address stated by a trusted
-    proxy (``Forwarded: for=``, BHXH_TRUSTED_PROXIES) belongs here once api/origin.py reads it."""
-    return request.client.host if request.client else "unknown"
+    """The sender's address, as the address budget, the login throttle and the count of
+    anonymous refusals key it: the TCP peer, or, when that peer is a trusted reverse proxy
+    (BHXH_TRUSTED_PROXIES), the address the proxy states (``Forwarded: for=`` or
+    ``X-Forwarded-For``; api/origin.py). From any other peer those fields change nothing."""
+    return external_origin(_state(request)).client_address(request.scope)
 
 
 def address_caller(request: Request) -> Caller:

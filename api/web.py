@@ -1,16 +1,17 @@
 """Server-rendered pages for people: login, MFA challenge, TOTP enrolment, "my security".
 
-Vietnamese by default with an English toggle (``?lang=en``, remembered in a cookie). No script
-at all and no external asset: one stylesheet served from here, the QR code as a ``data:`` image,
-so the page CSP (``script-src 'self'``, no inline) holds. Forms carry a double-submit CSRF
-token; cookies are HttpOnly, SameSite=Strict, and ``__Host-``/Secure unless the settings turn
-secure cookies off for a plain-HTTP local demo. The pages call the same use cases as the API.
+Vietnamese by default with an English toggle (``?lang=en``, remembered in a cookie). No inline
+script and no external asset: one stylesheet served from here, the QR code as a ``data:`` image,
+and one script file for the passkey pages alone (api/web_passkeys.py), so the page CSP
+(``script-src 'self'``, no inline) holds. Forms carry a CSRF token bound to the session
+(integrity/csrf.py; a forged or stale one gets a 403 page); cookies are HttpOnly,
+SameSite=Strict, and ``__Host-``/Secure unless the settings turn secure cookies off for a
+plain-HTTP local demo. The pages call the same use cases as the API.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.deps import get_state
+from api.passkey_texts import PASSKEY_TEXTS
 from api.routes.auth import client_address, get_accounts
 from auth.errors import (
     InvalidCredentials,
@@ -29,8 +31,10 @@ from auth.errors import (
     SessionInvalid,
     StepUpRequired,
 )
+from auth.roles import scopes_for
 from integrity.accounts import AccountService
 from integrity.app_state import AppState
+from integrity.csrf import csrf_tokens
 from integrity.labels import (
     PRODUCT_NAME,
     event_label,
@@ -55,7 +59,18 @@ _CSRF_BYTES = 32
 _DEVICE_MAX_AGE = 180 * 24 * 3600
 _MFA_MAX_AGE = 300
 _YEAR = 365 * 24 * 3600
-_AFTER_POST = {"/account/totp/confirm": "/account/security"}
+_AFTER_POST = {
+    "/account/totp/confirm": "/account/security",
+    "/account/passkeys/new": "/account/security",
+    "/account/step-up/passkey": "/account/security",
+    "/mfa/passkey": "/mfa",
+}
+# What the security page may be asked to say (``?msg=``), after a form of api/web_passkeys.py.
+NOTICES = frozenset({"passkey_added", "passkey_renamed", "passkey_removed", "step_up_done"})
+PAGE_ERRORS = frozenset(
+    {"step_up_needed", "passkey_failed", "passkey_exists", "passkey_bad_name", "totp_first", "bad_code"}
+    | {"throttled_later", "form_expired", "passkey_none"}
+)
 
 # One table of page texts; the key is what templates ask for.
 TEXTS: dict[str, tuple[str, str]] = {
@@ -115,7 +130,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "event": ("Sự kiện", "Event"),
     "detail": ("Chi tiết", "Detail"),
     "set_up_totp": ("Đăng ký ứng dụng xác thực", "Set up an authenticator app"),
+    "personal_signing": ("Ký số cá nhân", "Personal signing"),
     "logout": ("Đăng xuất", "Sign out"),
+    "audit_report": ("Báo cáo kiểm tra nhật ký kiểm toán", "Audit log verification report"),
     "lang_other": ("English", "Tiếng Việt"),
     "step_up_needed": (
         "Cần xác thực lại bằng mã trước khi thay đổi.",
@@ -126,6 +143,7 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Không dùng cho môi trường thật khi chạy chế độ demo.",
         "Not for production when running in demo mode.",
     ),
+    **PASSKEY_TEXTS,
 }
 
 CSS = """
@@ -144,6 +162,9 @@ button{margin-top:1rem;padding:.55rem 1.3rem;font-size:1rem;background:#0b5394;c
 .subtitle{display:block;font-size:.8rem;opacity:.85}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde3e9;padding:.35rem;text-align:left;font-size:.9rem}
 .qr{display:block;margin:1rem auto;width:16rem;height:16rem}
+.ok{background:#e6f4ea;border-left:4px solid #1e7e34;padding:.6rem .9rem}
+.hash{font-family:"DejaVu Sans Mono",monospace;word-break:break-all}
+input[type=file]{display:block;margin:.4rem 0;font-size:1rem}
 """
 
 
@@ -169,9 +190,14 @@ class _Page:
         self.lang = asked if asked in LANGS else request.cookies.get(_LANG_COOKIE, "vi")
         if self.lang not in LANGS:
             self.lang = "vi"
-        existing = request.cookies.get(self.names["csrf"], "")
-        self.new_csrf = len(existing) < 32
-        self.csrf = secrets.token_urlsafe(_CSRF_BYTES) if self.new_csrf else existing
+        # The CSRF cookie only binds a form to this browser before sign-in; the token is an HMAC
+        # of the session (or of that cookie), never the cookie itself (integrity/csrf.py).
+        self.tokens = csrf_tokens(state)
+        self.pre_session = request.cookies.get(self.names["csrf"], "")
+        self.new_csrf = len(self.pre_session) < 32
+        if self.new_csrf:
+            self.pre_session = secrets.token_urlsafe(_CSRF_BYTES)
+        self.csrf = self.tokens.issue(session=self.session(), pre_session=self.pre_session)
         self.demo = bool(getattr(getattr(state, "keys", None), "demo", False))
 
     def t(self, key: str, **values: object) -> str:
@@ -199,7 +225,7 @@ class _Page:
 
     def finish(self, response: Response) -> Response:
         if self.new_csrf:
-            self.cookie(response, "csrf", self.csrf)
+            self.cookie(response, "csrf", self.pre_session)
         if self.lang_changed:
             response.set_cookie(
                 _LANG_COOKIE, self.lang, max_age=_YEAR, path="/", secure=self.secure, httponly=True, samesite="strict"
@@ -237,11 +263,26 @@ class _Page:
         return self.finish(RedirectResponse(to, status_code=303))
 
     def csrf_ok(self, submitted: str) -> bool:
+        """The token of this request's session (or, before sign-in, of its CSRF cookie)."""
         cookie = self.request.cookies.get(self.names["csrf"], "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), submitted.encode())
+        return self.tokens.check(submitted, session=self.session(), pre_session=cookie)
+
+    def renew_csrf(self, session_token: str) -> None:
+        """At a sign-in or a rotated session: the forms of this answer carry the new session's
+        token, and the pre-session cookie is replaced, so no token seen before is worth anything."""
+        self.pre_session, self.new_csrf = secrets.token_urlsafe(_CSRF_BYTES), True
+        self.csrf = self.tokens.issue(session=session_token, pre_session=self.pre_session)
+
+    def form_refused(self, back: str) -> Response:
+        """403: the form's token is not this session's (forged, or from before a sign-in)."""
+        return self.render("form_expired.html", status=403, back=back, error=self.t("form_expired"))
 
     def session(self) -> str:
         return self.request.cookies.get(self.names["session"], "")
+
+
+# Other page modules (the public receipt check) build on the same page context.
+Page = _Page
 
 
 def _page(request: Request, state: AppState = Depends(get_state)) -> _Page:
@@ -251,6 +292,15 @@ def _page(request: Request, state: AppState = Depends(get_state)) -> _Page:
 @router.get("/static/web.css")
 def stylesheet() -> Response:
     return Response(CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+# The passkey pages' script: a file, never inline, so the page CSP (script-src 'self') holds.
+_PASSKEYS_JS = (Path(__file__).parent / "static" / "passkeys.js").read_text(encoding="utf-8")
+
+
+@router.get("/static/passkeys.js")
+def passkeys_script() -> Response:
+    return Response(_PASSKEYS_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.get("/")
@@ -273,7 +323,7 @@ def login_submit(
     accounts: AccountService = Depends(get_accounts),
 ) -> Response:
     if not page.csrf_ok(csrf):
-        return page.render("login.html", status=400, error=page.t("form_expired"))
+        return page.render("login.html", status=403, error=page.t("form_expired"))
     try:
         result = accounts.login(
             username, password, address=client_address(request), device_token=request.cookies.get(page.names["device"])
@@ -302,7 +352,7 @@ def login_submit(
 
 def _signed_in(page: _Page, token: str, device_token: str | None, to: str) -> Response:
     # A new CSRF token at the privilege change: one seen before sign-in is worth nothing after.
-    page.csrf, page.new_csrf = secrets.token_urlsafe(_CSRF_BYTES), True
+    page.renew_csrf(token)
     response = page.redirect(to)
     page.cookie(response, "session", token)
     page.forget(response, "mfa")
@@ -329,7 +379,7 @@ def mfa_submit(
 ) -> Response:
     mfa_token = request.cookies.get(page.names["mfa"], "")
     if not page.csrf_ok(csrf):
-        return page.render("mfa.html", status=400, error=page.t("form_expired"))
+        return page.render("mfa.html", status=403, error=page.t("form_expired"))
     if not mfa_token:
         return page.render("login.html", status=401, error=page.t("mfa_expired"))
     try:
@@ -366,7 +416,7 @@ def totp_start(
     csrf: str = Form(max_length=100), page: _Page = Depends(_page), accounts: AccountService = Depends(get_accounts)
 ) -> Response:
     if not page.csrf_ok(csrf):
-        return page.redirect("/account/totp")
+        return page.form_refused("/account/totp")
     try:
         enrolment = accounts.begin_totp_enrolment(page.session())
     except SessionInvalid:
@@ -389,27 +439,46 @@ def totp_confirm(
     accounts: AccountService = Depends(get_accounts),
 ) -> Response:
     if not page.csrf_ok(csrf):
-        return page.redirect("/account/totp")
+        return page.form_refused("/account/totp")
     try:
         done = accounts.confirm_totp_enrolment(page.session(), code)
     except SessionInvalid:
         return page.redirect("/login")
     except (InvalidCredentials, LoginThrottled):
         return page.render("totp.html", status=400, status_info=None, enrolment=None, error=page.t("bad_code"))
-    page.csrf, page.new_csrf = secrets.token_urlsafe(_CSRF_BYTES), True  # new privilege, new token
+    page.renew_csrf(done.token)  # new privilege, new token
     response = page.render("recovery_codes.html", codes=done.recovery_codes)
     page.cookie(response, "session", done.token)
     return response
 
 
 @router.get("/account/security")
-def security_page(page: _Page = Depends(_page), accounts: AccountService = Depends(get_accounts)) -> Response:
+def security_page(
+    msg: str = "",
+    page: _Page = Depends(_page),
+    accounts: AccountService = Depends(get_accounts),
+    state: AppState = Depends(get_state),
+) -> Response:
     try:
         status = accounts.status(page.session())
         events = accounts.security_events(page.session())
+        # An enrolment-only session has no passkeys to show (it may only set up TOTP).
+        keys = state.passkeys.list_passkeys(page.session()) if status.session_kind == "full" else []
     except SessionInvalid:
         return page.redirect("/login")
-    return page.render("security.html", status_info=status, events=events)
+    notice = page.t(msg) if msg in NOTICES else None
+    error = page.t(msg) if msg in PAGE_ERRORS else None
+    # A role that reads the audit log (an auditor) is shown the way to its report page.
+    reads_audit = "audit:read" in scopes_for(status.role)
+    return page.render(
+        "security.html",
+        status_info=status,
+        events=events,
+        reads_audit=reads_audit,
+        passkeys=keys,
+        notice=notice,
+        error=error,
+    )
 
 
 @router.post("/logout")
@@ -418,7 +487,7 @@ def logout(
 ) -> Response:
     if not page.csrf_ok(csrf):
         # A forged cross-site post must not sign the person out either: the cookie stays.
-        return page.redirect("/account/security")
+        return page.form_refused("/account/security")
     with contextlib.suppress(SessionInvalid):  # already gone: signing out again is fine
         accounts.logout(page.session())
     response = page.redirect("/login")
@@ -430,4 +499,4 @@ def _svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;charset=utf-8," + quote(svg, safe="")
 
 
-__all__ = ["router"]
+__all__ = ["CSS", "TEXTS", "Page", "router"]

@@ -39,10 +39,42 @@ def key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + raw).digest()[:KEY_ID_BYTES]
 
 
+def valid_key_name(name: str) -> bool:
+    """signed-note key names: non-empty, no Unicode spaces, no '+'."""
+    return bool(name) and "+" not in name and not any(ch.isspace() for ch in name)
+
+
 def _check_name(name: str) -> None:
-    # signed-note: non-empty, no Unicode spaces, no '+'.
-    if not name or "+" in name or any(ch.isspace() for ch in name):
+    if not valid_key_name(name):
         raise MalformedCheckpoint(f"invalid key name {name!r}")
+
+
+@dataclass(frozen=True)
+class VerifierKeyFields:
+    """The fields of a verifier key ``<name>+<hex key id>+<base64(type ‖ public key)>`` (signed-note,
+    and tlog-cosignature for cosigners), not yet checked against each other: which types and key
+    lengths are allowed, and that the id matches, is for the key class that parses them."""
+
+    name: str
+    key_id: bytes
+    kind: int
+    public_bytes: bytes
+
+    @classmethod
+    def from_text(cls, text: str) -> VerifierKeyFields:
+        # The name holds no '+', the hex id none either; the base64 key material may.
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3:
+            raise MalformedVerifierKey("a verifier key is <name>+<hex key id>+<base64 key>")
+        name, hex_id, b64 = parts
+        try:
+            wanted_id = bytes.fromhex(hex_id)
+            material = base64.b64decode(b64, validate=True)
+        except (ValueError, binascii.Error):
+            raise MalformedVerifierKey("verifier key id or key material is not hex/base64") from None
+        if len(hex_id) != 2 * KEY_ID_BYTES or not material:
+            raise MalformedVerifierKey("verifier key has the wrong length")
+        return cls(name, wanted_id, material[0], material[1:])
 
 
 @dataclass(frozen=True)
@@ -63,23 +95,14 @@ class VerifierKey:
 
     @classmethod
     def from_text(cls, text: str) -> VerifierKey:
-        # The name holds no '+', the hex id none either; the base64 key material may.
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedVerifierKey("a verifier key is <name>+<hex key id>+<base64 key>")
-        name, hex_id, b64 = parts
-        try:
-            wanted_id = bytes.fromhex(hex_id)
-            material = base64.b64decode(b64, validate=True)
-        except (ValueError, binascii.Error):
-            raise MalformedVerifierKey("verifier key id or key material is not hex/base64") from None
-        if len(hex_id) != 2 * KEY_ID_BYTES or len(material) != 1 + ED25519_PUBLIC_BYTES:
+        fields = VerifierKeyFields.from_text(text)
+        if len(fields.public_bytes) != ED25519_PUBLIC_BYTES:
             raise MalformedVerifierKey("verifier key has the wrong length")
-        if material[:1] != ED25519_TYPE:
+        if bytes([fields.kind]) != ED25519_TYPE:
             raise MalformedVerifierKey("only Ed25519 verifier keys (type 0x01) are accepted")
-        public_key = Ed25519PublicKey.from_public_bytes(material[1:])
-        key = cls.from_public_key(name, public_key)
-        if key.key_id != wanted_id:
+        public_key = Ed25519PublicKey.from_public_bytes(fields.public_bytes)
+        key = cls.from_public_key(fields.name, public_key)
+        if key.key_id != fields.key_id:
             raise MalformedVerifierKey("verifier key id does not match its name and key")
         return key
 

@@ -10,7 +10,6 @@ small and no maintained Python package implements them; the cryptography is pyca
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -20,7 +19,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey, MLDSA44PublicKey
 
-from audit.checkpoint import KEY_ID_BYTES, SIGNATURE_PREFIX, NoteSignature, SignedCheckpoint
+from audit.checkpoint import (
+    KEY_ID_BYTES,
+    SIGNATURE_PREFIX,
+    NoteSignature,
+    SignedCheckpoint,
+    VerifierKeyFields,
+    valid_key_name,
+)
 from audit.errors import CosignatureInvalid, MalformedCheckpoint, MalformedVerifierKey
 
 TIMESTAMP_BYTES = 8
@@ -92,8 +98,7 @@ def _message(kind: CosignatureType, name: str, signed: SignedCheckpoint, timesta
 
 
 def _check_name(name: str) -> None:
-    # signed-note key names: non-empty, no Unicode spaces, no '+'.
-    if not name or "+" in name or any(ch.isspace() for ch in name):
+    if not valid_key_name(name):
         raise MalformedVerifierKey(f"invalid cosigner name {name!r}")
 
 
@@ -118,22 +123,12 @@ class CosignerKey:
 
     @classmethod
     def from_text(cls, text: str) -> CosignerKey:
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedVerifierKey("a verifier key is <name>+<hex key id>+<base64 key>")
-        name, hex_id, b64 = parts
+        fields = VerifierKeyFields.from_text(text)
         try:
-            wanted_id = bytes.fromhex(hex_id)
-            material = base64.b64decode(b64, validate=True)
-        except (ValueError, binascii.Error):
-            raise MalformedVerifierKey("verifier key id or key material is not hex/base64") from None
-        if len(hex_id) != 2 * KEY_ID_BYTES or not material:
-            raise MalformedVerifierKey("verifier key has the wrong length")
-        try:
-            kind = CosignatureType(material[0])
+            kind = CosignatureType(fields.kind)
         except ValueError:
             raise MalformedVerifierKey("only cosigner keys of type 0x04 (Ed25519) or 0x06 (ML-DSA-44)") from None
-        raw = material[1:]
+        raw = fields.public_bytes
         if len(raw) != kind.public_bytes:
             raise MalformedVerifierKey("verifier key has the wrong length")
         public_key: CosignerPublicKey
@@ -144,8 +139,8 @@ class CosignerKey:
                 public_key = MLDSA44PublicKey.from_public_bytes(raw)
         except ValueError:
             raise MalformedVerifierKey("verifier key material is not a public key") from None
-        key = cls.from_public_key(name, public_key)
-        if key.key_id != wanted_id:
+        key = cls.from_public_key(fields.name, public_key)
+        if key.key_id != fields.key_id:
             raise MalformedVerifierKey("verifier key id does not match its name, type and key")
         return key
 

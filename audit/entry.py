@@ -29,7 +29,8 @@ HASH_HEX_LEN = 64
 # Hyphens after the first segment: a client's own events sit under ``ext.<client name>.``
 # and client names such as ``dvc-portal`` hold them.
 ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_-]+)+$")
-ACTOR_PATTERN = re.compile(r"^(system|(user|client|peer):[^\s\x00-\x1f\x7f]{1,200})$")
+# ``operator:<OS login>``: a person running a command on the server's shell.
+ACTOR_PATTERN = re.compile(r"^(system|(user|client|peer|operator):[^\s\x00-\x1f\x7f]{1,200})$")
 MAX_ACTION_CHARS = 100
 MAX_SUBJECT_CHARS = 500
 MAX_DATA_BYTES = 16 * 1024
@@ -140,7 +141,7 @@ def validate_event(
     Raises InvalidEntry naming the first field refused; nothing is written on refusal.
     """
     if not isinstance(actor, str) or not ACTOR_PATTERN.fullmatch(actor):
-        raise InvalidEntry("actor must be 'system' or 'user:<name>', 'client:<id>', 'peer:<name>'")
+        raise InvalidEntry("actor must be 'system' or 'user:<name>', 'client:<id>', 'peer:<name>', 'operator:<login>'")
     if not isinstance(action, str) or len(action) > MAX_ACTION_CHARS or not ACTION_PATTERN.fullmatch(action):
         raise InvalidEntry("action must be dotted lowercase, e.g. 'signature.created'")
     if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_CHARS or _CONTROL_CHARS.search(subject):

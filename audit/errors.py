@@ -18,6 +18,16 @@ class AuditUnavailable(AuditError):
     """The log cannot take appends now (the service is closed or its writer failed)."""
 
 
+class LogRolledBack(AuditUnavailable):
+    """A witness cosigned more of the log than the log holds, or another history at a size it
+    holds: the log was restored to an older state. Appends are refused, and nothing is
+    written, until an administrator acknowledges the loss (``audit acknowledge-rollback``)."""
+
+
+class NothingToAcknowledge(AuditError):
+    """An acknowledgement of a rollback while the log is not in the rolled-back state."""
+
+
 class EntryNotFound(AuditError):
     """No entry with that sequence number (or a range outside the log)."""
 

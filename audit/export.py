@@ -169,7 +169,7 @@ def scan_export_fully(path: Path) -> ExportScan:
             obj = _loads(line)
             if isinstance(obj, dict):
                 with_pii = with_pii or "pii_salt" in obj
-                # Only a marker the service wrote, naming its approver and reason, counts.
+                # Only a marker the service or an operator wrote, naming its approver and reason, counts.
                 seq = honoured_seq(obj.get("seq"), obj.get("actor"), obj.get("action"), obj.get("data"))
                 if seq is not None:
                     erased.add(seq)

@@ -311,6 +311,12 @@ class CompactRange:
     def root(self) -> bytes:
         return fold(self._hashes)
 
+    @property
+    def frontier(self) -> tuple[bytes, ...]:
+        """The hashes of ``range_subtrees(0, size)``, left to right: with ``size``, all it takes
+        to rebuild this range (``CompactRange(size, frontier)``)."""
+        return tuple(self._hashes)
+
     def copy(self) -> CompactRange:
         clone = CompactRange()
         clone.size = self.size

@@ -24,7 +24,7 @@ from audit.errors import EntryNotFound, InvalidTreeSize, PiiAlreadyErased, PiiNo
 from audit.merkle import CompactRange, Resolver, Subtree, range_subtrees
 from audit.merkle import root as merkle_root
 from audit.pii import PersonalData
-from audit.tables import APPEND_ONLY_TABLES, PII_TABLE, audit_checkpoints, audit_entries, audit_keys, audit_pii
+from audit.tables import audit_checkpoints, audit_entries, audit_keys, audit_pii
 
 # pg_advisory_xact_lock key: ASCII "bhxhaudt" as a signed 64-bit integer.
 APPEND_LOCK_KEY = int.from_bytes(b"bhxhaudt", "big", signed=True)
@@ -300,10 +300,10 @@ def iter_entries(
 
 
 def iter_rows(
-    conn: Connection, *, with_pii: bool = False, batch: int = READ_BATCH
+    conn: Connection, *, with_pii: bool = False, batch: int = READ_BATCH, start: int = 0
 ) -> Iterator[tuple[tuple[Any, ...], StoredPii | None]]:
-    """Every entry as its raw columns (``data`` as stored text), in seq order, in pages: the
-    verifier's input, without building Entry objects or parsing ``data``."""
+    """Every entry from seq ``start`` on as its raw columns (``data`` as stored text), in seq
+    order, in pages: the verifier's input, without building Entry objects or parsing ``data``."""
     columns = "e.seq, e.ts, e.actor, e.action, e.subject, e.data, e.pii, e.prev, e.hash"
     source = "audit_entries e"
     if with_pii:
@@ -311,7 +311,7 @@ def iter_rows(
         source += " LEFT OUTER JOIN audit_pii p ON p.seq = e.seq"
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"SELECT {columns} FROM {source} WHERE e.seq >= {mark} ORDER BY e.seq LIMIT {int(batch)}"
-    cursor = 0
+    cursor = start
     while True:
         rows = conn.exec_driver_sql(sql, (cursor,)).all()
         for row in rows:
@@ -412,17 +412,3 @@ def register_key(conn: Connection, vkey: str, at: datetime) -> bool:
 
 def known_keys(conn: Connection) -> list[str]:
     return list(conn.execute(select(audit_keys.c.vkey).order_by(audit_keys.c.first_used_at)).scalars())
-
-
-def grant_service_role_sql(role: str) -> list[str]:
-    """PostgreSQL statements leaving ``role`` only SELECT, INSERT on the log tables (and DELETE
-    on personal data, for sanctioned erasure). Run them as the owner after migrating; the audit
-    migration runs them itself when BHXH_DB_SERVICE_ROLE is set."""
-    quoted = '"' + role.replace('"', '""') + '"'
-    every = ", ".join((*APPEND_ONLY_TABLES, PII_TABLE))
-    return [
-        f"REVOKE ALL ON {every} FROM {quoted}",
-        f"GRANT SELECT, INSERT ON {', '.join(APPEND_ONLY_TABLES)} TO {quoted}",
-        f"GRANT SELECT, INSERT, DELETE ON {PII_TABLE} TO {quoted}",
-        f"GRANT USAGE ON SEQUENCE audit_checkpoints_id_seq TO {quoted}",
-    ]

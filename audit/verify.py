@@ -12,6 +12,20 @@ checks stop there, because every later root depends on the broken part.
 
 Finally the anchoring rule: entries not inside a trusted, matching signed checkpoint are
 reported as ``unanchored`` (see ``audit.verify_report``).
+
+Reading order for an auditor: ``_add`` is the whole path of one entry: ``_observe`` (personal
+data and the chart, whatever the chain), then ``_continues`` and ``_accept`` (place, link, the
+hash into the tree, the roots of the checkpoints of that size), or else ``_route`` to the break
+classification (``_classify_break``), which names a fault found, never decides whether there is
+one. ``_add_checkpoint`` checks a checkpoint's signature (or trust policy) and origin as it
+arrives; ``_compare`` judges its root. ``finish`` adds the cut tail, orders the faults and
+applies the anchoring rule.
+
+A verification can be resumed: ``resume_state`` captures, between two entries of a log found
+intact so far, exactly what the checks above carry from one entry to the next (the compact range,
+the recent hashes, the roots at the checkpoint sizes reached and the report's counts), and
+``ChainVerifier(resume=…)`` goes on from there. Fed the same checkpoints and the remaining
+entries, it reaches the report one pass over the whole log gives.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from audit.erasure import ERASED_ACTION
 from audit.errors import CheckpointSignatureInvalid, MalformedCheckpoint, PiiMismatch
 from audit.merkle import EMPTY_ROOT, CompactRange
 from audit.policy import Policy
-from audit.verify_report import CheckpointCheck, Fault, FaultReport, Verdict, VerificationReport
+from audit.verify_report import CheckpointCheck, Fault, FaultReport, ResumeState, Verdict, VerificationReport
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -39,6 +53,7 @@ __all__ = [
     "CheckpointCheck",
     "Fault",
     "FaultReport",
+    "ResumeState",
     "StoredRow",
     "Verdict",
     "VerificationReport",
@@ -99,7 +114,9 @@ class _PendingCheckpoint:
 class ChainVerifier:
     """Feed checkpoints (any time before their size is reached), then entries in order, then
     call ``finish``. Memory: the compact range, a window of ``WINDOW`` recent hashes, the
-    checkpoints and the per-day chart counts — independent of the number of entries."""
+    checkpoints (and the root at each of their sizes) and the per-day chart counts — independent
+    of the number of entries. With ``resume``, the entries fed start at ``resume.size``, and
+    checkpoints of a size already passed are judged against the root kept for that size."""
 
     def __init__(
         self,
@@ -110,6 +127,7 @@ class ChainVerifier:
         erased: Iterable[int] = (),
         pii_expected: bool = False,
         policy: Policy | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         self._keys = list(trusted_keys)
         # C2SP tlog-policy: a checkpoint anchors only when a log key of the policy signed it AND
@@ -142,8 +160,45 @@ class ChainVerifier:
         self._last_seq: int | None = None
         self._chart: Counter[tuple[str, str]] = Counter()
         self._pii_checked = self._pii_erased = self._pii_unavailable = 0
+        # The root at every size where a checkpoint waited: a checkpoint of a size already
+        # passed (after a resume) is judged against it.
+        self._roots: dict[int, bytes] = {}
+        if resume is not None:
+            self._resume(resume)
         if trusted_checkpoint is not None:
             self._add_checkpoint(trusted_checkpoint, "trusted")
+
+    # ------------------------------------------------------------------ resume
+
+    def _resume(self, state: ResumeState) -> None:
+        """Stand where ``state`` was taken: the next entry fed is entry ``state.size``."""
+        self._tree = CompactRange(state.size, state.frontier)  # refuses a frontier of the wrong shape
+        self._recent = deque(state.recent, maxlen=WINDOW + 1)
+        self._position = self._read = state.size
+        self._first_seq, self._last_seq = state.first_seq, state.last_seq
+        self._chart = Counter({(day, action): n for day, action, n in state.actions_per_day})
+        self._pii_checked, self._pii_erased = state.pii_checked, state.pii_erased
+        self._pii_unavailable = state.pii_unavailable
+        self._roots = dict(state.roots)
+
+    def resume_state(self) -> ResumeState | None:
+        """Where this verification stands now, to be resumed with the next entry; None unless
+        every entry so far continued the chain and no fault was found: a state never carries a
+        fault (or a break still being classified) forward."""
+        if self._faults or self._suspect is not None or self._chain_broken or self._read != self._position:
+            return None
+        return ResumeState(
+            size=self._position,
+            frontier=self._tree.frontier,
+            recent=tuple(self._recent),
+            roots=tuple(sorted(self._roots.items())),
+            first_seq=self._first_seq,
+            last_seq=self._last_seq,
+            actions_per_day=tuple(sorted((day, action, n) for (day, action), n in self._chart.items())),
+            pii_checked=self._pii_checked,
+            pii_erased=self._pii_erased,
+            pii_unavailable=self._pii_unavailable,
+        )
 
     # ------------------------------------------------------------- checkpoints
 
@@ -183,8 +238,11 @@ class ChainVerifier:
         if size == 0:
             self._compare(pending, EMPTY_ROOT)
         elif size <= self._position and not self._chain_broken:
-            # Arrived after the stream passed its size: the root there is no longer known.
-            pending.matches = None
+            # Arrived after the stream passed its size: judged against the root kept there (a
+            # resumed verification), else left undecided: the root there is no longer known.
+            known = self._roots.get(size)
+            if known is not None:
+                self._compare(pending, known)
         else:
             self._by_size.setdefault(size, []).append(pending)
 
@@ -356,6 +414,7 @@ class ChainVerifier:
         waiting = self._by_size.pop(self._position, None)
         if waiting:
             root = self._tree.root()
+            self._roots[self._position] = root
             self._deferred.extend((self._position, pending, root) for pending in waiting)
         # A root is judged only WINDOW entries later: if the chain breaks before then, the
         # break (an inserted or rehashed entry) is the precise explanation of a mismatch.

@@ -1,6 +1,6 @@
 """What a verification found: the fault kinds, one fault, one checkpoint as seen, and the
-verdict. Values only; ``audit.verify`` computes them and every human form (CLI, HTML) is
-rendered from ``VerificationReport``.
+verdict; and where a verification stood, to be resumed. Values only; ``audit.verify`` computes
+them and every human form (CLI, HTML) is rendered from ``VerificationReport``.
 
 The verdict rule: an entry is *anchored* when it lies inside the tree of a checkpoint whose
 signature verifies with a trusted key and whose root equals the root recomputed from the
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from audit.merkle import fold
 
 
 class Fault(StrEnum):
@@ -200,3 +202,30 @@ class VerificationReport:
             "actions_per_day": [{"day": d, "action": a, "count": n} for d, a, n in self.actions_per_day],
             "timestamps": [t.to_dict() for t in self.timestamps],
         }
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """Where a verification stood after its first ``size`` entries, all found intact and in
+    order, with no fault: what ``ChainVerifier(resume=…)`` needs to go on at entry ``size`` and
+    reach the report that one pass over the whole log would give (``ChainVerifier.resume_state``).
+
+    Nothing here is taken on trust by the verifier beyond what the caller vouches for: the
+    caller keeps it where whoever holds the log cannot write, and checks that ``root`` is the
+    root of a signed checkpoint it verified."""
+
+    size: int  # entries read (seq 0 .. size - 1)
+    frontier: tuple[bytes, ...]  # the RFC 9162 compact range over them: it fixes the root at ``size``
+    recent: tuple[str, ...]  # the last entry hashes, newest first (64 zeros stand before entry 0)
+    roots: tuple[tuple[int, bytes], ...]  # the root at each checkpoint size reached, to judge those again
+    first_seq: int | None
+    last_seq: int | None
+    actions_per_day: tuple[tuple[str, str, int], ...]  # the chart's counts so far
+    pii_checked: int
+    pii_erased: int
+    pii_unavailable: int
+
+    @property
+    def root(self) -> bytes:
+        """The RFC 9162 root over the first ``size`` entries."""
+        return fold(self.frontier)

@@ -148,17 +148,6 @@ def cosigned_notes(conn: Connection, checkpoints: Sequence[tuple[int, str]]) -> 
     return [with_stored(note, stored.get(cid, [])) for cid, note in checkpoints]
 
 
-def grant_service_role_sql(role: str) -> list[str]:
-    """PostgreSQL grants of the witnessing tables for the service role: cosignatures are
-    appended only; the witness sizes are updated in place."""
-    quoted = '"' + role.replace('"', '""') + '"'
-    return [
-        f"REVOKE ALL ON {COSIGNATURES_TABLE}, {WITNESS_SIZES_TABLE} FROM {quoted}",
-        f"GRANT SELECT, INSERT ON {COSIGNATURES_TABLE} TO {quoted}",
-        f"GRANT SELECT, INSERT, UPDATE ON {WITNESS_SIZES_TABLE} TO {quoted}",
-    ]
-
-
 def sizes_lag(latest_size: int, sizes: Mapping[str, int], witnesses: Sequence[str]) -> dict[str, int]:
     """Per configured witness, how many entries of the latest checkpoint it has not cosigned."""
     return {name: max(0, latest_size - sizes.get(name, 0)) for name in witnesses}

@@ -42,6 +42,11 @@ class UsernameTaken(AuthError):
     """Another account already has this username (compared after NFKC normalisation)."""
 
 
+class UsernameConfusable(AuthError):
+    """The username mixes scripts with look-alike letters, or looks like an existing account's
+    (Unicode TR39 skeletons)."""
+
+
 class UnknownUser(AuthError):
     """No account with that username (admin operations only; login never says this)."""
 
@@ -113,3 +118,23 @@ class EnrolmentNotStarted(AuthError):
 
 class SecretUnreadable(AuthError):
     """A stored secret failed authenticated decryption (wrong key or altered row)."""
+
+
+# --- Passkeys ----------------------------------------------------------------------------------
+
+
+class PasskeyNotFound(AuthError):
+    """No passkey with that id on the caller's account."""
+
+
+class InvalidPasskeyName(AuthError):
+    """A passkey's name is empty, too long or holds control characters."""
+
+
+class PasskeyAlreadyRegistered(AuthError):
+    """The authenticator's credential is already registered (to this account or another)."""
+
+
+class PasskeyRejected(AuthError):
+    """A registration response failed verification (challenge, origin, RP id, user verification,
+    attestation); the precise reason is in the audit log."""

@@ -20,7 +20,7 @@ api_clients = Table(
 )
 
 # --- Accounts: people, their second factors, sessions and throttling counters ----------------
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer  # noqa: E402
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer  # noqa: E402
 
 # People. ``username`` is stored NFKC-normalised and case-folded, so one name is one account.
 users = Table(
@@ -36,6 +36,11 @@ users = Table(
     Column("password_changed_at", DateTime(timezone=True), nullable=False),
     # When a recovery code was last used (the owner is told on /v1/auth/me until regenerated).
     Column("recovery_used_at", DateTime(timezone=True), nullable=True),
+    # The username's TR39 skeleton (auth/confusables.py): unique, so two names that look alike
+    # cannot both be accounts. NULL only for accounts older than the column that look like an
+    # earlier one (they keep working; no new look-alike can join them).
+    Column("username_skeleton", String(256), nullable=True),
+    Index("ux_users_username_skeleton", "username_skeleton", unique=True),
 )
 
 # TOTP (RFC 6238). Secrets are AES-GCM ciphertexts; ``last_step`` is the replay guard: a code
@@ -100,4 +105,41 @@ login_throttle = Table(
     Column("window_started_at", DateTime(timezone=True), nullable=False),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("disabled", Boolean, nullable=False),
+)
+
+# --- Passkeys (W3C WebAuthn Level 3) ------------------------------------------------------------
+
+# A person's registered passkeys. ``credential_id`` is the authenticator's (at most 1023 bytes,
+# WebAuthn L3 §5.8.3); ``passkey_id`` is ours, safe in a URL. ``sign_count`` is the signature
+# counter last seen (0 for authenticators without one); ``flagged_clone`` is set when a valid
+# assertion came with a counter that did not grow (WebAuthn L3 §6.1.1): the passkey is refused
+# from then on. ``transports`` holds the hints the browser gave, space-separated.
+passkey_credentials = Table(
+    "passkey_credentials",
+    metadata,
+    Column("passkey_id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("credential_id", LargeBinary(1023), nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # COSE_Key (RFC 9052 §7)
+    Column("sign_count", BigInteger, nullable=False),
+    Column("transports", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("flagged_clone", Boolean, nullable=False),
+)
+
+# Ceremony challenges, kept here rather than in a cookie: single use (``used_at`` set by one
+# conditional UPDATE), a few minutes long, bound to one account and one purpose (register,
+# login, step_up, activate), so an assertion made for one purpose is refused for another.
+# Only a SHA-256 of the challenge is stored.
+passkey_challenges = Table(
+    "passkey_challenges",
+    metadata,
+    Column("challenge_hash", LargeBinary(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("purpose", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
 )

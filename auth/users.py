@@ -10,7 +10,8 @@ from typing import Any, overload
 from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
-from auth.errors import UsernameTaken
+from auth.confusables import mixed_script_confusable, skeleton
+from auth.errors import UsernameConfusable, UsernameTaken
 from auth.passwords import normalise_username
 from auth.roles import parse_role
 from auth.tables import users
@@ -57,18 +58,25 @@ def _row_to_user(row: Row[Any]) -> User:
 def create(
     conn: Connection, username: str, role: str, password_hash: str, *, mfa_required: bool, now: datetime
 ) -> User:
-    """Insert an account; ``UsernameTaken`` if the normalised name exists (the unique index
-    decides, so two concurrent creations cannot both succeed)."""
+    """Insert an account; ``UsernameTaken`` if the normalised name exists, ``UsernameConfusable``
+    if it mixes scripts with look-alike letters or looks like an existing name (TR39). The
+    unique indexes decide, so two concurrent creations cannot both succeed."""
     name = normalise_username(username)
+    if mixed_script_confusable(name):
+        raise UsernameConfusable(
+            f"the username {name!r} mixes letters of different scripts that look alike (e.g. Cyrillic 'а' "
+            "and Latin 'a'); use one script"
+        )
+    mark = skeleton(name)
     user = User(secrets.token_hex(_USER_ID_BYTES), name, parse_role(role), password_hash, mfa_required, now, now, None)
-    if by_name(conn, name) is not None:
-        raise UsernameTaken(f"the username {name!r} is taken")
+    _refuse_existing(conn, name, mark)
     try:
         with conn.begin_nested():
             conn.execute(
                 insert(users).values(
                     user_id=user.user_id,
                     username=name,
+                    username_skeleton=mark,
                     role=user.role,
                     password_hash=password_hash,
                     mfa_required=mfa_required,
@@ -78,8 +86,17 @@ def create(
                 )
             )
     except DbIntegrityError as exc:
+        _refuse_existing(conn, name, mark)  # says which index refused it
         raise UsernameTaken(f"the username {name!r} is taken") from exc
     return user
+
+
+def _refuse_existing(conn: Connection, name: str, mark: str) -> None:
+    if by_name(conn, name) is not None:
+        raise UsernameTaken(f"the username {name!r} is taken")
+    twin = conn.execute(select(users.c.username).where(users.c.username_skeleton == mark)).scalar()
+    if twin is not None:
+        raise UsernameConfusable(f"the username {name!r} looks like the existing account {twin!r}")
 
 
 def by_name(conn: Connection, normalised: str) -> User | None:

@@ -298,8 +298,8 @@ def _prepare(url: str, upstream_url: str) -> str:
         # the bench only narrows the portal's routes to what it sends and points the gateway at
         # the one-stop stand-in, as an operator would (`exchange peers update`).
         exchange = state.exchange
-        exchange.update_peer("portal", routes=["POST /gateway/one-stop/v1/**", "POST /v1/dossiers"])
-        exchange.update_peer("one-stop", base_url=upstream_url)
+        exchange.peers.update("portal", routes=["POST /gateway/one-stop/v1/**", "POST /v1/dossiers"])
+        exchange.peers.update("one-stop", base_url=upstream_url)
         # A receiving system: it verifies and records each nonce (`"consume": true`).
         return state.clients.create("bench", ["verify", "exchange:consume"]).api_key
     finally:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Engine, select
 
 from audit.tables import audit_entries
-from auth import lockout, recovery, totp
+from auth import lockout, passkeys, recovery, totp
 from auth import sessions as session_store
 from auth import users as user_store
 from auth.devices import DeviceTokens
@@ -49,6 +49,8 @@ from auth.totp import Enrolment, SecretBox
 from auth.users import User
 from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
+from integrity.lockout_events import locked_entries
+from integrity.lockout_events import throttle_reason as _throttle_reason
 from integrity.refusal_log import RefusalKind, RefusalRecorder
 from integrity.settings import Settings
 
@@ -58,6 +60,9 @@ _DEVICE_KEY_INFO = b"bhxh-integrity/device-tokens/v1"
 _ATTEMPT_KEY_INFO = b"bhxh-integrity/unknown-username-tag/v1"
 _ATTEMPT_TAG_HEX = 16
 SECURITY_EVENTS_SHOWN = 20
+# A second factor checked elsewhere (a passkey): called once the attempt is reserved, in its
+# transaction; returns (method, failure reason or None).
+FactorCheck = Callable[[Connection, User, datetime], tuple[str, str | None]]
 _SECURITY_ACTION_PREFIXES = ("auth.", "admin.user.")
 UNKNOWN_SUBJECT = "unknown-user"
 
@@ -128,6 +133,16 @@ class AccountStatus:
 @dataclass(frozen=True)
 class _Refusal:
     error: Exception
+
+
+@dataclass(frozen=True)
+class _Factor:
+    """What a person offered as a second factor: one of a TOTP code, a recovery code, or a
+    factor checked elsewhere (``FactorCheck``)."""
+
+    code: str | None
+    recovery_code: str | None
+    factor: FactorCheck | None
 
 
 def derive_key(secrets_key: bytes, info: bytes) -> bytes:
@@ -224,8 +239,9 @@ class AccountService:
             raise UnknownUser(f"no account {name!r}")
         return user
 
-    def unlock(self, username: str, *, actor: str, reason: str) -> None:
-        """Clear the account's failure counter (also the 100-failure disable)."""
+    def unlock(self, username: str, *, actor: str, reason: str, approved_by: str | None = None) -> None:
+        """Clear the account's failure counter (also the 100-failure disable). ``approved_by``:
+        the admin who confirmed an operator's command (the actor itself when an admin acts)."""
         with self.engine.begin() as conn:
             user = self._user_or_raise(conn, username)
             cleared = lockout.reset(conn, lockout.account_key(user.username))
@@ -233,17 +249,18 @@ class AccountService:
                 conn,
                 "admin.user.unlocked",
                 user.username,
-                {"reason": reason, "admin": actor, "counter_cleared": cleared},
+                {"reason": reason, "admin": approved_by or actor, "counter_cleared": cleared},
                 actor=actor,
             )
 
-    def reset_mfa(self, username: str, *, actor: str, reason: str) -> None:
+    def reset_mfa(self, username: str, *, actor: str, reason: str, approved_by: str | None = None) -> None:
         """Forget TOTP and recovery codes, revoke every session, force re-enrolment."""
         now = self.clock()
         with self.engine.begin() as conn:
             user = self._user_or_raise(conn, username)
             had = totp.remove(conn, user.user_id)
             recovery.remove_all(conn, user.user_id)
+            removed = passkeys.remove_all(conn, user.user_id)
             user_store.set_mfa_required(conn, user.user_id, True)
             user_store.set_recovery_used(conn, user.user_id, None)
             revoked = session_store.revoke_all(conn, user.user_id, now)
@@ -252,9 +269,21 @@ class AccountService:
                 conn,
                 "admin.user.mfa_reset",
                 user.username,
-                {"reason": reason, "admin": actor, "had_totp": had, "sessions_revoked": revoked},
+                {
+                    "reason": reason,
+                    "admin": approved_by or actor,
+                    "had_totp": had,
+                    "passkeys": removed,
+                    "sessions_revoked": revoked,
+                },
                 actor=actor,
             )
+
+    def spend_totp(self, conn: Connection, user: User, code: str, now: datetime) -> str | None:
+        """Check ``user``'s TOTP code and spend it (replay guard), in the caller's transaction:
+        None when right, else the reason for the audit log. For second-factor checks outside
+        a session (integrity/operator_auth.py), which do their own lockout accounting."""
+        return totp.verify_and_consume(conn, self._box, user.user_id, code, now).reason
 
     # --- login ----------------------------------------------------------------------------
 
@@ -317,12 +346,13 @@ class AccountService:
         *,
         code: str | None = None,
         recovery_code: str | None = None,
+        factor: FactorCheck | None = None,
         address: str,
         device_token: str | None = None,
     ) -> LoginResult:
         now = self.clock()
         with self.engine.begin() as conn:
-            outcome = self._complete_mfa(conn, mfa_token, code, recovery_code, address, device_token, now)
+            outcome = self._complete_mfa(conn, mfa_token, code, recovery_code, factor, address, device_token, now)
         if isinstance(outcome, _Refusal):
             self._flush_refusals()
             raise outcome.error
@@ -334,6 +364,7 @@ class AccountService:
         mfa_token: str,
         code: str | None,
         recovery_code: str | None,
+        factor: FactorCheck | None,
         address: str,
         device_token: str | None,
         now: datetime,
@@ -373,7 +404,7 @@ class AccountService:
                 conn, "auth.login.failed", user.username, {"reason": _throttle_reason(held), "stage": "mfa"}, pii=pii
             )
             return _Refusal(LoginThrottled(held.retry_after))
-        method, reason, remaining = self._second_factor(conn, user, code, recovery_code, now)
+        method, reason, remaining = self._second_factor(conn, user, code, recovery_code, factor, now)
         if reason is None and not session_store.consume_challenge(conn, challenge, now):
             reason = "mfa_token_reused"
         if reason is not None:
@@ -386,9 +417,17 @@ class AccountService:
         return self._open_session(conn, user, FULL, now, device, f"password+{method}", pii, held, mfa_at=now)
 
     def _second_factor(
-        self, conn: Connection, user: User, code: str | None, recovery_code: str | None, now: datetime
+        self,
+        conn: Connection,
+        user: User,
+        code: str | None,
+        recovery_code: str | None,
+        factor: FactorCheck | None,
+        now: datetime,
     ) -> tuple[str, str | None, int | None]:
         """(method, failure reason or None, recovery codes left)."""
+        if factor is not None:
+            return (*factor(conn, user, now), None)
         if code and not recovery_code:
             verdict = totp.verify_and_consume(conn, self._box, user.user_id, code, now)
             return "totp", verdict.reason, None
@@ -452,18 +491,8 @@ class AccountService:
     ) -> None:
         """``auth.locked`` for each counter that this failed attempt put into a delay or the disable."""
         pii = {"address": address} if address is not None else None
-        for r in held:
-            failure = r.failure
-            if not failure.newly_locked:
-                continue
-            data: dict[str, Any] = {"scope": r.scope.value, "failures": failure.failures}
-            if r.scope is not lockout.Scope.ADDRESS:
-                data["disabled"] = failure.disabled
-            data["until"] = failure.locked_until.isoformat() if failure.locked_until else None
-            if r.scope is lockout.Scope.ADDRESS:
-                self._event(conn, "auth.locked", "address", data, actor="system", pii=pii)
-            else:
-                self._event(conn, "auth.locked", subject, data, actor="system", pii=pii)
+        for entry_subject, data in locked_entries(held, subject):
+            self._event(conn, "auth.locked", entry_subject, data, actor="system", pii=pii)
 
     def _subject(self, user: User | None, typed: str, address: str) -> tuple[str, dict[str, Any], dict[str, str]]:
         """(subject, personal data, extra data) of a login event. An unknown name may be a
@@ -509,12 +538,20 @@ class AccountService:
             )
         return self._principal(user)
 
-    def step_up(self, token: str, *, code: str | None = None, recovery_code: str | None = None, address: str) -> str:
+    def step_up(
+        self,
+        token: str,
+        *,
+        code: str | None = None,
+        recovery_code: str | None = None,
+        factor: FactorCheck | None = None,
+        address: str,
+    ) -> str:
         """Check a second factor for a live session; returns the rotated session token."""
         session, user = self._session(token)
         now = self.clock()
         with self.engine.begin() as conn:
-            outcome = self._step_up(conn, session, user, code, recovery_code, address, now)
+            outcome = self._step_up(conn, session, user, code, recovery_code, factor, address, now)
         if isinstance(outcome, _Refusal):
             raise outcome.error
         return outcome
@@ -526,33 +563,75 @@ class AccountService:
         user: User,
         code: str | None,
         recovery_code: str | None,
+        factor: FactorCheck | None,
         address: str,
         now: datetime,
     ) -> str | _Refusal:
+        checked = _Factor(code, recovery_code, factor)
+        method = self._fresh_factor(conn, user, checked, address, now, "auth.mfa.stepup.failed", {})
+        if isinstance(method, _Refusal):
+            return method
+        issued = session_store.rotate(conn, session, now, self.policy.session, mfa_at=now)
+        self._event(conn, "auth.mfa.stepup.succeeded", user.username, {"method": method}, pii={"address": address})
+        return issued.token
+
+    def confirm_second_factor(
+        self,
+        username: str,
+        *,
+        code: str | None = None,
+        factor: FactorCheck | None = None,
+        address: str,
+        purpose: str,
+    ) -> UserPrincipal:
+        """Check a fresh second factor of ``username`` (a TOTP code, or ``factor``: a passkey)
+        for one operation, ``purpose`` (a signature activation): the step-up's check, reserved
+        on the account's lockout and spending the code, without a session to rotate. Raises
+        ``InvalidCredentials``, ``LoginThrottled``, ``MfaNotEnrolled`` or ``UnknownUser``."""
+        now = self.clock()
+        tag = {"purpose": purpose}
+        with self.engine.begin() as conn:
+            user = self._user_or_raise(conn, username)
+            checked = _Factor(code, None, factor)
+            method = self._fresh_factor(conn, user, checked, address, now, "auth.mfa.confirm.failed", tag)
+            if not isinstance(method, _Refusal):
+                self._event(conn, "auth.mfa.confirm.succeeded", user.username, {"method": method, **tag})
+        if isinstance(method, _Refusal):
+            raise method.error
+        return self._principal(user)
+
+    def _fresh_factor(
+        self,
+        conn: Connection,
+        user: User,
+        checked: _Factor,
+        address: str,
+        now: datetime,
+        failed: str,
+        tag: dict[str, str],
+    ) -> str | _Refusal:
+        """The method of a second factor checked now, once its attempt is reserved on the
+        account's lockout; a refusal is logged as ``failed``. A pass resets the account's
+        consecutive failures, as a completed sign-in does."""
         pii = {"address": address}
         if not totp.status(conn, user.user_id).active:
             return _Refusal(MfaNotEnrolled("enrol TOTP first"))
         held = lockout.reserve_all(conn, [lockout.account_key(user.username)], now, self.policy.throttle)
         if isinstance(held, lockout.Block):
-            self._event(conn, "auth.mfa.stepup.failed", user.username, {"reason": _throttle_reason(held)}, pii=pii)
+            self._event(conn, failed, user.username, {"reason": _throttle_reason(held), **tag}, pii=pii)
             return _Refusal(LoginThrottled(held.retry_after))
-        method, reason, remaining = self._second_factor(conn, user, code, recovery_code, now)
+        method, reason, remaining = self._second_factor(
+            conn, user, checked.code, checked.recovery_code, checked.factor, now
+        )
         if reason is not None:
             self._locked_events(conn, held, user.username, address)
-            self._event(
-                conn,
-                "auth.mfa.stepup.failed",
-                user.username,
-                {"reason": reason, "failures": held[0].failure.failures},
-                pii=pii,
-            )
+            data = {"reason": reason, "failures": held[0].failure.failures, **tag}
+            self._event(conn, failed, user.username, data, pii=pii)
             return _Refusal(InvalidCredentials("invalid code"))
         if method == "recovery_code":
             self._recovery_used(conn, user, remaining, now)
         lockout.settle(conn, held, lockout.Outcome.AUTHENTICATED)
-        issued = session_store.rotate(conn, session, now, self.policy.session, mfa_at=now)
-        self._event(conn, "auth.mfa.stepup.succeeded", user.username, {"method": method}, pii=pii)
-        return issued.token
+        return method
 
     def logout(self, token: str) -> None:
         session, user = self._session(token, allow_enrol=True)
@@ -696,14 +775,6 @@ class AccountService:
                 conn, "auth.password.changed", user.username, {"sessions_revoked": revoked}, pii={"address": address}
             )
         return issued.token
-
-
-def _throttle_reason(block: lockout.Block) -> str:
-    """The audit log's ``reason`` for an attempt that a counter refused."""
-    scope = lockout.scope_of(block.key)
-    if scope is lockout.Scope.ACCOUNT and block.disabled:
-        return "account_disabled"
-    return f"throttled_{scope.value}"
 
 
 def build_account_service(

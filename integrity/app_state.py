@@ -6,8 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 
 from integrity.accounts import AccountService, build_account_service
 from integrity.audit_service import AuditService
@@ -16,6 +15,7 @@ from integrity.clients import ClientService
 from integrity.clock import Clock, system_clock
 from integrity.db import make_engine
 from integrity.exchange import ExchangeService, build_exchange_service
+from integrity.incremental_verification import IncrementalVerification
 from integrity.keys import (
     ServiceKeys,
     checkpoint_key,
@@ -26,8 +26,10 @@ from integrity.keys import (
     retired_checkpoint_keys,
 )
 from integrity.logs import get_logger
-from integrity.migrate import pending
+from integrity.passkeys import PasskeyService, build_passkey_service
+from integrity.personal_signing import PersonalSigningService
 from integrity.rate_limits import RateLimiter
+from integrity.readiness import Readiness, SigningCertificate, assess, signing_certificates
 from integrity.receipts import ReceiptService, build_receipt_service
 from integrity.refusal_log import RefusalLog, RefusalRecorder
 from integrity.settings import Settings
@@ -35,12 +37,6 @@ from integrity.signatures import SignatureService, build_signature_service
 from integrity.witnessing import Witnessing, witnesses_from_settings
 from signing.pdf_sandbox import close_idle_children
 from signing.pkcs11 import KeyToken
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    checks: dict[str, str]
 
 
 @dataclass
@@ -59,26 +55,46 @@ class AppState:
     rate_limiter: RateLimiter
     services: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def audit_verification(self) -> IncrementalVerification:
+        """The audit report's verifications: one per process, since it keeps in memory the
+        checkpoint it last verified (integrity.incremental_verification says why)."""
+        kept: IncrementalVerification | None = self.services.get("audit_verification")
+        if kept is None:
+            kept = self.services.setdefault("audit_verification", IncrementalVerification(self.audit))
+        return kept
+
+    @property
+    def passkeys(self) -> PasskeyService:
+        """Passkeys over whichever account service is wired (a light object, built on use)."""
+        return build_passkey_service(self.settings, self.accounts)
+
+    @property
+    def personal_signing(self) -> PersonalSigningService:
+        """People's own signatures: built over the current services on each use (cheap, no
+        state of its own), so it always checks second factors with the wired accounts."""
+        return PersonalSigningService(self.signatures, self.accounts, tsa_url=self.settings.tsa_url)
+
     def readiness(self) -> Readiness:
-        checks: dict[str, str] = {}
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-            todo = pending(self.engine)
-            checks["schema"] = "ok" if not todo else "migrations pending: run `bhxh-integrity migrate`"
-        except (SQLAlchemyError, OSError) as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["keys"] = "ok" if self.keys.one_stop_certificate and self.audit.signer else "not loaded"
-        if self.signatures.token is not None:
-            checks["key_token"] = self.signatures.token.check()
-        return Readiness(all(v == "ok" for v in checks.values()), checks)
+        """Every readiness check (integrity.readiness); also refreshes the certificates' gauge."""
+        return assess(
+            engine=self.engine,
+            now=self.clock(),
+            certificates=self.signing_certificates(),
+            warn_days=self.settings.certificate_warn_days,
+            token=self.signatures.token,
+            writer=self.audit.writer.writer_health(),
+            stall_seconds=self.settings.audit_writer_stall_seconds,
+        )
+
+    def signing_certificates(self) -> list[SigningCertificate]:
+        return signing_certificates(self.keys.one_stop_certificate, self.signatures.keystore.keys())
 
     def init_steps(self) -> list[Callable[[], str | None]]:
         """Idempotent set-up steps run by ``init``; each returns what it changed, or None."""
         steps: list[Callable[[], str | None]] = [self.audit.ensure_genesis]
         if self.keys.demo:
-            steps.append(lambda: self.exchange.seed_demo_peers(self.keys.keys_dir))
+            steps.append(lambda: self.exchange.peers.seed_demo(self.keys.keys_dir))
         steps.append(self._anchor_setup)
         return steps
 

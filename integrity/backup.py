@@ -180,10 +180,18 @@ def _online_copy(live: Path, temp: Path) -> None:
 # ----------------------------------------------------------------- restore
 
 
-def restore(database_url: str, source: Path, *, force: bool = False, clock: Clock = system_clock) -> RestoreReport:
+def restore(
+    database_url: str,
+    source: Path,
+    *,
+    force: bool = False,
+    clock: Clock = system_clock,
+    actor: str = SERVICE_ACTOR,
+) -> RestoreReport:
     """Replace the live SQLite database with the backup ``source``. Refuses (BackupRefused,
     nothing changed) a backup that is not a sound database of this schema, a live database in
-    use, and — unless ``force`` — a live log holding entries the backup lacks."""
+    use, and — unless ``force`` — a live log holding entries the backup lacks. ``actor`` writes
+    the ``audit.restored`` entry (the operator, ``operator:<login>``, from the command line)."""
     live = _sqlite_path(database_url, "restore")
     if not source.is_file():
         raise BackupRefused(f"backup {source} does not exist or is not a file", reason=BackupRefusal.UNREADABLE)
@@ -210,7 +218,7 @@ def restore(database_url: str, source: Path, *, force: bool = False, clock: Cloc
             "lost_unknown": unknown,
             "replaced_kept_at": str(kept.resolve()) if kept else None,
         }
-        seq = _record_restored(temp, live.name, data, clock)
+        seq = _record_restored(temp, live.name, data, clock, actor)
         if kept is not None:
             shutil.copymode(live, temp)  # the restored file keeps the live file's permissions
         files.fsync(temp)
@@ -266,13 +274,13 @@ def _agreeing_prefix(live: Connection, backup: Connection, common: int) -> int:
     return low
 
 
-def _record_restored(temp: Path, database: str, data: dict[str, object], clock: Clock) -> int:
+def _record_restored(temp: Path, database: str, data: dict[str, object], clock: Clock, actor: str) -> int:
     """Append the ``audit.restored`` entry to the copy about to be installed: the restored log
     itself then says what it dropped and where the replaced file went."""
     engine = make_engine(f"sqlite:///{temp}", pool_size=1)
     try:
         with engine.begin() as conn:
-            event = PendingEvent.of(SERVICE_ACTOR, RESTORED_ACTION, f"database:{database}", data)
+            event = PendingEvent.of(actor, RESTORED_ACTION, f"database:{database}", data)
             seq = store.append(conn, [event], clock)[0].seq
     finally:
         engine.dispose()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
 from integrity.errors import InvalidDossierCode
+from signing.vietnam_time import VIETNAM_TIME
 
-VIETNAM_TIME = timezone(timedelta(hours=7), "ICT")
 MIN_SEQUENCE = 1
 # Four digits: the 10,000th dossier of a unit's day has no code (never wrap around to 0000).
 MAX_SEQUENCE = 9999

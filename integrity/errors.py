@@ -36,7 +36,12 @@ class AuditNamespaceRefused(IntegrityError):
 
 
 class ApproverNotAdmin(IntegrityError):
-    """The person named as approving an erasure of personal data holds no admin role."""
+    """The person named as approving an erasure of personal data, or confirming an operator's
+    sensitive command, holds no admin role."""
+
+
+class OperatorUnknown(IntegrityError):
+    """The command line cannot tell which OS login runs it (integrity/operator_auth.py)."""
 
 
 # --- receipts (integrity/receipts.py, integrity/dossier_code.py, integrity/units.py) ---
@@ -78,7 +83,15 @@ class ReceiptSigningFailed(ReceiptError):
     """Rendering or signing failed (e.g. the timestamp authority is down); nothing was issued."""
 
 
-# --- portal ↔ one-stop exchange (integrity/exchange.py, api/gateway.py) ---
+class ReceiptAlreadyRevoked(ReceiptError):
+    """The receipt was revoked before; a revocation is made once and never undone."""
+
+
+class ReceiptFileTooLarge(ReceiptError):
+    """A file presented to the public check is larger than any receipt this system issues."""
+
+
+# --- portal ↔ one-stop exchange (integrity/exchange/, api/gateway.py) ---
 
 
 class ExchangeError(IntegrityError):
@@ -107,6 +120,7 @@ class ExchangeRejected(ExchangeError):
         self.message_id = message_id
         self.reason = reason
         self.problem_extra = {"message_id": message_id}
+        self.problem_headers: dict[str, str] = {}  # the gateway adds Accept-Signature (RFC 9421 §5.1)
 
 
 class ExchangeRouteForbidden(ExchangeRejected):
@@ -195,6 +209,44 @@ class BackupRefused(IntegrityError):
     def __init__(self, message: str, *, reason: BackupRefusal) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# --- personal signing (integrity/personal_signing.py) ---
+
+
+class ActivationRefusal(StrEnum):
+    """Why a personal signature was refused (the ``reason`` of ``signature.personal.refused``)."""
+
+    NO_PERSONAL_KEY = "no_personal_key"  # no active personal key of theirs that signs this format
+    UNKNOWN_ACTIVATION = "unknown_activation"
+    NOT_OWNER = "not_owner"  # another person's activation
+    DIGEST_MISMATCH = "digest_mismatch"  # the document is not the one the activation was made for
+    EXPIRED = "expired"
+    ALREADY_USED = "already_used"
+    KEY_NOT_USABLE = "key_not_usable"  # the activation's key was retired or revoked meanwhile
+    SECOND_FACTOR_FAILED = "second_factor_failed"
+    SIGNING_FAILED = "signing_failed"  # the token or the PDF failed after the activation was spent
+
+
+class PersonalSigningRefused(IntegrityError):
+    """A personal signature was refused; ``reason`` says why (also in the audit entry)."""
+
+    def __init__(self, message: str, *, reason: ActivationRefusal) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.problem_extra = {"reason": reason.value}
+
+
+class ActivationNotFound(PersonalSigningRefused):
+    """No activation of this person has that id (none at all, or another person's)."""
+
+
+class PersonalKeyUnavailable(PersonalSigningRefused):
+    """The person has no active personal key that can make a signature of that format."""
+
+
+class UnknownPerson(IntegrityError):
+    """No account of that name: a personal key or signature names an existing person."""
 
 
 # --- request rate limits (integrity/rate_limits.py) ---

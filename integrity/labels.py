@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from auth.roles import ADMIN, AUDITOR, CITIZEN, OFFICER
-from integrity.dossier_code import VIETNAM_TIME
+from signing.vietnam_time import VIETNAM_TIME
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,26 @@ EVENT_LABELS: dict[str, Label] = {
     "auth.mfa.enrolled": Label("Đã bật xác thực hai lớp", "Two-step verification turned on"),
     "auth.mfa.stepup.succeeded": Label("Xác thực lại thành công", "Re-verified"),
     "auth.mfa.stepup.failed": Label("Xác thực lại thất bại", "Re-verification failed"),
+    "auth.operator.confirmed": Label("Mã đã xác nhận lệnh quản trị", "Code confirmed an operator command"),
+    "auth.operator.refused": Label("Mã xác nhận lệnh quản trị bị từ chối", "Code for an operator command refused"),
+    "auth.mfa.confirm.succeeded": Label("Xác nhận bằng mã (ký số cá nhân)", "Confirmed with a code (personal signing)"),
+    "auth.mfa.confirm.failed": Label("Xác nhận bằng mã thất bại", "Confirmation with a code failed"),
     "auth.recovery.used": Label("Đã dùng mã khôi phục", "Recovery code used"),
     "auth.recovery.regenerated": Label("Tạo mã khôi phục mới", "New recovery codes"),
     "auth.password.changed": Label("Đổi mật khẩu", "Password changed"),
     "auth.password.change_failed": Label("Đổi mật khẩu thất bại", "Password change failed"),
     "auth.password.rehashed": Label("Nâng cấp lưu trữ mật khẩu", "Password storage upgraded"),
+    "auth.passkey.registered": Label("Đã thêm khóa truy cập", "Passkey added"),
+    "auth.passkey.registration_failed": Label("Thêm khóa truy cập thất bại", "Passkey not added"),
+    "auth.passkey.renamed": Label("Đổi tên khóa truy cập", "Passkey renamed"),
+    "auth.passkey.removed": Label("Đã xóa khóa truy cập", "Passkey removed"),
+    "auth.passkey.removal_refused": Label(
+        "Từ chối xóa khóa truy cập: cần xác thực lại", "Passkey removal refused: verify again first"
+    ),
+    "auth.passkey.used": Label("Đã dùng khóa truy cập", "Passkey used"),
+    "auth.passkey.clone_suspected": Label(
+        "Nghi khóa truy cập bị sao chép: đã chặn", "Passkey suspected of being copied: blocked"
+    ),
     "admin.user.created": Label("Quản trị viên tạo tài khoản", "Account created by an administrator"),
     "admin.user.unlocked": Label("Quản trị viên mở khóa", "Unlocked by an administrator"),
     "admin.user.mfa_reset": Label(

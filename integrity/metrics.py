@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "bhxh_http_requests_total", "HTTP requests by route template, method and status", ["route", "method", "status"]
@@ -24,4 +24,9 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
     "Rate-limit checks the storage could not answer, by outcome: allowed (authenticated callers, "
     "fail open) or refused (anonymous callers, fail closed)",
     ["outcome"],
+)
+CERTIFICATE_DAYS_LEFT = Gauge(
+    "bhxh_certificate_days_left",
+    "Days until each certificate the service signs with expires (negative: expired), by key id and purpose",
+    ["key", "purpose"],
 )

@@ -4,6 +4,7 @@ independently; ``upgrade`` applies every branch to its head."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from integrity.db import connection_failed, describe, probe_engine
+from integrity.db_grants import SERVICE_ROLE_ENV, apply_service_grants, check_service_role
 from integrity.errors import SetupError
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -71,15 +73,25 @@ def require_current(url: str) -> None:
 
 
 def upgrade(engine: Engine) -> list[str]:
-    """Apply all pending migrations; returns the heads that were applied (empty if none)."""
+    """Apply all pending migrations; returns the heads that were applied (empty if none).
+
+    On PostgreSQL with BHXH_DB_SERVICE_ROLE set, the service role's rights on every table are
+    then (re)applied in the same transaction (integrity.db_grants), also when nothing was
+    pending: a refusal there leaves the database as it was."""
     try:
         todo = pending(engine)
     except DBAPIError as exc:
         raise connection_failed(engine.url, exc) from exc
-    if not todo:
+    role = os.environ.get(SERVICE_ROLE_ENV) if engine.dialect.name == "postgresql" else None
+    if not todo and not role:
         return []
     cfg = _config()
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        if role:
+            check_service_role(conn, role)
+        if todo:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "heads")
+        if role:
+            apply_service_grants(conn, role)
     return sorted(todo)

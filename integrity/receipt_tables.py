@@ -7,6 +7,7 @@ Alembic branch ``receipts``).
   time and audit ``seq``.
 - ``receipt_pdfs``: the signed PDF as issued (kept apart: the registry rows stay small).
 - ``receipt_idempotency_keys``: (caller, Idempotency-Key) → the receipt it produced.
+- ``receipt_revocations``: the receipts withdrawn after issue, one row each, never deleted.
 """
 
 from __future__ import annotations
@@ -86,4 +87,15 @@ receipt_idempotency_keys = Table(
     # NULL while the issuing transaction that claimed the key is still running.
     Column("code", String(CODE_LENGTH), ForeignKey("receipts.code"), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+receipt_revocations = Table(
+    "receipt_revocations",
+    metadata,
+    # The primary key makes a second revocation of one receipt fail, whatever the instance.
+    Column("code", String(CODE_LENGTH), ForeignKey("receipts.code"), primary_key=True),
+    Column("reason", String(32), nullable=False),
+    Column("revoked_by", String(ACTOR_LENGTH), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Column("audit_seq", BigInteger, nullable=False),
 )

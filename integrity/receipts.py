@@ -27,6 +27,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,29 +42,40 @@ from integrity.errors import (
     IdempotencyKeyReused,
     InvalidDossierCode,
     InvalidReceiptRequest,
+    ReceiptAlreadyRevoked,
     ReceiptNotFound,
     ReceiptSigningFailed,
     UnreadableReceipt,
 )
 from integrity.keys import CertifiedKey, ServiceKeys
+from integrity.receipt_revocations import (
+    ACTION_REVOKED,
+    Revocation,
+    RevocationReason,
+    insert_revocation,
+    revocation_of,
+)
 from integrity.receipt_tables import receipt_idempotency_keys, receipt_pdfs, receipt_sequences, receipts
 from integrity.settings import Settings
 from integrity.units import UnitRegistry, load_units
 from signing.errors import MalformedPdf, SigningError
 from signing.pdf import MAX_PDF_BYTES, PdfSignatureVerdict, PdfSigner, sha256_hex
 from signing.pdf_sandbox import validate_pdf_sandboxed
-from signing.receipt_pdf import ReceiptRenderer, ReceiptSlip, SlipDocument
+from signing.receipt_pdf import MAX_DOSSIER_SETS, ReceiptRenderer, ReceiptSlip, SlipDocument
 
 ACTION_ISSUED = "receipt.issued"
 MAX_TEXT = 500
 MAX_NAME = 200
 MAX_DOCUMENTS = 50
 MAX_COPIES = 100
+MAX_PLACE = 100
+MAX_PROCESSING_DAYS = 365
 # A dossier may be keyed in a little after the applicant handed it over, never ahead of time.
 MAX_RECEIVED_AGE = timedelta(hours=24)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
-VERIFY_PATH = "/v1/receipts/{code}"
+# What the slip's QR code opens: the public check of the code (api/receipt_check.py).
+VERIFY_PATH = "/r/{code}"
 MAX_VERIFY_BYTES = MAX_PDF_BYTES
 
 
@@ -95,10 +107,16 @@ class ReceiptRequest:
     unit_name: str | None = None
     documents: tuple[SlipDocument, ...] = ()
     received_at: datetime | None = None
+    # Items of form 01 (Circular 01/2018/TT-VPCP); the defaults are what the slip prints without them.
+    dossier_sets: int = 1
+    processing_days: int | None = None
+    processing_working_days: bool = True
+    result_place: str | None = None
+    place_name: str | None = None
 
     def fingerprint(self) -> str:
         """SHA-256 of the request's content: a retried Idempotency-Key must carry the same request."""
-        body = {
+        body: dict[str, Any] = {
             "unit": [self.unit_code, self.unit_name],
             "procedure": [self.procedure_code, self.procedure_name],
             "applicant": [self.applicant.name, self.applicant.id_number, self.applicant.phone, self.applicant.address],
@@ -107,6 +125,17 @@ class ReceiptRequest:
             "received_at": None if self.received_at is None else self.received_at.isoformat(),
             "appointment_at": self.appointment_at.isoformat(),
         }
+        # Form items only when given: a request without them keeps the fingerprint it had
+        # before they existed, so a retry across an upgrade still finds its receipt.
+        form = {
+            "dossier_sets": self.dossier_sets,
+            "processing_days": self.processing_days,
+            "processing_working_days": self.processing_working_days,
+            "result_place": self.result_place,
+            "place_name": self.place_name,
+        }
+        defaults = {"dossier_sets": 1, "processing_working_days": True}
+        body.update({k: v for k, v in form.items() if v is not None and defaults.get(k) != v})
         return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
@@ -222,6 +251,12 @@ class ReceiptVerdict:
     registered_at: datetime | None
     validated_at: datetime
     reasons: tuple[Reason, ...] = field(default_factory=tuple)
+    revocation: Revocation | None = None  # the registered receipt under ``code`` was revoked
+
+    @property
+    def revoked(self) -> bool | None:
+        """Whether the receipt registered under the code was revoked (None: no registered code)."""
+        return None if self.registered is not True else self.revocation is not None
 
     @property
     def intact(self) -> bool | None:
@@ -278,6 +313,8 @@ class ReceiptVerdict:
             },
             "validated_at": self.validated_at.isoformat(),
             "reasons": [{"code": r.code, "vi": r.vi, "en": r.en} for r in self.reasons],
+            "revoked": self.revoked,
+            "revocation": None if self.revocation is None else self.revocation.public_dict(),
         }
 
 
@@ -373,6 +410,8 @@ class ReceiptService:
         self._one_stop = tuple(one_stop_certificates)
         self._base_url = public_base_url.rstrip("/")
         self._signer_fp = sha256_hex(signer.certificate.public_bytes(Encoding.DER))
+        names = signer.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        self._signer_name = str(names[0].value) if names else signer.certificate.subject.rfc4514_string()
 
     @property
     def units(self) -> UnitRegistry:
@@ -392,6 +431,7 @@ class ReceiptService:
         received_at = request.received_at or now
         self._check_times(received_at, request.appointment_at, now)
         slip_fields = self._clean(request)
+        place_name = slip_fields.pop("place_name") or unit.place
         fingerprint = request.fingerprint()
         try:
             with self._engine.begin() as conn:
@@ -419,6 +459,10 @@ class ReceiptService:
                     received_at=received_at,
                     appointment_at=request.appointment_at,
                     verify_url=self.verify_url(code),
+                    unit_parent=unit.parent,
+                    place_name=place_name,
+                    signer_name=self._signer_name,
+                    signed_at=now,
                     **slip_fields,
                 )
                 try:
@@ -488,6 +532,10 @@ class ReceiptService:
     def _clean(self, request: ReceiptRequest) -> dict[str, Any]:
         if len(request.documents) > MAX_DOCUMENTS:
             raise InvalidReceiptRequest(f"at most {MAX_DOCUMENTS} documents per receipt")
+        if not 1 <= request.dossier_sets <= MAX_DOSSIER_SETS:
+            raise InvalidReceiptRequest(f"dossier_sets must be 1–{MAX_DOSSIER_SETS}")
+        if request.processing_days is not None and not 1 <= request.processing_days <= MAX_PROCESSING_DAYS:
+            raise InvalidReceiptRequest(f"processing_days must be 1–{MAX_PROCESSING_DAYS}")
         documents = []
         for document in request.documents:
             if not 1 <= document.copies <= MAX_COPIES:
@@ -505,6 +553,11 @@ class ReceiptService:
             "official_name": _text(request.official.name, "official.name"),
             "official_title": _text(request.official.title, "official.title"),
             "documents": tuple(documents),
+            "dossier_sets": request.dossier_sets,
+            "processing_days": request.processing_days,
+            "processing_working_days": request.processing_working_days,
+            "result_place": _optional(request.result_place, "result_place"),
+            "place_name": _optional(request.place_name, "place_name", MAX_PLACE),
         }
 
     @staticmethod
@@ -581,6 +634,39 @@ class ReceiptService:
             raise ReceiptNotFound(f"no receipt is registered under {code}")
         return bytes(data)
 
+    def revocation(self, code: str) -> Revocation | None:
+        """The revocation of the receipt registered under ``code``, if it was revoked."""
+        DossierCode.from_text(code)
+        with self._engine.connect().execution_options(**READ_ONLY) as conn:
+            self._record(conn, code)
+            return revocation_of(conn, code)
+
+    # ------------------------------------------------------------------ revoke
+
+    def revoke(self, code: str, reason: RevocationReason, *, revoked_by: str) -> Revocation:
+        """Withdraw an issued receipt: the registry row and the audit entry ``receipt.revoked``
+        in one transaction. A receipt is revoked once (ReceiptAlreadyRevoked after that)."""
+        DossierCode.from_text(code)
+        now = self._clock()
+        try:
+            with self._engine.begin() as conn:
+                record = self._record(conn, code)
+                if revocation_of(conn, code) is not None:
+                    raise ReceiptAlreadyRevoked(f"the receipt {code} is already revoked")
+                audit_seq = self._audit.record(
+                    revoked_by,
+                    ACTION_REVOKED,
+                    code,
+                    {"reason": reason.value, "sha256": record.sha256, "issued_audit_seq": record.audit_seq},
+                    conn=conn,
+                )
+                revocation = Revocation(code, reason, revoked_by, now, audit_seq)
+                insert_revocation(conn, revocation)
+                return revocation
+        except sa_exc.IntegrityError:
+            # Another instance revoked it between our read and our write; ours rolled back whole.
+            raise ReceiptAlreadyRevoked(f"the receipt {code} is already revoked") from None
+
     # ------------------------------------------------------------------ verify
 
     def verify(self, data: bytes) -> ReceiptVerdict:
@@ -605,6 +691,7 @@ class ReceiptService:
         registered: bool | None = None
         hash_matches: bool | None = None
         registered_at: datetime | None = None
+        revocation: Revocation | None = None
         if code is None:
             if sig.signature_found:
                 reasons.append("code_missing")
@@ -613,6 +700,7 @@ class ReceiptService:
                 row = conn.execute(
                     select(receipts.c.sha256, receipts.c.issued_at).where(receipts.c.code == code)
                 ).first()
+                revocation = None if row is None else revocation_of(conn, code)
             registered = row is not None
             if row is None:
                 reasons.append("code_not_registered")
@@ -630,6 +718,7 @@ class ReceiptService:
             registered_at=registered_at,
             validated_at=at,
             reasons=tuple(_reason(r) for r in reasons),
+            revocation=revocation,
         )
 
     @staticmethod
@@ -657,7 +746,7 @@ def build_receipt_service(
             signing.certificate,
             keys.ca_certificates,
             tsa_url=settings.tsa_url,
-            reason="Phiếu tiếp nhận và hẹn trả kết quả",
+            reason="Giấy tiếp nhận hồ sơ và hẹn trả kết quả",
             location="Hệ thống thông tin một cửa điện tử",
         )
         renderer = ReceiptRenderer()

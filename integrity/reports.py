@@ -1,7 +1,9 @@
 """Auditor reports of a log verification: JSON for machines, a self-contained HTML page (in
-Vietnamese with English labels) for people. Both are rendered from the same
-``VerificationReport``; nothing is recomputed here. Every form says plainly what is proven:
-which entries a trusted signed checkpoint anchors, by which key, and which are not anchored.
+Vietnamese with English labels, or English first with Vietnamese ones) for people. Both are
+rendered from the same ``VerificationReport``; nothing is recomputed here. Every form says
+plainly what is proven: which entries a trusted signed checkpoint anchors, by which key, and
+which are not anchored. Times are shown in Vietnam time (UTC+7), the UTC instant kept in each
+``<time datetime>``.
 
 The HTML has no external assets: the style sheet is inline and the chart of entries per action
 per day is an inline SVG, so the file can be mailed or archived as it is.
@@ -13,8 +15,10 @@ import base64
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from audit.verify import Fault, Verdict, VerificationReport
-from audit.verify_report import TimestampStatus
+from audit.verify_report import TimestampCheck, TimestampStatus
+from integrity.labels import utc_stamp, vietnam_time
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_CHECKPOINT_ROWS = 200
@@ -75,15 +80,24 @@ VERDICT_TITLES: dict[Verdict, str] = {
 }
 
 
+class VerificationMode(StrEnum):
+    FULL = "full"  # every entry read, from entry 0
+    INCREMENTAL = "incremental"  # resumed at a checkpoint verified before (integrity.incremental_verification)
+
+
 @dataclass(frozen=True)
 class ReportContext:
-    """What was verified, where, when and against which keys."""
+    """What was verified, where, when, how and against which keys."""
 
     origin: str
     source: str  # "live database" or the export file name
     generated_at: datetime
     trusted_keys: tuple[str, ...]
     trusted_checkpoint_size: int | None = None
+    verification: VerificationMode = VerificationMode.FULL
+    resumed_from: int | None = None  # incremental: the size of the checkpoint verified before
+    # When the log signed each checkpoint size (its own clock, known for the live log only).
+    signed_at: tuple[tuple[int, datetime], ...] = ()
 
 
 def report_json(report: VerificationReport, context: ReportContext) -> dict[str, Any]:
@@ -94,6 +108,8 @@ def report_json(report: VerificationReport, context: ReportContext) -> dict[str,
         "generated_at": context.generated_at.isoformat(),
         "trusted_keys": list(context.trusted_keys),
         "trusted_checkpoint_size": context.trusted_checkpoint_size,
+        "verification": context.verification.value,
+        "resumed_from": context.resumed_from,
     }
 
 
@@ -188,20 +204,51 @@ def style_sources(html: str) -> tuple[str, ...]:
     )
 
 
-def render_html(report: VerificationReport, context: ReportContext) -> str:
+LANGS = ("vi", "en")
+
+
+def render_html(
+    report: VerificationReport,
+    context: ReportContext,
+    *,
+    lang: str = "vi",
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The report as one self-contained page. ``lang``: which language leads (every label is
+    given in both); ``links``: ``(href, text)`` shown above the report when it is served as a
+    page of the site (the language toggle, the way back)."""
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}")
     checkpoints = list(report.checkpoints)
     shown = checkpoints[-MAX_CHECKPOINT_ROWS:]
+    stamps: dict[int | None, TimestampCheck] = {check.tree_size: check for check in report.timestamps}
+    signed_at: dict[int | None, datetime] = {}
+    for size, moment in context.signed_at:
+        signed_at.setdefault(size, moment)  # the first time the log signed that size
+
+    def both(vi: str, en: str) -> Markup:
+        """A label in the page's language, the other language after it in parentheses."""
+        first, second, other = (vi, en, "en") if lang == "vi" else (en, vi, "vi")
+        return Markup('{} <span class="alt" lang="{}">({})</span>').format(first, other, second)
+
+    def when(moment: datetime) -> Markup:
+        return Markup('<time datetime="{}">{}</time>').format(utc_stamp(moment), vietnam_time(moment, lang))
+
     return (
         _environment()
         .get_template("audit_report.html")
         .render(
             report=report,
             context=context,
+            lang=lang,
+            links=links,
+            both=both,
+            when=when,
             verdict=verdict_line(report),
             verdict_title=VERDICT_TITLES[report.verdict],
             verdict_kind=report.verdict.value,
             faults=[(FAULT_LABELS[f.kind], FAULT_EXPLANATIONS[f.kind], f) for f in report.faults],
-            checkpoints=shown,
+            checkpoints=[(cp, stamps.get(cp.tree_size), signed_at.get(cp.tree_size)) for cp in shown],
             hidden_checkpoints=len(checkpoints) - len(shown),
             chart=Markup(chart_svg(report.actions_per_day)),
         )

@@ -5,11 +5,11 @@ Every variable is listed in README.md's settings table; keep the two in step.
 
 from __future__ import annotations
 
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit.cosignature import CosignerKey
@@ -151,12 +151,35 @@ class Settings(BaseSettings):
         False, description="fetch OCSP/CRL over the network when verifying (needs outbound access)"
     )
     secure_cookies: bool = Field(True, description="mark cookies Secure (turn off only for plain-HTTP local demos)")
+    webauthn_rp_id: str | None = Field(
+        None,
+        description="WebAuthn relying party id of passkeys (a domain, e.g. bhxh.gov.vn); unset: the host of "
+        "BHXH_WEBAUTHN_ORIGIN",
+    )
+    webauthn_origin: str | None = Field(
+        None,
+        description="origin the browser reports in passkey ceremonies (https://host[:port]; http only for "
+        "localhost); unset: that of BHXH_PUBLIC_BASE_URL when it is https:// or http://localhost, else "
+        "http://localhost:8000 (demo)",
+    )
     refusal_log_per_minute: int = Field(
         20,
         ge=1,
         le=10_000,
         description="anonymous refusals logged one by one per client address and minute (per instance); "
         "the rest as one summary entry",
+    )
+    certificate_warn_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description="/readyz warns this many days before a signing certificate expires (and fails once it has)",
+    )
+    audit_writer_stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="/readyz fails when callers have waited this long on the audit log's writer without a commit",
     )
     rate_limits: dict[str, str] = Field(
         default_factory=dict,
@@ -260,6 +283,15 @@ class Settings(BaseSettings):
             raise ValueError("BHXH_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @model_validator(mode="after")
+    def _usable_relying_party(self) -> Settings:
+        relying_party(self.webauthn_rp_id, self.webauthn_origin, self.public_base_url)
+        return self
+
+    def webauthn_relying_party(self) -> tuple[str, str]:
+        """(RP id, origin) of passkey ceremonies, as ``relying_party`` derives them."""
+        return relying_party(self.webauthn_rp_id, self.webauthn_origin, self.public_base_url)
+
     def token_pin(self) -> bytes | None:
         """The PKCS#11 user PIN, from the file if given (never from the command line)."""
         return _secret(self.pkcs11_pin_file, self.pkcs11_pin)
@@ -267,6 +299,63 @@ class Settings(BaseSettings):
     def passphrase(self) -> bytes | None:
         """The private-key passphrase, from the file if given (never from the command line)."""
         return _secret(self.keys_passphrase_file, self.keys_passphrase)
+
+
+DEMO_WEBAUTHN_ORIGIN = "http://localhost:8000"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """(origin as a browser serialises it, host) of an origin setting; ValueError if it is not
+    one a browser runs WebAuthn in: https, or http on localhost (a secure context, W3C Secure
+    Contexts §3.1), with a domain name as host (WebAuthn L3 §5.1.4.1 refuses IP addresses)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"BHXH_WEBAUTHN_ORIGIN: {url[:80]!r} has an invalid port") from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not host
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or not url.isascii()
+    ):
+        raise ValueError(f"BHXH_WEBAUTHN_ORIGIN is scheme://host[:port] and nothing more, not {url[:80]!r}")
+    try:
+        ip_address(host)
+    except ValueError:
+        pass
+    else:
+        raise ValueError("BHXH_WEBAUTHN_ORIGIN: passkeys need a domain name, not an IP address (use localhost)")
+    local = host == "localhost" or host.endswith(".localhost")
+    if parts.scheme != "https" and not local:
+        raise ValueError("BHXH_WEBAUTHN_ORIGIN: passkeys need https:// (http:// only on localhost)")
+    netloc = host if port in (None, _DEFAULT_PORTS[parts.scheme]) else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}", host
+
+
+def relying_party(rp_id: str | None, origin: str | None, public_base_url: str) -> tuple[str, str]:
+    """(RP id, origin) for passkeys. The origin is BHXH_WEBAUTHN_ORIGIN; unset, that of the public
+    base URL when a browser could run WebAuthn there, else the demo's http://localhost:8000. The
+    RP id is BHXH_WEBAUTHN_RP_ID, else the origin's host; it must be that host or a suffix of it
+    (WebAuthn L3 §5.1.4.1: a registrable domain suffix of, or equal to, the origin's domain)."""
+    if origin is None:
+        try:
+            base = urlsplit(public_base_url)
+            origin = _origin(f"{base.scheme}://{base.netloc}")[0]
+        except ValueError:
+            origin = DEMO_WEBAUTHN_ORIGIN
+    serialised, host = _origin(origin)
+    rp = (rp_id or host).strip().lower()
+    if not rp or rp.startswith(".") or not rp.isascii():
+        raise ValueError(f"BHXH_WEBAUTHN_RP_ID: {rp_id!r} is not a domain name")
+    if host != rp and not host.endswith("." + rp):
+        raise ValueError(f"BHXH_WEBAUTHN_RP_ID ({rp}) must be the host of the origin {serialised} or a suffix of it")
+    return rp, serialised
 
 
 def _secret(file: Path | None, value: str | None) -> bytes | None:

@@ -271,8 +271,8 @@ class SignatureService:
         self._refreshed = time.monotonic()
 
     def _prepare(self, request: SignRequest, owner: str) -> _Prepared:
-        # The institution signs data messages with its data-message key, a person with their
-        # own personal key; the receipt key is never reachable from here (Decision 352).
+        # The institution signs data messages with its data-message key; a person's key and the
+        # receipt key are never reachable from here (Decision 352).
         if request.format not in FORMATS:
             raise UnknownFormat(f"unknown signature format {request.format!r}: use jws, cms or xml")
         if len(request.payload) > self.max_payload_bytes:
@@ -295,7 +295,7 @@ class SignatureService:
         return _Made(prepared, signature, now)
 
     @staticmethod
-    def _event(made: _Made, *, personal: bool = False) -> tuple[str, dict[str, Any]]:
+    def _event(made: _Made) -> tuple[str, dict[str, Any]]:
         request, key = made.prepared.request, made.prepared.key
         data: dict[str, Any] = {
             "format": request.format,
@@ -305,8 +305,6 @@ class SignatureService:
             "detached": request.detached or request.format == "cms",
             "bytes": len(request.payload),
         }
-        if personal:
-            data["personal"] = True
         return payload_digest(request.payload), data
 
     @staticmethod
@@ -322,16 +320,17 @@ class SignatureService:
             seq,
         )
 
-    def _record(self, made: _Made, actor: str, *, personal: bool = False) -> SignedMessage:
-        subject, data = self._event(made, personal=personal)
+    def _record(self, made: _Made, actor: str) -> SignedMessage:
+        subject, data = self._event(made)
         return self._message(made, self.audit.record(actor, "signature.created", subject, data))
 
-    def sign(self, request: SignRequest, *, actor: str, owner: str = SERVICE_OWNER) -> SignedMessage:
-        """Sign with the service key (or ``owner``'s key, for personal signing after step-up)
-        and log; the signature is returned only once its audit entry is committed."""
+    def sign(self, request: SignRequest, *, actor: str) -> SignedMessage:
+        """Sign with the institution's data-message key and log; the signature is returned only
+        once its audit entry is committed. A person signs with their own key through
+        ``integrity.personal_signing`` only, never here."""
         self._refresh_if_due()
-        made = self._make(self._prepare(request, owner))
-        return self._record(made, actor, personal=owner != SERVICE_OWNER)
+        made = self._make(self._prepare(request, SERVICE_OWNER))
+        return self._record(made, actor)
 
     async def sign_async(self, request: SignRequest, *, actor: str) -> SignedMessage:
         """``sign`` for a request handler: a small Ed25519/ES256 JWS is made on the event loop
@@ -452,11 +451,14 @@ class SignatureService:
         self._refresh_if_due()
         return self.keystore.jwks()
 
-    def _change(self, action: str, actor: str, change: Callable[[Connection], KeyRecord]) -> KeyRecord:
+    def _change(
+        self, action: str, actor: str, change: Callable[[Connection], KeyRecord], approved_by: str | None = None
+    ) -> KeyRecord:
         self._ensure_loaded()
         with self.engine.begin() as conn:
             record = change(conn)
-            self.audit.record(actor, action, f"key:{record.kid}", _key_data(record), conn=conn)
+            data = _key_data(record) | ({"approved_by": approved_by} if approved_by else {})
+            self.audit.record(actor, action, f"key:{record.kid}", data, conn=conn)
         self.reload_keys()
         return record
 
@@ -546,13 +548,20 @@ class SignatureService:
             ),
         )
 
-    def retire_key(self, kid: str, *, actor: str) -> KeyRecord:
-        record = self._change("key.retired", actor, lambda conn: retire_key(conn, kid, clock=self.clock))
+    def retire_key(self, kid: str, *, actor: str, approved_by: str | None = None) -> KeyRecord:
+        """``approved_by``: the admin who confirmed an operator's command (``user:<name>``)."""
+        record = self._change(
+            "key.retired", actor, lambda conn: retire_key(conn, kid, clock=self.clock), approved_by=approved_by
+        )
         self._erase_from_token(record)
         return record
 
-    def revoke_key(self, kid: str, *, actor: str, at: datetime | None = None) -> KeyRecord:
-        record = self._change("key.revoked", actor, lambda conn: revoke_key(conn, kid, clock=self.clock, at=at))
+    def revoke_key(
+        self, kid: str, *, actor: str, at: datetime | None = None, approved_by: str | None = None
+    ) -> KeyRecord:
+        record = self._change(
+            "key.revoked", actor, lambda conn: revoke_key(conn, kid, clock=self.clock, at=at), approved_by=approved_by
+        )
         self._erase_from_token(record)
         return record
 

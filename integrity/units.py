@@ -1,8 +1,10 @@
 """Receiving units (đơn vị tiếp nhận): the agencies allowed to issue dossier codes.
 
-The list comes from ``BHXH_UNITS_FILE`` (a JSON list of ``{"code", "name"}``), or, when unset,
-the demonstration list below. Codes follow the national list of agency codes
-(``V1V2V3.Z1Z2.Y1Y2.MX1X2``); a code outside the configured list never gets a dossier code.
+The list comes from ``BHXH_UNITS_FILE`` (a JSON list of ``{"code", "name"}``, each optionally
+with ``"parent"``, the managing body printed above the unit's name, and ``"place"``, the place
+name of the slip's date line), or, when unset, the demonstration list below. Codes follow the
+national list of agency codes (``V1V2V3.Z1Z2.Y1Y2.MX1X2``); a code outside the configured list
+never gets a dossier code.
 """
 
 from __future__ import annotations
@@ -17,24 +19,43 @@ from integrity.dossier_code import is_unit_code
 from integrity.errors import ConfigurationError, InvalidReceiptRequest, UnknownReceivingUnit
 
 MAX_UNIT_NAME_LENGTH = 200
+MAX_PLACE_LENGTH = 100
 
 
 @dataclass(frozen=True)
 class ReceivingUnit:
     code: str
     name: str
+    # Circular 01/2018/TT-VPCP, form 01: the managing body heads the slip above the unit, and
+    # the date line starts with the place name ("Hà Nội, ngày … tháng … năm …").
+    parent: str | None = None
+    place: str | None = None
 
 
 # Demonstration list (the demo PKI's units): two codes used in examples and tests.
 DEMO_UNITS: tuple[ReceivingUnit, ...] = (
-    ReceivingUnit("000.00.00.G00", "Bảo hiểm xã hội Việt Nam"),
-    ReceivingUnit("000.00.31.H29", "Bảo hiểm xã hội Thành phố Hồ Chí Minh"),
+    ReceivingUnit("000.00.00.G00", "Bảo hiểm xã hội Việt Nam", place="Hà Nội"),
+    ReceivingUnit(
+        "000.00.31.H29",
+        "Bảo hiểm xã hội Thành phố Hồ Chí Minh",
+        parent="Bảo hiểm xã hội Việt Nam",
+        place="Thành phố Hồ Chí Minh",
+    ),
 )
 
 
 def _normal(name: str) -> str:
     # Compare names as people read them: NFC, case and runs of spaces do not matter.
     return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+def _optional_text(value: str | None, what: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    clean = unicodedata.normalize("NFC", value).strip()
+    if not clean or len(clean) > limit or any(unicodedata.category(ch) == "Cc" for ch in clean):
+        raise ConfigurationError(f"{what} must be 1–{limit} characters without control characters")
+    return clean
 
 
 class UnitRegistry:
@@ -52,7 +73,9 @@ class UnitRegistry:
                 )
             if unit.code in by_code:
                 raise ConfigurationError(f"receiving unit {unit.code} is listed twice")
-            by_code[unit.code] = ReceivingUnit(unit.code, name)
+            parent = _optional_text(unit.parent, f"receiving unit {unit.code}: parent", MAX_UNIT_NAME_LENGTH)
+            place = _optional_text(unit.place, f"receiving unit {unit.code}: place", MAX_PLACE_LENGTH)
+            by_code[unit.code] = ReceivingUnit(unit.code, name, parent, place)
         if not by_code:
             # An empty list would make every request fail obscurely; refuse it at start-up.
             raise ConfigurationError("the list of receiving units is empty")
@@ -82,7 +105,7 @@ class UnitRegistry:
 
 
 def load_units(path: Path | None) -> UnitRegistry:
-    """The units of ``path`` (JSON list of {code, name}), or the demonstration list."""
+    """The units of ``path`` (JSON list of {code, name, parent?, place?}), or the demonstration list."""
     if path is None:
         return UnitRegistry(DEMO_UNITS)
     try:
@@ -92,8 +115,15 @@ def load_units(path: Path | None) -> UnitRegistry:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"the units file {path} is not valid JSON") from exc
     if not isinstance(raw, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("code"), str) and isinstance(item.get("name"), str)
+        isinstance(item, dict)
+        and isinstance(item.get("code"), str)
+        and isinstance(item.get("name"), str)
+        and all(isinstance(item.get(key), str | None) for key in ("parent", "place"))
         for item in raw
     ):
-        raise ConfigurationError(f'the units file {path} must be a JSON list of {{"code", "name"}} objects')
-    return UnitRegistry(ReceivingUnit(item["code"], item["name"]) for item in raw)
+        raise ConfigurationError(
+            f'the units file {path} must be a JSON list of {{"code", "name", "parent"?, "place"?}} objects'
+        )
+    return UnitRegistry(
+        ReceivingUnit(item["code"], item["name"], item.get("parent"), item.get("place")) for item in raw
+    )

@@ -104,10 +104,6 @@ class MalformedSignature(InvalidRequest):
         self.problem_extra = {"verification": verification}
 
 
-class PersonalSigningRefused(SigningError):
-    """A person asked to sign with their own key without a valid, recent step-up check."""
-
-
 # --- verification failures (collected into a VerificationResult) -------------------------------
 
 

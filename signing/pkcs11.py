@@ -18,6 +18,8 @@ by a lock; an HSM's own throughput is the bound there anyway.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import hmac
 import os
@@ -25,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,6 +58,14 @@ _PRIVATE_TEMPLATE = {
     Attribute.DERIVE: False,
 }
 _PUBLIC_TEMPLATE = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+
+
+class TokenHealth(StrEnum):
+    """What a readiness probe learns of the token (no label, no object id: /readyz is public)."""
+
+    LOGGED_IN = "logged in"
+    LOGGED_OUT = "logged out"
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass
@@ -212,14 +223,17 @@ class KeyToken:
             raise KeyNotUsable(f"the key labelled {label!r} is extractable or not sensitive on the token")
         return self.key(bytes(object_id).hex())
 
-    def check(self) -> str:
-        """ "ok" if the token still answers (a search for no object: cheap, but a real round trip)."""
+    def check(self) -> TokenHealth:
+        """Whether the token answers and this process is still logged in to it. An HSM that
+        restarted, or a C_Logout from anywhere in this process, leaves the session open but
+        public: the private keys are then invisible and nothing signs. C_GetSessionInfo says
+        which (a real round trip that changes nothing on the token)."""
         try:
             with self._operation("health check"):
-                list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\0"}))
+                state = _session_state(self._key[0], self._session.handle)
         except TokenError:
-            return "unavailable"  # /readyz is unauthenticated: no label, no object id
-        return "ok"
+            return TokenHealth.UNAVAILABLE
+        return TokenHealth.LOGGED_IN if state in _USER_STATES else TokenHealth.LOGGED_OUT
 
     def destroy(self, key: TokenKey | str) -> None:
         """Delete a key pair from the token (a retired or revoked key must never sign again)."""
@@ -232,6 +246,72 @@ class KeyToken:
     def sign(self, private: Any, data: bytes, mechanism: Mechanism, parameter: Any = None) -> bytes:
         with self._operation("signing"):
             return bytes(private.sign(data, mechanism=mechanism, mechanism_param=parameter))
+
+
+# python-pkcs11 does not expose C_GetSessionInfo, so it is called through the module's function
+# list (PKCS#11 v2.40 §5.2 CK_FUNCTION_LIST: the pointers in this order, after the version).
+# CK_ULONG is the C ``unsigned long`` on the platforms this service runs on.
+_FUNCTIONS_TO_SESSION_INFO = (
+    "C_Initialize",
+    "C_Finalize",
+    "C_GetInfo",
+    "C_GetFunctionList",
+    "C_GetSlotList",
+    "C_GetSlotInfo",
+    "C_GetTokenInfo",
+    "C_GetMechanismList",
+    "C_GetMechanismInfo",
+    "C_InitToken",
+    "C_InitPIN",
+    "C_SetPIN",
+    "C_OpenSession",
+    "C_CloseSession",
+    "C_CloseAllSessions",
+    "C_GetSessionInfo",
+)
+_USER_STATES = frozenset({1, 3})  # CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS (§5.6)
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte)]
+
+
+class _SessionInfo(ctypes.Structure):
+    _fields_ = [
+        ("slot_id", ctypes.c_ulong),
+        ("state", ctypes.c_ulong),
+        ("flags", ctypes.c_ulong),
+        ("error", ctypes.c_ulong),
+    ]
+
+
+class _FunctionList(ctypes.Structure):
+    _fields_ = [("version", _Version), *((name, ctypes.c_void_p) for name in _FUNCTIONS_TO_SESSION_INFO)]
+
+
+_GetSessionInfo = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.POINTER(_SessionInfo))
+
+
+@functools.cache
+def _session_info_function(module: str) -> Any:
+    # The module is loaded already (python-pkcs11 initialised it): dlopen returns that copy.
+    functions = ctypes.POINTER(_FunctionList)()
+    if ctypes.CDLL(module).C_GetFunctionList(ctypes.byref(functions)) != 0 or not functions:
+        raise TokenError("the PKCS#11 module has no function list")
+    return _GetSessionInfo(functions.contents.C_GetSessionInfo)
+
+
+def _session_state(module: str, handle: int) -> int:
+    """The CKS_* state of a session (C_GetSessionInfo); TokenError when the token does not answer."""
+    try:
+        get_info = _session_info_function(module)
+    except (OSError, AttributeError) as exc:
+        raise TokenError("the PKCS#11 module cannot be asked for its session state") from exc
+    info = _SessionInfo()
+    rv = get_info(handle, ctypes.byref(info))
+    if rv != 0:
+        raise TokenError(f"C_GetSessionInfo failed (CKR 0x{rv:x})")
+    return int(info.state)
 
 
 def _public_key(public: Any) -> PublicKeyTypes:

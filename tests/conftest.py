@@ -222,7 +222,7 @@ def writer_held(audit: AuditService, callers: int) -> Iterator[None]:
     try:
         yield
         deadline = time.monotonic() + 10
-        while audit._waiters < callers + 1 and time.monotonic() < deadline:
+        while audit.writer.waiters < callers + 1 and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.05)  # a caller counts itself as waiting just before it enqueues
     finally:

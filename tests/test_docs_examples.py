@@ -32,6 +32,7 @@ from audit.export import load_verifier_keys, verify_export
 from audit.merkle import leaves_resolver, node_hash, root
 from audit.pii import commitment
 from audit.verify import Fault
+from integrity.client_events import EXT_PREFIX, NAMESPACE_PATTERN
 from signing.httpsig import (
     ExchangeSigningKey,
     HttpRequest,
@@ -101,6 +102,15 @@ def test_the_entries_form_one_chain_from_the_genesis() -> None:
         assert entry["seq"] == seq
         assert entry["prev"] == previous
         previous = entry["hash"]
+
+
+def test_the_example_events_of_a_client_are_in_that_clients_own_namespace() -> None:
+    # A client appends only under ``ext.<its name>.`` (integrity.client_events); so must the example.
+    by_clients = [entry for entry in _entries() if entry["actor"].startswith("client:")]
+    assert by_clients, "the example export shows no event of a client"
+    for entry in by_clients:
+        prefix, name, rest = entry["action"].split(".", 2)
+        assert f"{prefix}." == EXT_PREFIX and NAMESPACE_PATTERN.fullmatch(name) and rest, entry["action"]
 
 
 def test_the_hashed_bytes_shown_for_one_entry_give_the_hash_shown() -> None:

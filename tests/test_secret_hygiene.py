@@ -31,8 +31,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
 from integrity.logs import configure_logging
-from integrity.personal_signing import PersonalSigningService
-from integrity.signatures import SignRequest
 from signing.algorithms import Algorithm
 from signing.httpsig import HttpRequest, sign_request
 from tests.api.exchange_support import demo_signing_key, utc_now
@@ -213,10 +211,26 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     needles.codes["step-up code"] = code
     stepped = _ok(c.post("/v1/auth/step-up", json={"code": code}, headers=_bearer(session["token"])))
     needles.secret("stepped-up session token", stepped["token"])
-    # Personal signing after step-up (the person's own key, generated and stored encrypted).
+    # Personal signing: an activation over a document with personal data, confirmed with a
+    # code (the person's own key, generated and stored encrypted).
     service.state.signatures.generate_key(Algorithm.ED25519, actor="user:alice", owner="user:alice")
-    personal = PersonalSigningService(service.state.signatures, service.state.accounts)
-    personal.sign(stepped["token"], SignRequest("jws", f'{{"ho_ten": "{APPLICANT}"}}'.encode()))
+    document = base64.b64encode(f'{{"ho_ten": "{APPLICANT}"}}'.encode()).decode()
+    asked = _ok(
+        c.post(
+            "/v1/me/signatures", json={"format": "jws", "document_b64": document}, headers=_bearer(stepped["token"])
+        ),
+        201,
+    )
+    clock.advance(30)
+    code = rfc6238(secret, step_of(clock))
+    needles.codes["signature activation code"] = code
+    _ok(
+        c.post(
+            f"/v1/me/signatures/{asked['id']}/activate",
+            json={"document_b64": document, "code": code},
+            headers=_bearer(stepped["token"]),
+        )
+    )
     personal_key = service.state.signatures.keystore.active(Algorithm.ED25519, owner="user:alice").private_key
     needles.private_key("alice's personal key", personal_key)
     clock.advance(30)
@@ -297,7 +311,7 @@ def _run_every_flow(service: Service, needles: Needles) -> None:
     assert c.post("/v1/receipts", json=bad, headers=client).status_code == 422
 
     # --- exchange: a signed message carrying personal data ------------------------------------
-    service.state.exchange.seed_demo_peers(DEMO_KEYS)
+    service.state.exchange.peers.seed_demo(DEMO_KEYS)
     needles.person("exchanged person", EXCHANGED_PERSON)
     needles.person("exchanged person ID", EXCHANGED_PERSON_ID)
     message = f'{{"ho_ten": "{EXCHANGED_PERSON}", "so_cccd": "{EXCHANGED_PERSON_ID}"}}'.encode()
@@ -403,7 +417,7 @@ def test_no_secret_or_personal_data_in_any_output_and_no_secret_stored_in_clear(
         "/mfa",
     ):
         assert f'"{route}"' in output.getvalue(), f"no log line for {route}"
-    assert len(needles.secrets) > 100 and len(needles.codes) == 4 and len(needles.personal) >= 20
+    assert len(needles.secrets) > 100 and len(needles.codes) == 5 and len(needles.personal) >= 20
     leaks = _leaks(everything, needles)
     assert leaks == [], "\n".join(leaks)
 

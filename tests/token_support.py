@@ -54,6 +54,20 @@ class SoftToken:
         finally:
             token.close()
 
+    def log_out(self) -> None:
+        """Log this process out of the token behind the service's back, as an HSM that restarted
+        would: a C_Logout on a session of its own ends the login of every session this process
+        has on the token (PKCS#11 v2.40 §5.6), which stay open but public."""
+        import ctypes
+
+        import pkcs11
+
+        session = pkcs11.lib(str(self.module)).get_token(token_label=self.label).open()
+        try:
+            assert ctypes.CDLL(str(self.module)).C_Logout(ctypes.c_ulong(session.handle)) == 0
+        finally:
+            session.close()
+
     def env(self) -> dict[str, str]:
         return {
             "BHXH_PKCS11_MODULE": str(self.module),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, get_state, session_token
 from api.openapi import problems
-from api.rate_limit import limit_public
+from api.rate_limit import limit_public, source_address
 from integrity.accounts import AccountService, UserPrincipal
 from integrity.app_state import AppState
 
@@ -23,7 +23,6 @@ from integrity.app_state import AppState
 router = APIRouter(prefix="/v1/auth", tags=["auth"], dependencies=[Depends(limit_public)])
 
 _MAX_SECRET = 1024  # passwords up to 256 characters after NFKC; anything longer is not one
-_UNKNOWN_ADDRESS = "unknown"
 
 
 def get_accounts(state: AppState = Depends(get_state)) -> AccountService:
@@ -31,7 +30,8 @@ def get_accounts(state: AppState = Depends(get_state)) -> AccountService:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else _UNKNOWN_ADDRESS
+    """The sender's address for the login throttle: the one the rate limits key by."""
+    return source_address(request)
 
 
 def principal_of(user: UserPrincipal) -> Principal:

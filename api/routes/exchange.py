@@ -108,9 +108,9 @@ async def verify_message(
     commit, so a message costs no worker-thread hop."""
     request = HttpRequest(body.method.upper(), body.url, _pairs(body.headers), body.body())
     if body.consume and CONSUME_SCOPE not in caller.scopes:
-        await exchange.record_consume_refused_async(request, caller=caller.actor, scope=CONSUME_SCOPE)
+        await exchange.record_consume_refused(request, caller=caller.actor, scope=CONSUME_SCOPE)
         raise MissingScope(CONSUME_SCOPE)
-    verdict = await exchange.verify_request_async(request, via="verify-api", caller=caller.actor, consume=body.consume)
+    verdict = await exchange.verify_request(request, via="verify-api", caller=caller.actor, consume=body.consume)
     return verdict.as_dict()
 
 
@@ -165,14 +165,14 @@ def _out(peer: Peer) -> dict[str, Any]:
 def list_peers(
     exchange: ExchangeService = Depends(get_exchange), _admin: Principal = Depends(require_scope("admin"))
 ) -> list[dict[str, Any]]:
-    return [_out(p) for p in exchange.list_peers()]
+    return [_out(p) for p in exchange.peers.all()]
 
 
 @router.get("/v1/admin/peers/{name}", response_model=PeerOut, tags=["admin"], responses=problems(404))
 def get_peer(
     name: str, exchange: ExchangeService = Depends(get_exchange), _admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:
-    return _out(exchange.get_peer(name))
+    return _out(exchange.peers.get(name))
 
 
 @router.post(
@@ -181,7 +181,7 @@ def get_peer(
 def add_peer(
     body: PeerIn, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:
-    peer = exchange.add_peer(
+    peer = exchange.peers.add(
         body.name, keyid=body.keyid, key_pem=body.key_pem, routes=body.routes, base_url=body.base_url, actor=admin.actor
     )
     return _out(peer)
@@ -195,7 +195,7 @@ def update_peer(
     admin: Principal = Depends(require_scope("admin")),
 ) -> dict[str, Any]:
     clear = "base_url" in body.model_fields_set and body.base_url is None
-    peer = exchange.update_peer(
+    peer = exchange.peers.update(
         name,
         keyid=body.keyid,
         key_pem=body.key_pem,
@@ -213,4 +213,4 @@ def update_peer(
 def remove_peer(
     name: str, exchange: ExchangeService = Depends(get_exchange), admin: Principal = Depends(require_scope("admin"))
 ) -> dict[str, Any]:
-    return _out(exchange.remove_peer(name, actor=admin.actor))
+    return _out(exchange.peers.remove(name, actor=admin.actor))

@@ -10,6 +10,7 @@ from api.deps import get_state
 from api.errors import problem_response
 from api.openapi import content, problems
 from integrity.app_state import AppState
+from integrity.readiness import publish_certificate_days
 
 router = APIRouter(tags=["health"])
 
@@ -21,11 +22,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None, responses=problems(503))
 def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
+    """Each check with ``ok``, ``warn`` or ``fail`` and its reason; 503 when one fails
+    (integrity.readiness). Sync: the checks ask the database and the token."""
     readiness = state.readiness()
+    checks = readiness.as_dict()
     if readiness.ready:
-        return JSONResponse({"status": "ready", "checks": readiness.checks})
-    reasons = "; ".join(f"{k}: {v}" for k, v in readiness.checks.items() if v != "ok")
-    return problem_response(503, "not-ready", "Service not ready", reasons, extra={"checks": readiness.checks})
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem_response(503, "not-ready", "Service not ready", readiness.failures(), extra={"checks": checks})
 
 
 @router.get(
@@ -33,5 +36,7 @@ def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     response_class=Response,
     responses=content(200, "Prometheus text format", **{"text/plain": {"type": "string"}}),
 )
-def metrics() -> Response:
+def metrics(state: AppState = Depends(get_state)) -> Response:
+    # The days left of each signing certificate as of this scrape, not of the last /readyz.
+    publish_certificate_days(state.signing_certificates(), state.clock())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

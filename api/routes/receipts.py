@@ -1,4 +1,4 @@
-"""Receipts: issue (scope ``receipts:issue``), read (``receipts:read``), verify (``verify``).
+"""Receipts: issue and revoke (scope ``receipts:issue``), read (``receipts:read``), verify (``verify``).
 
 Thin: pydantic models in, ``integrity.receipts`` does the work, JSON or the PDF out. Domain
 errors propagate to the one problem+json table (api/errors.py).
@@ -20,6 +20,7 @@ from api.deps import Principal, get_state, require_scope
 from api.openapi import BINARY, content, problems
 from api.origin import external_origin
 from integrity.app_state import AppState
+from integrity.receipt_revocations import RevocationReason
 from integrity.receipts import Applicant, Official, ReceiptRecord, ReceiptRequest, ReceiptService
 from signing.pdf import ModificationLevel
 from signing.receipt_pdf import SlipDocument
@@ -69,7 +70,27 @@ class ReceiptIn(_Strict):
     documents: list[DocumentIn] = Field(default_factory=list, max_length=50)
     official: OfficialIn
     received_at: AwareDatetime | None = None
-    appointment_at: AwareDatetime | date = Field(description="RFC 3339 date-time with offset, or a date")
+    appointment_at: AwareDatetime | date = Field(
+        description="when the result is handed back (form 01 item 5): RFC 3339 date-time with offset "
+        "(the slip prints the hour), or a date"
+    )
+    dossier_sets: int = Field(1, ge=1, le=99, description="number of dossier sets handed in (form 01 item 2)")
+    processing_days: int | None = Field(
+        None, ge=1, le=365, description="the procedure's processing time in days (form 01 item 3)"
+    )
+    processing_working_days: bool = Field(True, description="processing_days counts working days")
+    result_place: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="where the result is collected (form 01 item 6); default: the unit's one-stop section",
+    )
+    place_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="place name of the date line, e.g. Hà Nội; default: the unit's configured place",
+    )
 
     def to_domain(self) -> ReceiptRequest:
         return ReceiptRequest(
@@ -84,6 +105,11 @@ class ReceiptIn(_Strict):
             documents=tuple(SlipDocument(d.name, d.copies, d.original) for d in self.documents),
             received_at=self.received_at,
             appointment_at=self.appointment_at,
+            dossier_sets=self.dossier_sets,
+            processing_days=self.processing_days,
+            processing_working_days=self.processing_working_days,
+            result_place=self.result_place,
+            place_name=self.place_name,
         )
 
 
@@ -98,6 +124,26 @@ class ReceiptIssued(BaseModel):
 class OfficialOut(BaseModel):
     name: str
     title: str
+
+
+class RevocationReasonOut(BaseModel):
+    code: RevocationReason
+    vi: str
+    en: str
+
+
+class RevocationOut(BaseModel):
+    revoked_at: datetime
+    reason: RevocationReasonOut
+
+
+class RevokeIn(_Strict):
+    reason: RevocationReason = Field(description="why the slip is withdrawn; one of a fixed list, never free text")
+
+
+class RevokedOut(RevocationOut):
+    code: str
+    audit_seq: int
 
 
 class ReceiptOut(BaseModel):
@@ -115,6 +161,7 @@ class ReceiptOut(BaseModel):
     issued_at: datetime
     audit_seq: int
     pdf_url: str
+    revocation: RevocationOut | None = Field(description="set once the receipt was revoked")
 
 
 # RFC 3339 text as the verdict gives it (``isoformat``), typed as such in the schema.
@@ -164,6 +211,11 @@ class ReceiptVerdictOut(BaseModel):
     signature: SignatureVerdictOut
     validated_at: _Timestamp = Field(description="the time the signature was judged at")
     reasons: list[ReasonOut]
+    revoked: bool | None = Field(
+        description="the registered receipt under the code was revoked after issue (null: no registered code); "
+        "issued_by_system still says that the system issued it"
+    )
+    revocation: RevocationOut | None
 
 
 class PdfResponse(Response):
@@ -224,7 +276,8 @@ async def verify_receipt(
     return verdict.to_dict()
 
 
-def _out(request: Request, record: ReceiptRecord) -> dict[str, Any]:
+def _out(request: Request, record: ReceiptRecord, receipts: ReceiptService) -> dict[str, Any]:
+    revocation = receipts.revocation(record.code)
     return {
         "code": record.code,
         "unit_code": record.unit_code,
@@ -240,6 +293,7 @@ def _out(request: Request, record: ReceiptRecord) -> dict[str, Any]:
         "issued_at": record.issued_at,
         "audit_seq": record.audit_seq,
         "pdf_url": _pdf_url(request, record.code),
+        "revocation": None if revocation is None else revocation.public_dict(),
     }
 
 
@@ -250,7 +304,18 @@ def get_receipt(
     receipts: ReceiptService = Depends(get_receipts),
     _caller: Principal = Depends(require_scope("receipts:read")),
 ) -> dict[str, Any]:
-    return _out(request, receipts.get(code))
+    return _out(request, receipts.get(code), receipts)
+
+
+@router.post("/{code}/revocation", status_code=201, response_model=RevokedOut, responses=problems(404, 409, 422))
+def revoke_receipt(
+    code: str,
+    body: RevokeIn,
+    receipts: ReceiptService = Depends(get_receipts),
+    caller: Principal = Depends(require_scope("receipts:issue")),
+) -> dict[str, Any]:
+    revocation = receipts.revoke(code, body.reason, revoked_by=caller.actor)
+    return {"code": revocation.code, "audit_seq": revocation.audit_seq, **revocation.public_dict()}
 
 
 @router.get(

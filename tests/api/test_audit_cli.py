@@ -18,7 +18,7 @@ from audit.entry import GENESIS_PREV, canonical, hash_body
 from audit.export import checkpoint_line
 from audit.merkle import CompactRange
 from integrity.app_state import AppState, build_state
-from tests.auth.support import STRONG
+from tests.api.operator_support import enrolled_admin
 from tests.conftest import DEMO_KEYS, demo_settings
 
 VKEY = DEMO_KEYS / "audit-log.vkey"
@@ -52,12 +52,18 @@ def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 def test_verify_live_log_exits_0_with_json_verdict(env: dict[str, str], state: AppState) -> None:
+    size = state.audit.size()  # the two key imports (receipt, data message), the genesis entry and the six events
+    assert size == 9
     code, out = _run(env, "verify", "--json")
     assert code == 0, out
     data = json.loads(out)
-    size = state.audit.size()  # the two key imports (receipt, data message), the genesis entry and the six events
-    assert size == 9
     assert data["ok"] is True and data["entries_checked"] == size and data["verified_tree_size"] == size
+    assert data["verification"] == "full"
+    # The live check only reads: an auditor with read access may run it again and again (and
+    # while a rollback awaits acknowledgement) and the log stays as it was.
+    assert state.audit.size() == size
+    again, out = _run(env, "verify", "--json")
+    assert again == 0 and json.loads(out)["ok"] is True, out
 
 
 def test_verify_live_log_exits_1_on_tampering(env: dict[str, str], state: AppState, tmp_path: Path) -> None:
@@ -68,10 +74,12 @@ def test_verify_live_log_exits_1_on_tampering(env: dict[str, str], state: AppSta
             conn.execute(text("DROP TRIGGER audit_entries_no_update"))
         conn.execute(text("UPDATE audit_entries SET subject = 'forged' WHERE seq = 3"))
     report = tmp_path / "report.html"
+    size = state.audit.size()
     code, out = _run(env, "verify", "--report", str(report))
     assert code == 1
     assert "changed" in out and "seq 3" in out
     assert "PHÁT HIỆN SAI LỆCH" in report.read_text(encoding="utf-8")
+    assert state.audit.size() == size
 
 
 def test_export_verifies_offline_without_a_database(env: dict[str, str], state: AppState, tmp_path: Path) -> None:
@@ -144,15 +152,17 @@ def test_checkpoint_command_signs_and_publishes(env: dict[str, str], state: AppS
     assert (tmp_path / "published" / "checkpoint").read_text() == data["note"]
 
 
-def test_erase_pii_command(env: dict[str, str], state: AppState) -> None:
+def test_erase_pii_command(env: dict[str, str], state: AppState, db_url: str) -> None:
     seq = str(next(e.seq for e in state.audit.entries(0, state.audit.size()) if e.pii))
-    state.accounts.create_user("hoa", STRONG, "admin", actor="system", reason="administrator")
+    hoa = enrolled_admin(db_url, "hoa")  # the approving admin confirms with a TOTP code
     approver = ("--approved-by", "hoa")
-    code, out = _run(env, "erase-pii", seq, *approver, "--reason", "data subject request", "--json")
+    code, out = _run(
+        env, "erase-pii", seq, *approver, "--code", hoa.code(), "--reason", "data subject request", "--json"
+    )
     assert code == 0, out
     assert json.loads(out)["seq"] == int(seq)
-    assert _run(env, "erase-pii", seq, *approver, "--reason", "again")[0] == 2
-    assert _run(env, "erase-pii", seq, *approver)[0] == 2  # --reason is required
+    assert _run(env, "erase-pii", seq, *approver, "--code", hoa.code(), "--reason", "again")[0] == 2
+    assert _run(env, "erase-pii", seq, *approver, "--code", "123456")[0] == 2  # --reason is required
     assert _run(env, "erase-pii", seq, "--reason", "again")[0] == 2  # --approved-by is required
     code, out = _run(env, "verify", "--json")
     assert code == 1 and json.loads(out)["verdict"] == "not_verified"  # the erasure entry is not anchored yet

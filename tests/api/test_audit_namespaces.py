@@ -22,6 +22,7 @@ from audit.export import verify_export
 from audit.tables import audit_pii
 from audit.verify_report import Fault
 from integrity.app_state import AppState, build_state
+from tests.api.operator_support import OPERATOR_LOGIN, Admin, enrolled_admin
 from tests.auth.support import STRONG, wire_accounts
 from tests.conftest import DEMO_KEYS, Service, demo_settings
 
@@ -257,12 +258,14 @@ def test_an_erasure_over_http_is_the_services_marker_naming_the_admin_and_verifi
 
 
 @pytest.fixture
-def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+def env(db_url: str, tmp_path: Path) -> dict[str, str | None]:
     return {
         "BHXH_DATABASE_URL": db_url,
         "BHXH_KEYS_DIR": str(DEMO_KEYS),
         "BHXH_DEMO": "1",
         "BHXH_LOG_LEVEL": "ERROR",
+        "LOGNAME": OPERATOR_LOGIN,  # the OS login the command records
+        "SUDO_USER": None,
     }
 
 
@@ -270,13 +273,17 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
 def state(db_url: str) -> Iterator[AppState]:
     st = build_state(demo_settings(db_url))
     st.audit.ensure_genesis()
-    st.accounts.create_user("hoa", STRONG, "admin", actor="system", reason="administrator")
-    st.accounts.create_user("an", STRONG, "officer", actor="system", reason="officer")
+    st.accounts.create_user("an", STRONG, "officer", actor="operator:setup", reason="officer")
     yield st
     st.close()
 
 
-def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
+@pytest.fixture
+def hoa(db_url: str, state: AppState) -> Admin:
+    return enrolled_admin(db_url, "hoa")
+
+
+def _run(env: dict[str, str | None], *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(audit_cli, list(args), env=env)
     return result.exit_code, result.output
 
@@ -290,30 +297,40 @@ def _personal_entry(state: AppState) -> int:
     [
         (["--reason", "data subject request"], "--approved-by"),
         (["--approved-by", "hoa"], "--reason"),
-        (["--approved-by", "nobody", "--reason", "data subject request"], "no account 'nobody'"),
-        (["--approved-by", "an", "--reason", "data subject request"], "only an administrator"),
+        (["--approved-by", "nobody", "--code", "123456", "--reason", "data subject request"], "no account 'nobody'"),
+        (["--approved-by", "an", "--code", "123456", "--reason", "data subject request"], "only an administrator"),
         (["--approved-by", "hoa", "--reason", "   "], "needs a reason"),
+        (["--approved-by", "hoa", "--reason", "data subject request"], "TOTP code of the administrator 'hoa'"),
+        (["--approved-by", "hoa", "--code", "12345", "--reason", "data subject request"], "wrong or already used"),
     ],
-    ids=["no-approver", "no-reason", "unknown-approver", "approver-not-admin", "blank-reason"],
+    ids=["no-approver", "no-reason", "unknown-approver", "approver-not-admin", "blank-reason", "no-code", "wrong-code"],
 )
 def test_erase_pii_needs_an_admin_approver_and_a_reason_else_nothing_is_erased(
-    env: dict[str, str], state: AppState, args: list[str], message: str
+    env: dict[str, str | None], state: AppState, hoa: Admin, args: list[str], message: str
 ) -> None:
     seq = _personal_entry(state)
     before = state.audit.size()
+    with state.engine.connect() as conn:
+        personal = conn.execute(select(audit_pii.c.seq)).scalars().all()
     code, out = _run(env, "erase-pii", str(seq), *args)
     assert code == 2 and message in " ".join(out.split()), out
-    assert state.audit.size() == before
+    # Nothing is erased; a wrong code is the one thing logged (and counted on hoa's lockout).
+    logged = [e.action for e in state.audit.entries(before, state.audit.size())]
+    assert logged == (["auth.operator.refused"] if "--code" in args and "hoa" in args else [])
     with state.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(audit_pii)).scalar_one() == 1
+        assert conn.execute(select(audit_pii.c.seq)).scalars().all() == personal and seq in personal
 
 
-def test_a_genuine_erasure_by_the_cli_verifies_offline(env: dict[str, str], state: AppState, tmp_path: Path) -> None:
+def test_a_genuine_erasure_by_the_cli_verifies_offline(
+    env: dict[str, str | None], state: AppState, hoa: Admin, tmp_path: Path
+) -> None:
     seq = _personal_entry(state)
-    code, out = _run(env, "erase-pii", str(seq), "--approved-by", "Hoa", "--reason", "data subject request", "--json")
+    confirm = ["--approved-by", "Hoa", "--code", hoa.code()]
+    code, out = _run(env, "erase-pii", str(seq), *confirm, "--reason", "data subject request", "--json")
     assert code == 0, out
     marker = state.audit.entry(json.loads(out)["erasure_seq"])
-    assert (marker.actor, marker.action) == ("system", "audit.pii.erased")
+    # Written by the operator at the shell, naming the admin whose code confirmed it.
+    assert (marker.actor, marker.action) == (f"operator:{OPERATOR_LOGIN}", "audit.pii.erased")
     assert marker.data == {"seq": seq, "approved_by": "user:hoa", "reason": "data subject request"}
     path = tmp_path / "export.ndjson"
     assert _run(env, "export", "--include-pii", "--out", str(path))[0] == 0
@@ -323,6 +340,6 @@ def test_a_genuine_erasure_by_the_cli_verifies_offline(env: dict[str, str], stat
     assert code == 0 and json.loads(out)["pii"]["erased"] == 1
 
 
-def test_the_erase_pii_help_names_the_approver_and_the_reason(env: dict[str, str]) -> None:
+def test_the_erase_pii_help_names_the_approver_and_the_reason(env: dict[str, str | None]) -> None:
     code, out = _run(env, "erase-pii", "--help")
     assert code == 0 and "--approved-by" in out and "--reason" in out and "administrator" in out

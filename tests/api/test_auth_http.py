@@ -123,9 +123,12 @@ def _operations(svc: Any) -> list[tuple[str, str]]:
 
 # Bodies that pass validation, so that a refusal can only come from the token (a session route
 # checks the session after the body; an empty body would be refused as invalid first).
-_VALID_BODIES: dict[str, dict[str, str]] = {
+_VALID_BODIES: dict[str, dict[str, Any]] = {
     "/v1/auth/totp/confirm": {"code": "000000"},
     "/v1/auth/password": {"current_password": STRONG, "new_password": STRONG + "x"},
+    "/v1/auth/step-up/passkey": {"credential": {}},
+    "/v1/me/passkeys": {"credential": {}, "name": "laptop"},
+    "/v1/me/passkeys/{passkey_id}": {"name": "laptop"},
 }
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from api.cli import main
 from integrity.db import make_engine
+from tests.api.operator_support import OPERATOR_LOGIN, as_operator
 from tests.conftest import DEMO_KEYS, REPO_ROOT, Service, _pg_url
 
 VKEY = DEMO_KEYS / "audit-log.vkey"
@@ -49,6 +50,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp
         env = {"BHXH_DATABASE_URL": f"sqlite:///{db}", "BHXH_KEYS_DIR": str(DEMO_KEYS), "BHXH_LOG_LEVEL": "ERROR"}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
+        as_operator(monkeypatch)  # the OS login the acting commands record
         monkeypatch.chdir(tmp_path)
         monkeypatch.setattr(sys, "argv", ["bhxh-integrity", *args])
         capsys.readouterr()
@@ -245,7 +247,7 @@ def test_forced_restore_keeps_the_replaced_file_and_logs_the_lost_range(
     assert len(entries) == size + 1
     restored = entries[-1]
     assert restored["seq"] == size == report["entry_seq"]
-    assert (restored["actor"], restored["action"]) == ("system", "audit.restored")
+    assert (restored["actor"], restored["action"]) == (f"operator:{OPERATOR_LOGIN}", "audit.restored")
     assert restored["data"]["lost_first"] == size and restored["data"]["lost_last"] == live_size - 1
     assert restored["data"]["replaced_kept_at"] == str(kept.resolve())
     assert restored["data"]["backup_sha256"] == hashlib.sha256(backup.read_bytes()).hexdigest()

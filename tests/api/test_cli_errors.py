@@ -30,7 +30,7 @@ STORE_COMMANDS = [
     ["clients", "list", "--demo"],
     ["keys", "list", "--demo"],
     ["exchange", "peers", "list", "--demo"],
-    ["users", "unlock", "alice", "--reason", "forgot", "--demo"],
+    ["users", "unlock", "alice", "--reason", "forgot", "--admin", "hoa", "--code", "123456", "--demo"],
 ]
 
 

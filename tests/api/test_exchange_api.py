@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import func, select
 
-from integrity.exchange_tables import exchange_nonces
+from integrity.exchange.tables import exchange_nonces
 from signing.httpsig import ExchangeSigningKey, HttpRequest, sign_request
 from tests.api.exchange_support import demo_cert_pem, demo_signing_key, utc_now
 
@@ -25,7 +25,7 @@ def svc(service: Any) -> Iterator[Any]:
 
 
 def _register_portal(svc: Any) -> None:
-    svc.state.exchange.add_peer(
+    svc.state.exchange.peers.add(
         "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["POST /v1/dossiers"]
     )
 

@@ -42,6 +42,7 @@ from tests.api.exchange_support import (
     free_port,
     utc_now,
 )
+from tests.api.operator_support import enrolled_admin
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +183,8 @@ def behind_nginx(tmp_path: Path, one_stop: tuple[StandIn, LoopbackServer]) -> It
         PYTHONUNBUFFERED="1",
     )
     _cli(env, "init", "--demo")
-    _cli(env, "exchange", "peers", "update", "one-stop", "--base-url", one_stop[1].url, "--demo")
+    hoa = enrolled_admin(env["BHXH_DATABASE_URL"], "hoa")  # a change of peer needs an administrator's code
+    _cli(env, "exchange", "peers", "update", "one-stop", "--base-url", one_stop[1].url, *hoa.args(), "--demo")
     serve_log = tmp_path / "serve.log"
     with serve_log.open("wb") as out:
         service = subprocess.Popen(
@@ -315,13 +317,13 @@ def direct(
     if request.param == "configured":
         values["public_base_url"] = "https://gateway.bhxh.test"
     state = build_state(Settings(**values))
-    state.exchange.add_peer(
+    state.exchange.peers.add(
         "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["POST /gateway/one-stop/v1/*"]
     )
-    state.exchange.add_peer(
+    state.exchange.peers.add(
         "one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=one_stop[1].url
     )
-    state.exchange.add_peer("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
+    state.exchange.peers.add("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
     server = LoopbackServer(create_app(state=state))
     try:
         yield Direct(server, state)

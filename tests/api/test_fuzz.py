@@ -63,9 +63,9 @@ SOAK_EXAMPLES = 300
 GATEWAY_EXAMPLES = 25
 FUZZ_USER = "fuzz.citizen"
 HARNESS_ADDRESS = "198.51.100.77"  # apart from the fuzzed requests' address: their throttling never blocks the harness
-# /v1/auth routes acting on the caller's own session take a person's session token, never an
-# API key; login and MFA take no credentials at all.
-_SESSION_PREFIX = "/v1/auth/"
+# /v1/auth and /v1/me routes acting on the caller's own session take a person's session token,
+# never an API key; login and MFA take no credentials at all.
+_SESSION_PREFIXES = ("/v1/auth/", "/v1/me/")
 _NO_CREDENTIAL_ROUTES = frozenset({"/v1/auth/login", "/v1/auth/mfa"})
 _PROBLEM_MEMBERS = ("type", "title", "status")
 # Shrinking a failure can take minutes; the report names the failing request as generated.
@@ -103,7 +103,7 @@ class FuzzTarget:
         path = case.operation.path
         if path in _NO_CREDENTIAL_ROUTES:
             return {}
-        if path.startswith(_SESSION_PREFIX):
+        if path.startswith(_SESSION_PREFIXES):
             return {"Authorization": f"Bearer {self.session_token()}"}
         return {"Authorization": f"Bearer {self.api_key}"}
 
@@ -231,11 +231,11 @@ def test_signed_messages_with_fuzzed_paths_and_bodies_cross_the_gateway_without_
     stand_in, server = one_stop
     exchange = service.state.exchange
     service.state.services["gateway"] = Gateway(exchange, timeout_seconds=5.0)
-    exchange.add_peer(
+    exchange.peers.add(
         "portal", keyid="portal", key_pem=demo_cert_pem("portal-exchange"), routes=["* /gateway/one-stop/**"]
     )
-    exchange.add_peer("one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=server.url)
-    exchange.add_peer("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
+    exchange.peers.add("one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=server.url)
+    exchange.peers.add("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
     client = service.client
     client.auth = ExchangeAuth(PORTAL_KEY, server_key=GATEWAY_PEER_KEY)
     counter = itertools.count()

@@ -59,7 +59,7 @@ class Exchange:
         self.exchange: ExchangeService = service.state.exchange
         # A short timeout so the "peer does not answer" case is quick.
         service.state.services["gateway"] = Gateway(self.exchange, timeout_seconds=0.5)
-        self.exchange.add_peer(
+        self.exchange.peers.add(
             "portal",
             keyid="portal",
             key_pem=demo_cert_pem("portal-exchange"),
@@ -74,14 +74,14 @@ class Exchange:
                 "POST /gateway/ghost/**",
             ],
         )
-        self.exchange.add_peer(
+        self.exchange.peers.add(
             "one-stop",
             keyid="one-stop",
             key_pem=demo_cert_pem("one-stop-exchange"),
             base_url=one_stop_url,
             routes=["POST /gateway/portal/v1/**"],
         )
-        self.exchange.add_peer("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
+        self.exchange.peers.add("gateway", keyid="gateway", key_pem=demo_cert_pem("gateway-exchange"))
 
     def client(self, key: ExchangeSigningKey = PORTAL_KEY, **options: Any) -> httpx.Client:
         self.service.client.auth = ExchangeAuth(key, server_key=GATEWAY_PEER_KEY, **options)
@@ -276,7 +276,7 @@ def test_portal_client_detects_a_response_changed_after_the_gateway(ex: Exchange
 
 
 def test_peer_that_is_down_gives_502_and_is_logged(ex: Exchange) -> None:
-    ex.exchange.add_peer(
+    ex.exchange.peers.add(
         "archive",
         keyid="archive",
         key_pem=ExchangeSigningKey.from_private_key("archive", ed25519.Ed25519PrivateKey.generate())
@@ -356,7 +356,7 @@ def _signed_at(url: str, body: bytes) -> tuple[dict[str, str], bytes]:
 def served_gateway(ex: Exchange) -> Iterator[LoopbackServer]:
     # The portal may use any route to any peer: only the path checks stand between an odd path
     # and the forwarder.
-    ex.exchange.update_peer("portal", routes=["* /gateway/*/**", "* /gateway/**"])
+    ex.exchange.peers.update("portal", routes=["* /gateway/*/**", "* /gateway/**"])
     server = LoopbackServer(ex.service.app)
     yield server
     server.stop()

@@ -46,13 +46,13 @@ class TokenGateway:
         self.svc = Service(db_url, keys_dir=keys, gateway_key_label=self.label, **soft_token.settings())
         exchange = self.svc.state.exchange
         self.svc.state.services["gateway"] = Gateway(exchange, timeout_seconds=5)
-        exchange.add_peer(
+        exchange.peers.add(
             "portal",
             keyid="portal",
             key_pem=demo_cert_pem("portal-exchange"),
             routes=["POST /gateway/one-stop/v1/dossiers"],
         )
-        exchange.add_peer(
+        exchange.peers.add(
             "one-stop", keyid="one-stop", key_pem=demo_cert_pem("one-stop-exchange"), base_url=self.server.url
         )
 
@@ -81,7 +81,7 @@ def token_gateway(
 
 def test_the_gateway_signs_both_ways_with_its_key_on_the_token(token_gateway: TokenGateway) -> None:
     gw = token_gateway
-    assert gw.svc.state.exchange.gateway_key_on_token
+    assert gw.svc.state.exchange.gateway.on_token
     response = gw.post(server_key=gw.public)
     assert response.status_code == 201, response.text
     # The one-stop stand-in accepted the forwarded request with the token's key only…
@@ -110,7 +110,7 @@ def test_a_token_that_fails_while_forwarding_is_503_logged_and_nothing_is_forwar
 ) -> None:
     gw = TokenGateway(db_url, soft_token, tmp_path, Algorithm.ED25519)
     try:
-        key = gw.svc.state.exchange.gateway_key
+        key = gw.svc.state.exchange.gateway.key
         assert key is not None
         soft_token.erase(key.private_key.object_id)  # type: ignore[union-attr]
         gw.svc.client.auth = ExchangeAuth(PORTAL_KEY, server_key=None)  # a 503 from the error table is unsigned

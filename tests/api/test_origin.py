@@ -99,6 +99,52 @@ def test_an_ipv6_proxy_is_matched() -> None:
 
 
 @pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, PROXY),
+        ({"X-Forwarded-For": "198.51.100.7"}, "198.51.100.7"),
+        # The sender's own entries come first; the proxy appends the address it saw.
+        ({"X-Forwarded-For": "203.0.113.66, 198.51.100.7"}, "198.51.100.7"),
+        # A second proxy of ours in front: the hop it received the request from counts.
+        ({"X-Forwarded-For": "203.0.113.66, 198.51.100.7, 10.0.0.4"}, "198.51.100.7"),
+        ({"Forwarded": "for=198.51.100.8"}, "198.51.100.8"),
+        ({"Forwarded": 'for="[2001:DB8::7]:4711"'}, "2001:db8::7"),
+        ({"Forwarded": "for=203.0.113.66, for=198.51.100.8;proto=https, for=10.0.0.4"}, "198.51.100.8"),
+        ({"Forwarded": "for=198.51.100.8", "X-Forwarded-For": "198.51.100.8"}, "198.51.100.8"),
+        # The two families disagree, or state no address: neither is believed.
+        ({"Forwarded": "for=198.51.100.8", "X-Forwarded-For": "198.51.100.7"}, PROXY),
+        ({"Forwarded": "for=unknown"}, PROXY),
+        ({"Forwarded": "for=_hidden"}, PROXY),
+        ({"X-Forwarded-For": "not-an-address"}, PROXY),
+        ({"Forwarded": 'for="unterminated'}, PROXY),
+    ],
+    ids=[
+        "none",
+        "x-forwarded-for",
+        "sender-entries-skipped",
+        "two-proxies",
+        "forwarded",
+        "forwarded-ipv6",
+        "forwarded-chain",
+        "families-agree",
+        "families-disagree",
+        "unknown",
+        "obfuscated",
+        "not-an-address",
+        "malformed-forwarded",
+    ],
+)
+def test_a_trusted_proxy_states_the_senders_address(headers: dict[str, str], expected: str) -> None:
+    assert ExternalOrigin.from_settings(TRUSTED).client_address(_scope(headers)) == expected
+
+
+@pytest.mark.parametrize("client", ["192.0.2.7", "10.0.1.5", "testclient"])
+def test_a_forged_sender_address_from_anyone_else_changes_nothing(client: str) -> None:
+    forged = {"X-Forwarded-For": "198.51.100.7", "Forwarded": "for=198.51.100.7"}
+    assert ExternalOrigin.from_settings(TRUSTED).client_address(_scope(forged, client)) == client
+
+
+@pytest.mark.parametrize(
     "values",
     [{"trusted_proxies": ["not-an-address"]}, {"trusted_proxies": ["10.0.0.1/8"]}, {"public_base_url": "ftp://x"}],
     ids=["not-an-address", "host-bits-set", "not-http"],

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
@@ -167,6 +168,63 @@ def test_refused_keys_past_the_address_budget_are_not_looked_up_nor_logged(limit
         _refused(limited.client.get("/v1/admin/clients", headers=forged), "public")
     limited.state.refusals.flush_all()
     assert limited.state.audit.size() == size
+
+
+# --- behind a trusted reverse proxy -------------------------------------------------------------
+
+PROXY = "10.0.0.5"
+FORGED_KEY = _bearer("bhxh_0123456789abcdef_" + "A" * 43)
+
+
+@pytest.fixture
+def proxied(db_url: str) -> Iterator[Service]:
+    svc = Service(db_url, rate_limit_per_address="2/minute", trusted_proxies=["10.0.0.0/24"], refusal_log_per_minute=1)
+    yield svc
+    svc.close()
+
+
+def _peer(svc: Service, address: str) -> TestClient:
+    """The real app, reached from the TCP address ``address``."""
+    return TestClient(svc.app, raise_server_exceptions=False, client=(address, 40000))
+
+
+def test_senders_behind_a_trusted_proxy_have_budgets_of_their_own(proxied: Service) -> None:
+    proxy = _peer(proxied, PROXY)
+    alice = {"X-Forwarded-For": "203.0.113.66, 198.51.100.7"}  # the first entry is alice's own
+    bob = {"Forwarded": "for=198.51.100.8"}
+    for _ in range(2):
+        assert proxy.get("/v1/audit/public-key", headers=alice).status_code == 200
+    _refused(proxy.get("/v1/audit/public-key", headers=alice), "public")
+    _refused(proxy.get("/v1/audit/public-key", headers={"X-Forwarded-For": "198.51.100.9, 198.51.100.7"}), "public")
+    assert proxy.get("/v1/audit/public-key", headers=bob).status_code == 200
+    # A sender reaching the service directly cannot claim another address to get more budget.
+    direct = _peer(proxied, "192.0.2.50")
+    for i in range(2):
+        assert (
+            direct.get("/v1/audit/public-key", headers={"X-Forwarded-For": f"198.51.100.{20 + i}"}).status_code == 200
+        )
+    _refused(direct.get("/v1/audit/public-key", headers={"X-Forwarded-For": "198.51.100.30"}), "public")
+    _refused(direct.get("/v1/audit/public-key", headers={"Forwarded": "for=198.51.100.31"}), "public")
+    # Nor take another sender's: bob behind the proxy still has his second request.
+    assert direct.get("/v1/audit/public-key", headers=bob).status_code == 429
+    assert proxy.get("/v1/audit/public-key", headers=bob).status_code == 200
+
+
+def test_refusals_behind_a_trusted_proxy_are_counted_per_sender(proxied: Service) -> None:
+    proxied.api_key("admin")  # a client exists, so the forged keys are looked up for real
+    proxy = _peer(proxied, PROXY)
+    start = proxied.state.audit.size()
+    for sender in ("198.51.100.7", "198.51.100.8"):
+        assert proxy.get("/v1/admin/clients", headers={**FORGED_KEY, "X-Forwarded-For": sender}).status_code == 401
+    # One entry of its own per sender and minute (BHXH_REFUSAL_LOG_PER_MINUTE=1): two senders.
+    refused = [e for e in proxied.state.audit.entries(start, start + 100) if e.action == "auth.apikey.refused"]
+    assert len(refused) == 2
+    # From an untrusted peer the forged field makes no second sender: the refusal is only counted.
+    direct = _peer(proxied, "192.0.2.50")
+    for sender in ("198.51.100.9", "198.51.100.10"):
+        assert direct.get("/v1/admin/clients", headers={**FORGED_KEY, "X-Forwarded-For": sender}).status_code == 401
+    after = [e for e in proxied.state.audit.entries(start, start + 100) if e.action == "auth.apikey.refused"]
+    assert len(after) == 3
 
 
 # --- what the description says -----------------------------------------------------------------

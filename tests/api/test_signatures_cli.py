@@ -4,7 +4,6 @@ come from files or environment variables only."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ from jwcrypto import jwk
 from typer.testing import CliRunner
 
 from api import cli_signing
+from tests.api.operator_support import Admin, as_operator, enrolled_admin
 from tests.conftest import DEMO_KEYS
-from tests.tools import require_tool
+from tests.signing._pki import openssl_cms_verify
 
 runner = CliRunner()
 PAYLOAD = "Tờ khai điện tử".encode()
@@ -43,6 +43,13 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         "BHXH_LOG_LEVEL": "WARNING",
     }.items():
         monkeypatch.setenv(key, value)
+    as_operator(monkeypatch)
+
+
+@pytest.fixture
+def hoa(db_url: str, cli_env: None) -> Admin:
+    """The administrator whose TOTP code confirms retiring or revoking a key."""
+    return enrolled_admin(db_url, "hoa")
 
 
 def _invoke(*args: str) -> object:
@@ -50,34 +57,12 @@ def _invoke(*args: str) -> object:
 
 
 def test_cli_cms_signature_verifies_with_openssl_and_with_verify(cli_env: None, tmp_path: Path) -> None:
-    openssl = require_tool("openssl", "openssl")
     (tmp_path / "payload").write_bytes(PAYLOAD)
     signed = _invoke("sign", str(tmp_path / "payload"), "--format", "cms", "--out", str(tmp_path / "sig.der"), "--json")
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["alg"] == "PS256"
-    check = subprocess.run(
-        [
-            openssl,
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            "sig.der",
-            "-content",
-            "payload",
-            "-CAfile",
-            str(DEMO_KEYS / "ca.crt.pem"),
-            "-out",
-            "/dev/null",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert check.returncode == 0
+    check = openssl_cms_verify(tmp_path, (tmp_path / "sig.der").read_bytes(), PAYLOAD, DEMO_KEYS / "ca.crt.pem")
+    assert check.returncode == 0, check.stderr
     ok = _invoke(
         "verify", str(tmp_path / "sig.der"), "--format", "cms", "--payload", str(tmp_path / "payload"), "--json"
     )
@@ -102,7 +87,7 @@ def test_cli_jws_round_trip_and_bad_input_exit_codes(cli_env: None, tmp_path: Pa
     assert _invoke("verify", str(tmp_path / "token")).exit_code == 1  # detached without payload: FORMAT_FAILURE
 
 
-def test_keys_generate_rotate_retire_revoke_list(cli_env: None) -> None:
+def test_keys_generate_rotate_retire_revoke_list(cli_env: None, db_url: str, hoa: Admin) -> None:
     first = _invoke("keys", "generate", "--alg", "Ed25519", "--json")
     assert first.exit_code == 0, first.output
     old = json.loads(first.stdout)["kid"]
@@ -112,11 +97,12 @@ def test_keys_generate_rotate_retire_revoke_list(cli_env: None) -> None:
     listed = {row["kid"]: row for row in json.loads(_invoke("keys", "list", "--json").stdout)}
     assert listed[old]["state"] == "retired" and listed[new]["state"] == "active"
     assert any(r["algorithm"] == "PS256" and r["certificate"] for r in listed.values())
-    assert _invoke("keys", "retire", new).exit_code == 0
-    assert _invoke("keys", "revoke", old, "--at", "2020-01-01T00:00:00").exit_code == 2  # no time zone
-    revoked = _invoke("keys", "revoke", old, "--json")
+    assert _invoke("keys", "retire", new, *hoa.args()).exit_code == 0
+    no_zone = _invoke("keys", "revoke", old, "--at", "2020-01-01T00:00:00", "--admin", "hoa", "--code", "000000")
+    assert no_zone.exit_code == 2  # refused before the code is checked
+    revoked = _invoke("keys", "revoke", old, *hoa.args(), "--json")
     assert revoked.exit_code == 0 and json.loads(revoked.stdout)["state"] == "revoked"
-    assert _invoke("keys", "revoke", old).exit_code == 2
+    assert _invoke("keys", "revoke", old, *enrolled_admin(db_url, "minh").args()).exit_code == 2
     assert _invoke("keys", "generate", "--alg", "HS256").exit_code == 2
 
 
@@ -154,7 +140,9 @@ def _key_whose_kid_starts_with(prefix: str) -> ed25519.Ed25519PrivateKey:
 
 
 @pytest.mark.parametrize("prefix", ["-", "--"])
-def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(cli_env: None, tmp_path: Path, prefix: str) -> None:
+def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(
+    cli_env: None, hoa: Admin, tmp_path: Path, prefix: str
+) -> None:
     private = _key_whose_kid_starts_with(prefix)
     (tmp_path / "key.pem").write_bytes(
         private.private_bytes(
@@ -170,13 +158,13 @@ def test_a_kid_that_begins_with_a_dash_can_be_retired_and_revoked(cli_env: None,
     assert imported.exit_code == 0, imported.output
     kid = json.loads(imported.stdout)["kid"]
     assert kid.startswith(prefix)
-    retired = _invoke("keys", "retire", kid, "--json")
+    retired = _invoke("keys", "retire", kid, *hoa.args(), "--json")
     assert retired.exit_code == 0, retired.output
     assert json.loads(retired.stdout)["kid"] == kid and json.loads(retired.stdout)["state"] == "retired"
-    revoked = _invoke("keys", "revoke", kid, "--at", "2026-01-01T00:00:00Z", "--json")
+    revoked = _invoke("keys", "revoke", kid, "--at", "2026-01-01T00:00:00Z", *hoa.args(), "--json")
     assert revoked.exit_code == 0, revoked.output
     assert json.loads(revoked.stdout)["state"] == "revoked"
-    mistyped = _invoke("keys", "retire", kid, "--jsno")
+    mistyped = _invoke("keys", "retire", kid, "--admin", "hoa", "--code", "000000", "--jsno")
     assert mistyped.exit_code == 2 and "--jsno" in mistyped.output
 
 

@@ -21,6 +21,7 @@ from jwcrypto import jws as jc_jws
 
 from integrity.signatures import build_signature_service
 from tests.conftest import DEMO_KEYS, Service
+from tests.signing._pki import openssl_cms_verify
 from tests.tools import require_tool
 
 PAYLOAD = "Hồ sơ 000.00.31.H29-251123-0001".encode()
@@ -53,34 +54,16 @@ def _sign(svc: Service, headers: dict[str, str], **body: Any) -> Any:
 
 
 def test_cms_from_the_api_passes_openssl_and_tamper_fails_both(api: Service, tmp_path: Path) -> None:
-    openssl = require_tool("openssl", "openssl")
     auth = api.auth("sign", "verify")
     response = _sign(api, auth, format="cms")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["format"] == "cms" and body["alg"] == "PS256"
     assert _entries(api, "signature.created")[-1].seq == body["audit_seq"]
-    (tmp_path / "sig.der").write_bytes(base64.b64decode(body["signature"]))
-    (tmp_path / "payload").write_bytes(PAYLOAD)
-    command = [
-        openssl,
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        "sig.der",
-        "-content",
-        "payload",
-        "-CAfile",
-        str(DEMO_KEYS / "ca.crt.pem"),
-        "-out",
-        "/dev/null",
-    ]
-    assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60, check=False).returncode == 0
-    (tmp_path / "payload").write_bytes(PAYLOAD + b".")
-    assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=60, check=False).returncode != 0
+    der = base64.b64decode(body["signature"])
+    accepted = openssl_cms_verify(tmp_path, der, PAYLOAD, DEMO_KEYS / "ca.crt.pem")
+    assert accepted.returncode == 0, accepted.stderr
+    assert openssl_cms_verify(tmp_path, der, PAYLOAD + b".", DEMO_KEYS / "ca.crt.pem").returncode != 0
 
     good = api.client.post(
         "/v1/signatures/verify",

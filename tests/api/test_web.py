@@ -100,7 +100,7 @@ def test_form_without_the_csrf_cookie_is_refused(site: Any) -> None:
     page = site.browser.get("/login")
     site.browser.cookies.clear()
     refused = site.browser.post("/login", data={"csrf": _csrf(page.text), "username": "alice", "password": STRONG})
-    assert refused.status_code == 400 and "bhxh_session" not in refused.headers.get("set-cookie", "")
+    assert refused.status_code == 403 and "bhxh_session" not in refused.headers.get("set-cookie", "")
 
 
 def test_account_pages_need_a_session(site: Any) -> None:

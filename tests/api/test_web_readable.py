@@ -83,10 +83,10 @@ def test_security_page_in_english_names_the_role_the_events_and_the_zone(site: A
 
 def test_an_event_kind_without_a_label_is_shown_by_its_raw_name(site: Any) -> None:
     _sign_in(site)
-    site.state.audit.record("user:alice", "auth.passkey.registered", "alice", {"method": "passkey"})
+    site.state.audit.record("user:alice", "auth.smartcard.enrolled", "alice", {"method": "smartcard"})
     page = site.browser.get("/account/security").text
-    row = _row(page, "auth.passkey.registered")
-    assert "<td>auth.passkey.registered</td>" in row and "<td>passkey</td>" in row
+    row = _row(page, "auth.smartcard.enrolled")
+    assert "<td>auth.smartcard.enrolled</td>" in row and "<td>smartcard</td>" in row
     assert "(giờ Việt Nam, UTC+7)</time>" in row
 
 

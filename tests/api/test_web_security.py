@@ -220,7 +220,7 @@ def test_login_post_without_the_matching_token_signs_nobody_in(site: Service, br
     if forged == "missing-cookie":
         browser.client.cookies.clear()
     refused = browser.post("/login", csrf=token, username="alice", password=STRONG)
-    assert refused.status_code in (400, 422)
+    assert refused.status_code in (403, 422)
     assert not any(name.endswith(("bhxh_session", "bhxh_mfa")) for name, _ in _set_cookies([refused]))
     assert browser.get("/account/security").headers["location"] == "/login"
 
@@ -240,7 +240,7 @@ def test_mfa_post_with_a_forged_token_is_refused_and_consumes_nothing(site: Serv
     challenge = browser.get("/mfa")
     code = rfc6238(secret, step_of(site.clock))
     forged = browser.post("/mfa", csrf=_attacker_token(site), code=code)
-    assert forged.status_code == 400 and not any(n.endswith("bhxh_session") for n, _ in _set_cookies([forged]))
+    assert forged.status_code == 403 and not any(n.endswith("bhxh_session") for n, _ in _set_cookies([forged]))
     real = browser.post("/mfa", csrf=_csrf(challenge.text), code=code)  # the code was not spent
     assert real.status_code == 303 and real.headers["location"] == "/account/security"
 
@@ -249,12 +249,12 @@ def test_totp_enrolment_posts_with_a_forged_token_change_nothing(site: Service, 
     browser.post("/login", csrf=_csrf(browser.get("/login").text), username="alice", password=STRONG)
     attacker = _attacker_token(site)
     started = browser.post("/account/totp", csrf=attacker)
-    assert started.status_code == 303 and 'id="secret"' not in started.text
+    assert started.status_code == 403 and 'id="secret"' not in started.text
     enrol = browser.post("/account/totp", csrf=_csrf(browser.get("/account/totp").text))
     secret = _secret(enrol.text)
     code = rfc6238(secret, step_of(site.clock))
     forged = browser.post("/account/totp/confirm", csrf=attacker, code=code)
-    assert forged.status_code == 303 and "codes" not in forged.text
+    assert forged.status_code == 403 and "<li>" not in forged.text
     real = browser.post("/account/totp/confirm", csrf=_csrf(enrol.text), code=code)
     assert real.status_code == 200 and len(re.findall(r"<li>[a-z2-7-]{19}</li>", real.text)) == 10
 
@@ -263,20 +263,61 @@ def test_logout_post_with_a_forged_token_keeps_the_session(site: Service, browse
     _sign_in_and_enrol(site, browser)
     session = browser.cookie("__Host-bhxh_session")
     forged = browser.post("/logout", csrf=_attacker_token(site))
-    assert forged.status_code == 303 and forged.headers["location"] == "/account/security"
+    assert forged.status_code == 403 and 'href="/account/security"' in forged.text
     assert not any(n.endswith("bhxh_session") for n, _ in _set_cookies([forged]))
     assert browser.get("/account/security").status_code == 200
     assert session and site.state.accounts.authenticate_session(session) is not None
 
 
 def test_the_csrf_token_is_renewed_at_sign_in(site: Service, browser: Browser) -> None:
-    before = _csrf(browser.get("/login").text)
+    cookie = browser.get("/login")
+    before = _csrf(cookie.text)
+    assert before != browser.cookie("__Host-bhxh_csrf")  # the token is not the cookie (it is an HMAC of it)
     browser.post("/login", csrf=before, username="alice", password=STRONG)
-    after = browser.cookie("__Host-bhxh_csrf")
-    assert after and after != before
-    assert _csrf(browser.get("/account/totp").text) == after
+    after = _csrf(browser.get("/account/totp").text)
+    assert after != before
     stale = browser.post("/account/totp", csrf=before)  # a token seen before sign-in is dead
-    assert stale.status_code == 303 and 'id="secret"' not in stale.text
+    assert stale.status_code == 403 and 'id="secret"' not in stale.text
+    assert 'id="secret"' in browser.post("/account/totp", csrf=after).text
+
+
+def _signed_in(site: Service) -> Browser:
+    b = Browser(site)
+    signed = b.post("/login", csrf=_csrf(b.get("/login").text), username="alice", password=STRONG)
+    assert signed.status_code == 303
+    return b
+
+
+def test_a_token_of_one_session_is_refused_in_another(site: Service) -> None:
+    # Both are alice's own sessions, in two browsers: a token leaked from one (a page in a cache,
+    # a log) is no use in the other, even to the same person.
+    first, second = _signed_in(site), _signed_in(site)
+    try:
+        first_token = _csrf(first.get("/account/totp").text)
+        second_token = _csrf(second.get("/account/totp").text)
+        assert first_token != second_token
+        crossed = second.post("/account/totp", csrf=first_token)
+        assert crossed.status_code == 403 and 'id="secret"' not in crossed.text
+        assert 'id="error"' in crossed.text and 'href="/account/totp"' in crossed.text
+        kept = second.post("/logout", csrf=first_token)
+        assert kept.status_code == 403 and second.get("/account/security").status_code == 200
+        # Each session's own token works in it.
+        assert 'id="secret"' in second.post("/account/totp", csrf=second_token).text
+        assert second.post("/logout", csrf=second_token).headers["location"] == "/login"
+        assert 'id="secret"' in first.post("/account/totp", csrf=first_token).text
+    finally:
+        first.client.close()
+        second.client.close()
+
+
+def test_a_missing_token_is_refused_and_changes_nothing(site: Service, browser: Browser) -> None:
+    browser.post("/login", csrf=_csrf(browser.get("/login").text), username="alice", password=STRONG)
+    session = browser.cookie("__Host-bhxh_session")
+    for path in ("/account/totp", "/logout"):
+        refused = browser.client.post(path, data={})
+        assert refused.status_code == 422, (path, refused.status_code)
+    assert session and site.state.accounts.status(session).username == "alice"  # not signed out
+    assert 'id="secret"' not in browser.get("/account/totp").text
 
 
 def test_every_form_post_route_is_one_whose_token_check_is_tested() -> None:

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,9 +20,16 @@ from api.witness_app import MAX_BODY_BYTES, create_witness_app
 from audit.cosignature import CosignerKey, with_cosignatures
 from audit.witness import origin_hash
 from integrity.witness_service import init_witness, open_witness
-from tests.audit.witness_support import DEMO_KEYS, DEMO_ORIGIN, REPO, MemoryLog, demo_log_signer, new_log
-
-LOG_VKEY = DEMO_KEYS / "audit-log.vkey"
+from tests.audit.witness_support import (
+    DEMO_ORIGIN,
+    LOG_VKEY,
+    REPO,
+    MemoryLog,
+    WitnessProcess,
+    demo_log_signer,
+    free_port,
+    new_log,
+)
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,12 +42,6 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the app in this process ------------------------------------------------------------------
@@ -162,72 +160,12 @@ def test_init_json(tmp_path: Path) -> None:
 )
 def test_serve_refuses_a_bad_set_up_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     init_witness(tmp_path / "w", "witness.test/w1")
-    done = _cli(["witness", "serve", *args, "--port", str(_free_port())], tmp_path)
+    done = _cli(["witness", "serve", *args, "--port", str(free_port())], tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
 
 
 # --- three witness processes ------------------------------------------------------------------
-
-
-@dataclass
-class WitnessProcess:
-    directory: Path
-    keys: list[CosignerKey]
-    log_file: Path
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        for _attempt in range(3):
-            self.port = _free_port()
-            serve = ["witness", "serve", "--dir", str(self.directory), "--log", str(LOG_VKEY), "--port", str(self.port)]
-            with self.log_file.open("ab") as out:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-c", "from api.cli import main; main()", *serve],
-                    cwd=self.directory.parent,
-                    env={**os.environ, "PYTHONPATH": str(REPO)},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._ready():
-                return
-            self.stop()
-        pytest.fail(f"witness did not start: {self.log_file.read_text()}")
-
-    def _ready(self) -> bool:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                time.sleep(0.1)
-        return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def add(self, body: bytes) -> httpx.Response:
-        return httpx.post(self.url + "/add-checkpoint", content=body, timeout=30)
 
 
 @pytest.fixture

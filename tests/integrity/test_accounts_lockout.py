@@ -58,6 +58,22 @@ def _burst(attempt: Callable[[int], object], n: int = BURST) -> list[str]:
         return list(pool.map(run, range(n)))
 
 
+def _burst_after_the_free_failures(
+    clock: FrozenClock, attempt: Callable[[int], object], during_delay: Callable[[], None] = lambda: None
+) -> None:
+    """The set-up every burst test shares: ``attempt(0)`` … ``attempt(4)``, each refused as a wrong
+    secret, use up the free failures and start the first delay; ``during_delay`` checks what holds
+    while it runs; then the delay ends and ``attempt(5)`` … ``attempt(BURST + 4)`` arrive at once,
+    and exactly one of them is checked (the others are throttled before any check)."""
+    for i in range(lockout.FREE_FAILURES):
+        with pytest.raises(InvalidCredentials):
+            attempt(i)
+    during_delay()
+    clock.advance(lockout.BASE_DELAY_SECONDS)
+    outcomes = _burst(lambda i: attempt(lockout.FREE_FAILURES + i))
+    assert sorted(outcomes) == ["InvalidCredentials"] + ["LoginThrottled"] * (BURST - 1)
+
+
 def _failures(engine: Engine, key: str = KEY) -> int:
     with engine.connect() as conn:
         return lockout.failures(conn, key)
@@ -89,13 +105,13 @@ def test_burst_of_wrong_passwords_at_the_end_of_a_delay_is_evaluated_once(
     accounts: AccountService, engine: Engine, clock: FrozenClock, hasher: CountingHasher
 ) -> None:
     accounts.create_user("alice", STRONG, "citizen", actor="user:root", reason="r")
-    for i in range(5):
-        with pytest.raises(InvalidCredentials):
-            accounts.login("alice", f"wrong password {i}", address=f"198.51.100.{i}")
-    assert hasher.verifications == 5
-    clock.advance(30)  # the delay ends; the whole burst arrives at once
-    outcomes = _burst(lambda i: accounts.login("alice", f"burst guess {i:03d}", address=f"192.0.2.{i}"))
-    assert sorted(outcomes) == ["InvalidCredentials"] + ["LoginThrottled"] * (BURST - 1)
+
+    def five_checked() -> None:
+        assert hasher.verifications == 5
+
+    _burst_after_the_free_failures(
+        clock, lambda i: accounts.login("alice", f"wrong guess {i:03d}", address=f"192.0.2.{i}"), five_checked
+    )
     assert hasher.verifications == 6 and _failures(engine) == 6
     assert _reasons(accounts, "auth.login.failed").count("bad_password") == 6
     # The right password during the new (60 s) delay is refused before argon2.
@@ -158,21 +174,23 @@ def test_password_change_is_locked_out_and_a_burst_is_evaluated_once(
     token = accounts.login("alice", STRONG, address=ADDRESS).token
     assert token
     before = hasher.verifications
-    for i in range(5):
-        with pytest.raises(InvalidCredentials):
-            accounts.change_password(token, f"wrong current {i}", NEW_PASSWORD, address=ADDRESS)
-    assert hasher.verifications == before + 5 and _failures(engine) == 5
-    # The right current password during the delay: refused, argon2 never runs, nothing changes.
-    with pytest.raises(LoginThrottled) as info:
-        accounts.change_password(token, STRONG, NEW_PASSWORD, address=ADDRESS)
-    assert info.value.retry_after == 30 and hasher.verifications == before + 5
-    assert accounts.authenticate_session(token) is not None
-    # The delay is the account's: the login is refused too.
-    with pytest.raises(LoginThrottled):
-        accounts.login("alice", STRONG, address="198.51.100.77")
-    clock.advance(30)
-    outcomes = _burst(lambda i: accounts.change_password(token, f"burst guess {i:03d}", NEW_PASSWORD, address=ADDRESS))
-    assert sorted(outcomes) == ["InvalidCredentials"] + ["LoginThrottled"] * (BURST - 1)
+
+    def during_delay() -> None:
+        assert hasher.verifications == before + 5 and _failures(engine) == 5
+        # The right current password during the delay: refused, argon2 never runs, nothing changes.
+        with pytest.raises(LoginThrottled) as info:
+            accounts.change_password(token, STRONG, NEW_PASSWORD, address=ADDRESS)
+        assert info.value.retry_after == 30 and hasher.verifications == before + 5
+        assert accounts.authenticate_session(token) is not None
+        # The delay is the account's: the login is refused too.
+        with pytest.raises(LoginThrottled):
+            accounts.login("alice", STRONG, address="198.51.100.77")
+
+    _burst_after_the_free_failures(
+        clock,
+        lambda i: accounts.change_password(token, f"wrong current {i:03d}", NEW_PASSWORD, address=ADDRESS),
+        during_delay,
+    )
     assert hasher.verifications == before + 6 and _failures(engine) == 6
     reasons = _reasons(accounts, "auth.password.change_failed")
     assert reasons.count("bad_password") == 6 and reasons.count("throttled_account") == BURST
@@ -188,16 +206,15 @@ def test_step_up_burst_at_the_end_of_a_delay_checks_one_code(
     accounts: AccountService, engine: Engine, clock: FrozenClock
 ) -> None:
     secret, _, token = _enrolled(accounts, clock)
-    for _ in range(5):
-        with pytest.raises(InvalidCredentials):
-            accounts.step_up(token, code=_wrong_code(secret, clock), address=ADDRESS)
-    with pytest.raises(LoginThrottled):
-        accounts.step_up(token, code=rfc6238(secret, step_of(clock)), address=ADDRESS)
-    assert _failures(engine) == 5
-    clock.advance(30)
-    wrong = _wrong_code(secret, clock)
-    outcomes = _burst(lambda i: accounts.step_up(token, code=wrong, address=ADDRESS))
-    assert sorted(outcomes) == ["InvalidCredentials"] + ["LoginThrottled"] * (BURST - 1)
+
+    def right_code_refused() -> None:
+        with pytest.raises(LoginThrottled):
+            accounts.step_up(token, code=rfc6238(secret, step_of(clock)), address=ADDRESS)
+        assert _failures(engine) == 5
+
+    _burst_after_the_free_failures(
+        clock, lambda i: accounts.step_up(token, code=_wrong_code(secret, clock), address=ADDRESS), right_code_refused
+    )
     reasons = _reasons(accounts, "auth.mfa.stepup.failed")
     assert reasons.count("bad_totp") == 6 and reasons.count("throttled_account") == BURST
     assert _failures(engine) == 6
@@ -210,16 +227,15 @@ def test_mfa_burst_at_the_end_of_a_delay_checks_one_factor(
     secret, codes, _ = _enrolled(accounts, clock)
     tokens = [accounts.login("alice", STRONG, address=ADDRESS).mfa_token for _ in range(BURST + 5)]
     assert all(tokens) and _failures(engine) == 0
-    wrong = _wrong_code(secret, clock) if factor == "code" else "aaaa-bbbb-cccc-dddd"
     reason = "bad_totp" if factor == "code" else "bad_recovery_code"
-    for token in tokens[:5]:
-        with pytest.raises(InvalidCredentials):
-            accounts.complete_mfa(str(token), address=ADDRESS, **{factor: wrong})
-    clock.advance(30)
-    wrong = _wrong_code(secret, clock) if factor == "code" else wrong
-    burst = tokens[5:]
-    outcomes = _burst(lambda i: accounts.complete_mfa(str(burst[i]), address=ADDRESS, **{factor: wrong}))
-    assert sorted(outcomes) == ["InvalidCredentials"] + ["LoginThrottled"] * (BURST - 1)
+
+    def wrong() -> str:
+        return _wrong_code(secret, clock) if factor == "code" else "aaaa-bbbb-cccc-dddd"
+
+    # One login (and so one MFA token) per attempt: tokens[:5] fail first, tokens[5:] are the burst.
+    _burst_after_the_free_failures(
+        clock, lambda i: accounts.complete_mfa(str(tokens[i]), address=ADDRESS, **{factor: wrong()})
+    )
     assert _reasons(accounts, "auth.login.failed").count(reason) == 6 and _failures(engine) == 6
 
     # A right factor during the delay is refused too, and spends nothing.
@@ -227,9 +243,9 @@ def test_mfa_burst_at_the_end_of_a_delay_checks_one_factor(
         return rfc6238(secret, step_of(clock)) if factor == "code" else codes[0]
 
     with pytest.raises(LoginThrottled):
-        accounts.complete_mfa(str(burst[-1]), address=ADDRESS, **{factor: right()})
+        accounts.complete_mfa(str(tokens[-1]), address=ADDRESS, **{factor: right()})
     clock.advance(60)
-    assert accounts.complete_mfa(str(burst[-1]), address=ADDRESS, **{factor: right()}).token
+    assert accounts.complete_mfa(str(tokens[-1]), address=ADDRESS, **{factor: right()}).token
     assert _failures(engine) == 0
 
 

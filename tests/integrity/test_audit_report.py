@@ -5,6 +5,7 @@ the faults table, checkpoints and an inline SVG chart."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree
@@ -13,6 +14,7 @@ import pytest
 
 from audit.export import verify_export
 from audit.verify import Fault, Verdict, VerificationReport
+from audit.verify_report import TimestampCheck, TimestampStatus
 from integrity.reports import ReportContext, chart_svg, proof_lines, render_html, report_json, verdict_line
 from tests.audit.logbuilder import KEY_NAME, build_log, write_export
 
@@ -126,3 +128,34 @@ def test_chart_groups_rare_actions_as_other() -> None:
 @pytest.mark.parametrize("rows", [(), (("2025-11-23", "a.b", 1),)])
 def test_chart_handles_empty_and_single_day(rows: tuple) -> None:
     ElementTree.fromstring(chart_svg(rows))
+
+
+def test_checkpoint_table_shows_each_checkpoints_time_in_vietnam_time(tmp_path: Path) -> None:
+    report = _report(tmp_path, tamper=False)
+    sizes = [c.tree_size for c in report.checkpoints]
+    assert len(sizes) >= 3
+    stamped = datetime(2025, 11, 23, 17, 5, tzinfo=UTC)  # 24/11/2025 00:05 in Vietnam
+    signed = datetime(2025, 11, 22, 1, 2, tzinfo=UTC)
+    report = replace(
+        report,
+        timestamps=(
+            TimestampCheck(sizes[0], TimestampStatus.TRUSTED, stamped, "CN=Demo TSA"),
+            TimestampCheck(sizes[1], TimestampStatus.INVALID, detail="imprint differs"),
+            TimestampCheck(sizes[2], TimestampStatus.MISSING),
+        ),
+    )
+    page = render_html(report, replace(CONTEXT, signed_at=((sizes[2], signed),)))
+    table = page[page.index('id="checkpoints"') :]
+    rows = table.split("<tr>")[2:]
+    header = table[: table.index("</tr>")]
+    assert "Thời điểm" in header and "(time)" in header
+    assert '<time datetime="2025-11-23T17:05:00Z">24/11/2025 00:05 (giờ Việt Nam, UTC+7)</time>' in rows[0]
+    assert "dấu thời gian RFC 3161" in rows[0] and "CN=Demo TSA" in rows[0]
+    assert "dấu thời gian không hợp lệ" in rows[1] and "<time" not in rows[1]
+    assert "không có dấu thời gian" in rows[2] and "22/11/2025 08:02 (giờ Việt Nam, UTC+7)" in rows[2]
+    assert "giờ ký theo đồng hồ của hệ thống" in rows[2]
+    english = render_html(report, CONTEXT, lang="en")
+    assert '<html lang="en">' in english and "24/11/2025 00:05 (Vietnam time, UTC+7)" in english
+    assert english.index("Audit log integrity verification report") < english.index("Báo cáo kiểm tra tính toàn vẹn")
+    with pytest.raises(ValueError):
+        render_html(report, CONTEXT, lang="fr")

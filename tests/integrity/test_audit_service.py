@@ -404,13 +404,13 @@ def test_guards_fire_even_in_replica_mode_on_postgresql(audit: AuditService, eng
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_service_role_holds_only_select_and_insert_on_postgresql(audit: AuditService, engine: Engine) -> None:
-    from audit.store import grant_service_role_sql
+    from integrity.db_grants import apply_service_grants, check_service_role
 
     role = f"bhxh_audit_svc_{engine.url.database}"[:60]
     with engine.begin() as conn:
         conn.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
-        for statement in grant_service_role_sql(role):
-            conn.execute(text(statement))
+        check_service_role(conn, role)
+        apply_service_grants(conn, role)
     try:
         with engine.connect() as conn:
             conn.execute(text(f'SET ROLE "{role}"'))
@@ -508,6 +508,9 @@ def test_migration_grants_the_configured_service_role_only_select_and_insert(
                 assert can(table, "SELECT") and can(table, "INSERT")
                 assert not any(can(table, p) for p in ("UPDATE", "DELETE", "TRUNCATE"))
             assert can("audit_pii", "DELETE") and not can("audit_pii", "UPDATE") and not can("audit_pii", "TRUNCATE")
+            # Findings of a rollback are added and acknowledged, never deleted.
+            assert all(can("audit_rollbacks", p) for p in ("SELECT", "INSERT", "UPDATE"))
+            assert not can("audit_rollbacks", "DELETE") and not can("audit_rollbacks", "TRUNCATE")
     finally:
         fresh.dispose()
         with psycopg.connect(base, autocommit=True) as admin:

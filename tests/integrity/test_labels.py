@@ -18,7 +18,7 @@ def test_every_role_has_a_label_in_both_languages() -> None:
 
 def test_an_unknown_role_or_action_is_shown_as_it_is() -> None:
     assert role_label("archivist", "vi") == "archivist"
-    assert event_label("auth.passkey.registered", "en") == "auth.passkey.registered"
+    assert event_label("auth.webhook.registered", "en") == "auth.webhook.registered"
     assert event_label("auth.login.succeeded", "vi") == "Đăng nhập thành công"
 
 

@@ -50,8 +50,22 @@ def test_units_file_is_read(tmp_path: Path) -> None:
         json.dumps([{"code": "000.00.01.H26", "name": " "}]),
         json.dumps([{"code": "000.00.01.H26", "name": "a"}, {"code": "000.00.01.H26", "name": "b"}]),
         json.dumps([]),
+        json.dumps([{"code": "000.00.01.H26", "name": "x", "place": 7}]),
+        json.dumps([{"code": "000.00.01.H26", "name": "x", "place": " "}]),
+        json.dumps([{"code": "000.00.01.H26", "name": "x", "parent": "a\u0007b"}]),
     ],
-    ids=["not-json", "not-a-list", "no-name", "bad-code", "blank-name", "duplicate", "empty"],
+    ids=[
+        "not-json",
+        "not-a-list",
+        "no-name",
+        "bad-code",
+        "blank-name",
+        "duplicate",
+        "empty",
+        "place-not-text",
+        "blank-place",
+        "control-in-parent",
+    ],
 )
 def test_bad_units_file_stops_start_up(tmp_path: Path, content: str) -> None:
     path = tmp_path / "units.json"
@@ -69,3 +83,22 @@ def test_registry_refuses_an_empty_list() -> None:
     with pytest.raises(ConfigurationError):
         UnitRegistry([])
     assert UnitRegistry([ReceivingUnit("000.00.00.G00", "X")]).get("000.00.00.G00").name == "X"
+
+
+def test_units_file_may_name_the_managing_body_and_the_place_of_the_date_line(tmp_path: Path) -> None:
+    path = tmp_path / "units.json"
+    entries = [
+        {"code": "000.00.01.H26", "name": "BHXH Hà Nội", "parent": "Bảo hiểm xã hội Việt Nam", "place": " Hà Nội "},
+        {"code": "000.00.02.H27", "name": "BHXH Hải Phòng"},
+    ]
+    path.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    units = load_units(path)
+    hanoi = units.get("000.00.01.H26")
+    assert hanoi.parent == "Bảo hiểm xã hội Việt Nam" and hanoi.place == "Hà Nội"
+    assert units.get("000.00.02.H27").place is None and units.get("000.00.02.H27").parent is None
+
+
+def test_demo_units_have_their_place_names() -> None:
+    units = load_units(None)
+    assert units.get("000.00.00.G00").place == "Hà Nội"
+    assert units.get("000.00.31.H29").place == "Thành phố Hồ Chí Minh"

@@ -1,6 +1,6 @@
 """Signing use cases: every signature handed out and every verification is in the audit log;
-bad requests are refused with nothing signed or logged; batches are all-or-nothing; personal
-signing needs step-up."""
+bad requests are refused with nothing signed or logged; batches are all-or-nothing; a person
+signs only with their own key, after the activation's second factor."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from audit import store as audit_store
-from auth.errors import SessionInvalid, StepUpRequired
+from auth.errors import InvalidCredentials
 from integrity.audit_service import AuditService
 from integrity.clock import FrozenClock
-from integrity.personal_signing import ACTION_REFUSED, PersonalSigningService
+from integrity.errors import PersonalKeyUnavailable
+from integrity.personal_documents import Channel, Document, Person, PersonalFormat
+from integrity.personal_signing import ACTION_REFUSED, ACTION_SIGNED, PersonalSigningService
+from integrity.second_factor import FactorMethod
 from integrity.signatures import BootstrapKey, SignatureService, SignRequest, payload_digest
 from signing.algorithms import Algorithm
 from signing.errors import (
@@ -30,7 +33,6 @@ from signing.errors import (
     InvalidRequest,
     KeyNotUsable,
     PayloadTooLarge,
-    PersonalSigningRefused,
     UnknownFormat,
     UnknownKey,
 )
@@ -314,64 +316,64 @@ def test_jwks_lists_the_bootstrap_certificate(world: World) -> None:
 # --- personal signing ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Person:
-    name: str
+class _Factor:
+    """A second factor as the use case sees it: it records what it was asked to be bound to."""
 
-    @property
-    def actor(self) -> str:
-        return f"user:{self.name}"
+    method = FactorMethod.TOTP
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.challenges: list[bytes] = []
+
+    def confirm(self, username: str, *, challenge: bytes, address: str) -> None:
+        self.challenges.append(challenge)
+        if self.error is not None:
+            raise self.error
 
 
-class _Gate:
-    def __init__(self, outcome: Exception | _Person) -> None:
-        self.outcome = outcome
-        self.tokens: list[str] = []
+class _NoSessions:
+    def authenticate_session(self, token: str) -> None:
+        return None
 
-    def require_step_up(self, token: str) -> _Person:
-        self.tokens.append(token)
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
+
+def _personal(world: World) -> PersonalSigningService:
+    return PersonalSigningService(world.service, _NoSessions())
 
 
 def _personal_key(world: World, name: str) -> str:
     return world.service.generate_key(Algorithm.ES256, actor="user:admin", owner=f"user:{name}").kid
 
 
-@pytest.mark.parametrize(
-    "gate",
-    [None, _Gate(StepUpRequired("no recent second factor")), _Gate(SessionInvalid("no valid session"))],
-)
-def test_personal_signing_without_step_up_is_refused_and_logged(world: World, gate: _Gate | None) -> None:
-    _personal_key(world, "lan")
-    personal = PersonalSigningService(world.service, gate)
-    before = len(world.entries("signature.created"))
-    with pytest.raises(PersonalSigningRefused):
-        personal.sign("session-token-secret", SignRequest("jws", PAYLOAD))
-    assert len(world.entries("signature.created")) == before
-    refused = world.entries(ACTION_REFUSED)[-1]
-    assert refused.data["reason"] in {"step_up_unavailable", "StepUpRequired", "SessionInvalid"}
-    assert "session-token-secret" not in json.dumps(refused.body())
-
-
-def test_personal_signing_after_step_up_uses_the_persons_own_key(world: World) -> None:
+def test_personal_signing_without_the_second_factor_is_refused_and_logged(world: World) -> None:
     kid = _personal_key(world, "lan")
-    gate = _Gate(_Person("lan"))
-    signed = PersonalSigningService(world.service, gate).sign("tok", SignRequest("jws", PAYLOAD))
-    assert signed.key_id == kid and gate.tokens == ["tok"]
-    entry = world.entries("signature.created")[-1]
-    assert entry.actor == "user:lan" and entry.data["personal"] is True
+    personal, lan = _personal(world), Person("lan")
+    activation = personal.request(lan, Document(PAYLOAD), PersonalFormat.JWS, channel=Channel.API)
+    refusing = _Factor(InvalidCredentials("invalid code"))
+    with pytest.raises(InvalidCredentials):
+        personal.activate(lan, activation.id, Document(PAYLOAD), refusing, address="192.0.2.1", channel=Channel.API)
+    assert world.entries(ACTION_SIGNED) == [] and world.entries("signature.created") == []
+    refused = world.entries(ACTION_REFUSED)[-1]
+    assert refused.actor == "user:lan" and refused.data["reason"] == "second_factor_failed"
+    # The factor was asked to bind this activation and digest (a passkey signs that challenge).
+    assert refusing.challenges == [activation.challenge]
+    passing = _Factor()
+    signed = personal.activate(lan, activation.id, Document(PAYLOAD), passing, address="192.0.2.1", channel=Channel.API)
+    assert signed.key_id == kid and passing.challenges == [activation.challenge]
+    entry = world.entries(ACTION_SIGNED)[-1]
+    assert entry.actor == "user:lan" and entry.data["key_id"] == kid and entry.data["digest"] == activation.digest
 
 
 def test_person_cannot_sign_with_another_persons_or_the_service_key(world: World) -> None:
     other = _personal_key(world, "minh")
     service_kid = world.service.list_keys()[0].kid
-    personal = PersonalSigningService(world.service, _Gate(_Person("lan")))
+    personal = _personal(world)
     for kid in (other, service_kid, None):
-        with pytest.raises(PersonalSigningRefused):
-            personal.sign("tok", SignRequest("jws", PAYLOAD, key_id=kid))
-    assert world.entries(ACTION_REFUSED)[-1].actor == "user:lan"
+        with pytest.raises(PersonalKeyUnavailable):
+            personal.request(Person("lan"), Document(PAYLOAD), PersonalFormat.JWS, key_id=kid, channel=Channel.API)
+    refused = world.entries(ACTION_REFUSED)
+    assert [e.actor for e in refused] == ["user:lan"] * 3
+    assert {e.data["reason"] for e in refused} == {"no_personal_key"}
+    assert world.entries("signature.personal.requested") == []
 
 
 def test_service_callers_cannot_use_a_personal_key(world: World) -> None:

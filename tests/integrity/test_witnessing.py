@@ -30,8 +30,7 @@ from audit.witness import AddCheckpoint
 from audit.witness_store import audit_cosignatures, audit_witness_sizes, set_witness_size
 from integrity.witness_service import init_witness
 from integrity.witnessing import Outcome
-from tests.api.test_witness import LOG_VKEY, WitnessProcess, _free_port
-from tests.audit.witness_support import REPO, demo_log_signer
+from tests.audit.witness_support import LOG_VKEY, REPO, WitnessProcess, demo_log_signer, free_port
 from tests.conftest import Service
 
 QUORUM = 2
@@ -42,17 +41,8 @@ class PinnedWitness(WitnessProcess):
 
     def start(self) -> None:
         if not self.port:
-            self.port = _free_port()
-        serve = ["witness", "serve", "--dir", str(self.directory), "--log", str(LOG_VKEY), "--port", str(self.port)]
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from api.cli import main; main()", *serve],
-                cwd=self.directory.parent,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if not self._ready():
+            self.port = free_port()
+        if not self.spawn():
             pytest.fail(f"witness did not start: {self.log_file.read_text()}")
 
 

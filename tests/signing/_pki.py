@@ -131,3 +131,37 @@ def run_openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the openssl command line (skips, or fails in CI, when it is not installed)."""
     openssl = require_tool("openssl", "openssl")
     return subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def openssl_cms_verify(
+    workdir: Path, der: bytes, payload: bytes, ca: x509.Certificate | Path, *, any_purpose: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`openssl cms -verify` of a detached CMS signature over ``payload`` against one trust anchor.
+
+    ``ca`` is a certificate (written beside the signature) or the path of a PEM file. By default
+    openssl checks the S/MIME signing purpose, as an outside verifier would; ``any_purpose`` drops
+    that check for test certificates that carry no extended key usage.
+    """
+    (workdir / "sig.der").write_bytes(der)
+    (workdir / "payload").write_bytes(payload)
+    if isinstance(ca, x509.Certificate):
+        (workdir / "ca.pem").write_bytes(pem(ca))
+        ca = workdir / "ca.pem"
+    purpose = ("-purpose", "any") if any_purpose else ()
+    return run_openssl(
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "sig.der",
+        "-content",
+        "payload",
+        "-CAfile",
+        str(ca),
+        *purpose,
+        "-out",
+        "/dev/null",
+        cwd=workdir,
+    )

@@ -16,34 +16,9 @@ from signing.errors import KeyNotUsable
 from signing.keystore import KeyState, Keystore
 from signing.results import Indication, SubIndication
 from signing.trust import TrustPolicy
-from tests.signing._pki import TestCa, bare_key, certified_key, now, pem, rsa_key, run_openssl
+from tests.signing._pki import TestCa, bare_key, certified_key, now, openssl_cms_verify, pem, rsa_key, run_openssl
 
 PAYLOAD = "Tờ khai tham gia BHXH — mẫu TK1-TS".encode() * 50
-
-
-def _openssl_verify(tmp_path: Path, der: bytes, payload: bytes, ca_cert: object) -> bool:
-    (tmp_path / "sig.der").write_bytes(der)
-    (tmp_path / "payload").write_bytes(payload)
-    (tmp_path / "ca.pem").write_bytes(pem(ca_cert))
-    out = run_openssl(
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        "sig.der",
-        "-content",
-        "payload",
-        "-CAfile",
-        "ca.pem",
-        "-purpose",
-        "any",
-        "-out",
-        "/dev/null",
-        cwd=tmp_path,
-    )
-    return out.returncode == 0
 
 
 def _openssl_sign(tmp_path: Path, key: object, cert: object, payload: bytes, *extra: str) -> bytes:
@@ -76,8 +51,9 @@ def test_openssl_accepts_our_signature_and_rejects_a_changed_payload(tmp_path: P
     private = rsa_key() if kind == "PS256" else ec.generate_private_key(ec.SECP256R1())
     key = certified_key(ca, private)
     sig = cms.sign(key, PAYLOAD, signed_at=now())
-    assert _openssl_verify(tmp_path, sig.der, PAYLOAD, ca.cert)
-    assert not _openssl_verify(tmp_path, sig.der, PAYLOAD + b"!", ca.cert)
+    accepted = openssl_cms_verify(tmp_path, sig.der, PAYLOAD, ca.cert, any_purpose=True)
+    assert accepted.returncode == 0, accepted.stderr
+    assert openssl_cms_verify(tmp_path, sig.der, PAYLOAD + b"!", ca.cert, any_purpose=True).returncode != 0
     store, trust = Keystore([key]), TrustPolicy([ca.cert])
     good = cms.verify(sig.der, PAYLOAD, store, trust, now=now())
     assert good.valid, good.reasons
@@ -104,25 +80,8 @@ def test_demo_one_stop_certificate_signature_is_accepted_by_openssl(tmp_path: Pa
     chain = parse_certificates((demo / "one-stop-signing.crt.pem").read_bytes() + (demo / "ca.crt.pem").read_bytes())
     key = SigningKey.create(private, chain, created_at=now())
     sig = cms.sign(key, PAYLOAD, signed_at=now())
-    (tmp_path / "sig.der").write_bytes(sig.der)
-    (tmp_path / "payload").write_bytes(PAYLOAD)
     # The exact command of the acceptance criteria (default purpose: S/MIME signing).
-    out = run_openssl(
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        "sig.der",
-        "-content",
-        "payload",
-        "-CAfile",
-        str(demo / "ca.crt.pem"),
-        "-out",
-        "/dev/null",
-        cwd=tmp_path,
-    )
+    out = openssl_cms_verify(tmp_path, sig.der, PAYLOAD, demo / "ca.crt.pem")
     assert out.returncode == 0, out.stderr
 
 

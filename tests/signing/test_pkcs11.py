@@ -20,7 +20,7 @@ from signing.keystore import Keystore, SigningKey
 from signing.pkcs11 import KeyToken, TokenKey
 from signing.results import SubIndication
 from signing.trust import TrustPolicy
-from tests.signing._pki import TestCa, certified_key, now, pem, run_openssl
+from tests.signing._pki import TestCa, certified_key, now, openssl_cms_verify
 from tests.signing.test_xml import _xmlsec1 as xmlsec1_verify
 from tests.token_support import SoftToken
 
@@ -89,28 +89,8 @@ def test_openssl_accepts_cms_signed_on_the_token(
 ) -> None:
     key = certified_key(ca, _generate(token, made, algorithm))
     signature = cms.sign(key, PAYLOAD, signed_at=now())
-    (tmp_path / "sig.der").write_bytes(signature.der)
-    (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
     for payload, accepted in ((PAYLOAD, True), (PAYLOAD + b"!", False)):
-        (tmp_path / "payload").write_bytes(payload)
-        out = run_openssl(
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            "sig.der",
-            "-content",
-            "payload",
-            "-CAfile",
-            "ca.pem",
-            "-purpose",
-            "any",
-            "-out",
-            "/dev/null",
-            cwd=tmp_path,
-        )
+        out = openssl_cms_verify(tmp_path, signature.der, payload, ca.cert, any_purpose=True)
         assert (out.returncode == 0) is accepted, out.stderr
     result = cms.verify(signature.der, PAYLOAD, Keystore([key]), TrustPolicy([ca.cert]), now=now())
     assert result.valid, result.reasons
