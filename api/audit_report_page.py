@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.deps import get_state
 from api.middleware import page_csp_with_styles
-from api.web import TEXTS, Page
+from api.web import Page
 from integrity.accounts import UserPrincipal
 from integrity.app_state import AppState
 from integrity.reports import render_html, style_sources
@@ -35,15 +35,10 @@ REPORT_TEXTS: dict[str, tuple[str, str]] = {
         "The audit log verification report is for auditors: the role of this account may not read the audit log.",
     ),
 }
-assert not set(REPORT_TEXTS) & set(TEXTS), "a key of the report page would hide a page text"
 
 
 class _ReportPage(Page):
-    def t(self, key: str, **values: object) -> str:
-        if key not in REPORT_TEXTS:
-            return str(super().t(key, **values))
-        vi, en = REPORT_TEXTS[key]
-        return vi if self.lang == "vi" else en
+    own_texts = REPORT_TEXTS
 
 
 def _person(page: _ReportPage, state: AppState) -> UserPrincipal | None:

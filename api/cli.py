@@ -45,9 +45,10 @@ def init(demo: DemoOption = False, as_json: JsonOption = False) -> None:
     """Migrate the database, create the audit log and load the keys (idempotent)."""
     from integrity.setup import initialise
 
+    actor = cli_actor()
     settings = load_settings(demo)
     configure_logging(settings.log_level)
-    report = initialise(settings)
+    report = initialise(settings, actor=actor)
     if as_json:
         emit_json({"changed": report.changed, "changes": list(report.changes)})
     elif report.changed:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import click
 import typer
 
+from api.cli_input import read_input
 from api.cli_operator import operator
 from api.cli_output import console, emit_json, fail
 from api.cli_state import open_state
@@ -42,7 +43,6 @@ DemoOption = Annotated[
     bool, typer.Option("--demo", help="use the demonstration PKI of keys.example/ (NOT FOR PRODUCTION)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-MAX_INPUT_BYTES = 64 * 1024 * 1024
 _SUFFIX = {"jws": ".jws", "cms": ".p7s", "pdf": ".signed.pdf"}
 
 
@@ -63,20 +63,6 @@ def personal_key_change(
         fail(f"{what} refused: {exc}")
     finally:
         state.close()
-
-
-def _read(path: Path) -> bytes:
-    try:
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
-    if len(data) > MAX_INPUT_BYTES:
-        fail(f"{path} is larger than {MAX_INPUT_BYTES} bytes")
-    return data
 
 
 def _code(user: str, code: str | None) -> str:
@@ -110,7 +96,7 @@ def sign_personal(
     from integrity.second_factor import TotpCode
 
     who = operator()
-    document = Document(_read(file), None if str(file) == "-" else file.name)
+    document = Document(read_input(file), None if str(file) == "-" else file.name)
     target = out or (Path(f"{file}{_SUFFIX.get(fmt, '.sig')}") if str(file) != "-" else None)
     state = open_state(demo)
     try:

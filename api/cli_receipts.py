@@ -166,14 +166,18 @@ def _print_verdict(path: Path, verdict: ReceiptVerdict) -> None:
     )
     console.print(f"  {_mark(verdict.registered)} code registered")
     console.print(f"  {_mark(verdict.hash_matches)} registered hash equals the file's")
-    if verdict.issued_by_system:
+    if verdict.valid:
         console.print("[bold green]ISSUED BY THE SYSTEM[/] — phiếu do hệ thống cấp")
-        if verdict.revocation is not None:
-            console.print(
-                f"[bold yellow]REVOKED[/] {verdict.revocation.revoked_at.isoformat()} — "
-                f"{verdict.revocation.reason_vi} / {verdict.revocation.reason_en}",
-                highlight=False,
-            )
+        return
+    if verdict.issued_by_system and verdict.revocation is not None:
+        # Issued here, then withdrawn: the file is genuine, the receipt no longer stands.
+        console.print(
+            f"[bold red]REVOKED[/] {verdict.revocation.revoked_at.isoformat()} — "
+            "phiếu do hệ thống cấp nhưng đã bị thu hồi, không còn giá trị / "
+            "issued by the system but revoked, no longer valid",
+            highlight=False,
+        )
+        console.print(f"  {verdict.revocation.reason_vi} / {verdict.revocation.reason_en}", highlight=False)
         return
     console.print("[bold red]NOT ISSUED BY THE SYSTEM[/] — phiếu không do hệ thống cấp")
     for reason in verdict.reasons:
@@ -186,7 +190,8 @@ def verify(
     demo: DemoOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check that a PDF is a receipt issued by the system: exit 0 yes, 1 no, 2 unreadable."""
+    """Check that a PDF is a valid receipt issued by the system: exit 0 yes, 1 no (not issued
+    by the system, or revoked since), 2 unreadable."""
     from integrity.receipts import MAX_VERIFY_BYTES
 
     data = _read(file, MAX_VERIFY_BYTES)
@@ -202,5 +207,5 @@ def verify(
         emit_json({"file": str(file), **verdict.to_dict()})
     else:
         _print_verdict(file, verdict)
-    if not verdict.issued_by_system:
+    if not verdict.valid:
         raise typer.Exit(EXIT_FAILED)

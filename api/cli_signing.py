@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.cli_input import read_input
 from api.cli_operator import ADMIN_ENV, AdminOption, CodeOption, ask_code, cli_actor, confirmed, operator
 from api.cli_output import EXIT_FAILED, console, emit_json, fail
 from api.cli_personal import OwnerOption, check_personal_purpose, personal_key_change
 from api.cli_state import open_state
+from integrity.errors import IntegrityError
 from integrity.operator_auth import SensitiveCommand
 from signing.algorithms import DEFAULT_RSA_BITS, Algorithm
 from signing.errors import SigningError
@@ -59,25 +61,10 @@ PurposeOption = Annotated[
         help="what the key signs (docs/keys.md); data-message keys sign JWS, CMS and XML, the receipt key none",
     ),
 ]
-MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 
 def _service(state: AppState) -> SignatureService:
     return state.signatures
-
-
-def _read(path: Path) -> bytes:
-    try:
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
-    if len(data) > MAX_INPUT_BYTES:
-        fail(f"{path} is larger than {MAX_INPUT_BYTES} bytes")
-    return data
 
 
 def _secret(file: Path | None, env: str | None, what: str) -> bytes | None:
@@ -85,7 +72,7 @@ def _secret(file: Path | None, env: str | None, what: str) -> bytes | None:
     if file is not None and env is not None:
         fail(f"give the {what} either as a file or as an environment variable, not both")
     if file is not None:
-        return _read(file).strip()
+        return read_input(file).strip()
     if env is not None:
         value = os.environ.get(env)
         if value is None:
@@ -122,7 +109,7 @@ def sign(
     """Sign FILE; the signature is logged in the audit log before it is written out."""
     from integrity.signatures import SignRequest
 
-    payload = _read(file)
+    payload = read_input(file)
     state = open_state(demo)
     try:
         signed = _service(state).sign(SignRequest(fmt, payload, detached, key_id), actor=cli_actor())
@@ -172,8 +159,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a signature; the verdict is logged. Exit 0 valid, 1 not valid, 2 bad input."""
-    text = _signature_text(fmt, _read(signature))
-    data = _read(payload) if payload is not None else None
+    text = _signature_text(fmt, read_input(signature))
+    data = read_input(payload) if payload is not None else None
     state = open_state(demo)
     try:
         outcome = _service(state).verify(fmt, text, data, actor=cli_actor())
@@ -320,6 +307,8 @@ def keys_generate(
 
 @keys_app.command("rotate")
 def keys_rotate(
+    admin: AdminOption,
+    code: CodeOption = None,
     alg: Annotated[str, typer.Option("--alg", help="Ed25519, ES256 or PS256")] = "Ed25519",
     rsa_bits: Annotated[int, typer.Option("--rsa-bits", help="PS256 key size (at least 2048)")] = DEFAULT_RSA_BITS,
     on_token: OnTokenOption = False,
@@ -329,27 +318,45 @@ def keys_rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate a new active key and retire the current one of that algorithm and purpose (its
-    signatures keep verifying); with --owner, USER's personal key on the token.
-    To rotate to a key certified by a CA, use ``keys import --rotate`` (or ``import-token``)."""
+    signatures keep verifying); with --owner, USER's personal key on the token. Retiring, an
+    administrator's TOTP code confirms it. To rotate to a key certified by a CA, use
+    ``keys import --rotate`` (or ``import-token``)."""
     algorithm = _algorithm(alg)
     if owner is not None:
         check_personal_purpose(purpose)
-        record = personal_key_change(
-            demo,
-            as_json,
-            "keys rotate",
-            lambda personal: personal.generate_key(
-                owner, algorithm, actor=cli_actor(), on_token=on_token, rotate=True, rsa_bits=rsa_bits
-            ),
-        )
-        _report(record, "rotated to", as_json)
+        person = owner
+
+        def personal(state: AppState, who: Operator) -> KeyRecord:
+            try:
+                return state.personal_signing.generate_key(
+                    person,
+                    algorithm,
+                    actor=who.actor,
+                    approved_by=who.approved_by,
+                    on_token=on_token,
+                    rotate=True,
+                    rsa_bits=rsa_bits,
+                )
+            except (SigningError, IntegrityError) as exc:
+                fail(f"keys rotate refused: {exc}")
+
+        _confirmed_key_change(demo, as_json, "rotated to", SensitiveCommand.ROTATE_KEY, admin, code, personal)
         return
-    _change_keys(
+    _confirmed_key_change(
         demo,
         as_json,
         "rotated to",
-        lambda service: service.generate_key(
-            algorithm, actor=cli_actor(), rotate=True, rsa_bits=rsa_bits, on_token=on_token, purpose=purpose
+        SensitiveCommand.ROTATE_KEY,
+        admin,
+        code,
+        lambda state, who: state.signatures.generate_key(
+            algorithm,
+            actor=who.actor,
+            approved_by=who.approved_by,
+            rotate=True,
+            rsa_bits=rsa_bits,
+            on_token=on_token,
+            purpose=purpose,
         ),
     )
 
@@ -373,7 +380,7 @@ def keys_import(
     from signing.keystore import parse_certificates, parse_pkcs8, parse_pkcs12
 
     secret = _secret(passphrase_file, passphrase_env, "key passphrase")
-    data = _read(file)
+    data = read_input(file)
     try:
         if file.suffix.lower() in (".p12", ".pfx"):
             if cert is not None:
@@ -381,7 +388,7 @@ def keys_import(
             private_key, chain = parse_pkcs12(data, secret)
         else:
             private_key = parse_pkcs8(data, secret)
-            chain = parse_certificates(_read(cert)) if cert is not None else ()
+            chain = parse_certificates(read_input(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
     _change_keys(
@@ -407,7 +414,7 @@ def keys_import_token(
     from signing.keystore import parse_certificates
 
     try:
-        chain = parse_certificates(_read(cert)) if cert is not None else ()
+        chain = parse_certificates(read_input(cert)) if cert is not None else ()
     except SigningError as exc:
         fail(str(exc))
     if owner is not None:
@@ -435,14 +442,14 @@ def _confirmed_key_change(
     command: SensitiveCommand,
     admin: str,
     code: str | None,
-    change: Callable[[SignatureService, Operator], KeyRecord],
+    change: Callable[[AppState, Operator], KeyRecord],
 ) -> None:
     """``_change_keys`` once an administrator's TOTP code confirmed the operator; a refused
     code changes no key."""
     who, secret = operator(), ask_code(admin, code)
     state = open_state(demo)
     try:
-        record = change(_service(state), confirmed(state, who, admin, secret, command))
+        record = change(state, confirmed(state, who, admin, secret, command))
     except SigningError as exc:
         fail(str(exc))
     finally:
@@ -462,7 +469,7 @@ def keys_retire(
         SensitiveCommand.RETIRE_KEY,
         admin,
         code,
-        lambda service, who: service.retire_key(kid, actor=who.actor, approved_by=who.approved_by),
+        lambda state, who: _service(state).retire_key(kid, actor=who.actor, approved_by=who.approved_by),
     )
 
 
@@ -497,5 +504,5 @@ def keys_revoke(
         SensitiveCommand.REVOKE_KEY,
         admin,
         code,
-        lambda service, who: service.revoke_key(kid, actor=who.actor, at=when, approved_by=who.approved_by),
+        lambda state, who: _service(state).revoke_key(kid, actor=who.actor, at=when, approved_by=who.approved_by),
     )

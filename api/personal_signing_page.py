@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from api.deps import get_state
 from api.routes.auth import client_address
 from api.routes.personal_signatures import ACTIVATION_ID
-from api.web import TEXTS, Page
+from api.web import Page
 from auth.errors import InvalidCredentials, LoginThrottled, MfaNotEnrolled, SessionInvalid
 from integrity.app_state import AppState
 from integrity.errors import ActivationRefusal, PersonalKeyUnavailable, PersonalSigningRefused
@@ -98,16 +98,10 @@ SIGN_TEXTS: dict[str, tuple[str, str]] = {
         "The signing device cannot be used now. Please try again later.",
     ),
 }
-assert not set(SIGN_TEXTS) & set(TEXTS), "a key of the signing page would hide a page text"
 
 
 class _SignPage(Page):
-    def t(self, key: str, **values: object) -> str:
-        if key not in SIGN_TEXTS:
-            return str(super().t(key, **values))
-        vi, en = SIGN_TEXTS[key]
-        text = vi if self.lang == "vi" else en
-        return text.format(**values) if values else text
+    own_texts = SIGN_TEXTS
 
     def _toggle_path(self) -> str:
         return PAGE  # every step's language link starts the page again

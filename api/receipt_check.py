@@ -116,22 +116,20 @@ class _CheckPage(Page):
     """The shared page context, with the check's texts and without a CSRF cookie (no form
     here needs one, and a public page sets no cookie it does not need)."""
 
+    own_texts = CHECK_TEXTS
+
     def __init__(self, request: Request, state: AppState) -> None:
         super().__init__(request, state)
         self.new_csrf = False
-
-    def t(self, key: str, **values: object) -> str:
-        if key not in CHECK_TEXTS:
-            return str(super().t(key, **values))
-        vi, en = CHECK_TEXTS[key]
-        text = vi if self.lang == "vi" else en
-        return text.format(**values) if values else text
 
     def answer(self, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
         response: Response = self.render(
             "receipt_check.html", status=status, headers={**VARY, **(headers or {})}, mib=_MIB, **context
         )
         return response
+
+    def not_found(self, code: str) -> Response:
+        return self.answer(404, code=code, not_found=True)
 
 
 _MIB = MAX_PUBLIC_FILE_BYTES // (1024 * 1024)
@@ -174,16 +172,12 @@ async def _admitted(request: Request, page: _CheckPage | None) -> Response | Non
     """Spend one request of the sender's address budget; a refusal as a page when one is wanted."""
     try:
         await spend_address(request)
-    except RateLimited as exc:
+    except (RateLimited, RateLimiterUnavailable) as exc:
         if page is None:
             raise
-        headers = {"Retry-After": str(exc.retry_after)}
-        return page.answer(429, headers, error=page.t("too_many", s=exc.retry_after), code=None)
-    except RateLimiterUnavailable as exc:
-        if page is None:
-            raise
+        status, text = (429, "too_many") if isinstance(exc, RateLimited) else (503, "unavailable")
         retry = exc.problem_headers["Retry-After"]
-        return page.answer(503, {"Retry-After": retry}, error=page.t("unavailable", s=retry), code=None)
+        return page.answer(status, {"Retry-After": retry}, error=page.t(text, s=retry), code=None)
     return None
 
 
@@ -203,7 +197,7 @@ async def receipt_status(code: str, request: Request, state: AppState = Depends(
     except ReceiptNotFound:
         if page is None:
             raise
-        return page.answer(404, code=code, not_found=True)
+        return page.not_found(code)
     if page is None:
         return JSONResponse(receipt.to_dict(), headers=VARY)
     return page.answer(code=code, receipt=receipt)
@@ -246,7 +240,7 @@ async def receipt_copy_check(code: str, request: Request, state: AppState = Depe
     except ReceiptNotFound:
         if page is None:
             raise
-        return page.answer(404, code=code, not_found=True)
+        return page.not_found(code)
     except (ReceiptFileTooLarge, UnreadableReceipt, HTTPException) as exc:
         if page is None:
             raise
@@ -269,7 +263,7 @@ async def _refused_upload(page: _CheckPage, check: PublicReceiptCheck, code: str
     try:
         receipt = await run_in_threadpool(check.status, code)
     except ReceiptNotFound:
-        return page.answer(404, code=code, not_found=True)
+        return page.not_found(code)
     return page.answer(status, code=code, receipt=receipt, error=message)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -23,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.deps import get_state
+from api.errors import SESSION_CHALLENGE, WWW_AUTHENTICATE
 from api.passkey_texts import PASSKEY_TEXTS
 from api.routes.auth import client_address, get_accounts
 from auth.errors import (
@@ -179,7 +181,16 @@ def _cookie_names(secure: bool) -> dict[str, str]:
 
 
 class _Page:
-    """What one request needs to render: language, cookie names, CSRF token."""
+    """What one request needs to render: language, cookie names, CSRF token.
+
+    A page module with texts of its own names them in ``own_texts`` on its subclass; they are
+    looked up before the shared table, and none may hide one of the shared texts."""
+
+    own_texts: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        assert not set(cls.own_texts) & set(TEXTS), f"a text of {cls.__name__} would hide a page text"
 
     def __init__(self, request: Request, state: AppState) -> None:
         self.request = request
@@ -201,7 +212,7 @@ class _Page:
         self.demo = bool(getattr(getattr(state, "keys", None), "demo", False))
 
     def t(self, key: str, **values: object) -> str:
-        vi, en = TEXTS[key]
+        vi, en = self.own_texts[key] if key in self.own_texts else TEXTS[key]
         text = vi if self.lang == "vi" else en
         return text.format(**values) if values else text
 
@@ -251,6 +262,9 @@ class _Page:
             path=self._toggle_path(),
             **context,
         )
+        if status == 401:
+            # RFC 9110 §15.5.2: a 401 names how to authenticate, here the session these forms open.
+            headers = {WWW_AUTHENTICATE: SESSION_CHALLENGE, **(headers or {})}
         return self.finish(HTMLResponse(html, status_code=status, headers=headers))
 
     def _toggle_path(self) -> str:
@@ -261,6 +275,16 @@ class _Page:
 
     def redirect(self, to: str) -> Response:
         return self.finish(RedirectResponse(to, status_code=303))
+
+    def throttled(self, template: str, exc: LoginThrottled, **context: Any) -> Response:
+        """429 with ``Retry-After`` (RFC 9110 §10.2.3), the page saying when to try again."""
+        return self.render(
+            template,
+            status=429,
+            headers={"Retry-After": str(exc.retry_after)},
+            error=self.t("throttled", s=exc.retry_after),
+            **context,
+        )
 
     def csrf_ok(self, submitted: str) -> bool:
         """The token of this request's session (or, before sign-in, of its CSRF cookie)."""
@@ -331,13 +355,7 @@ def login_submit(
     except InvalidCredentials:
         return page.render("login.html", status=401, error=page.t("bad_credentials"), username=username)
     except LoginThrottled as exc:
-        return page.render(
-            "login.html",
-            status=429,
-            headers={"Retry-After": str(exc.retry_after)},
-            error=page.t("throttled", s=exc.retry_after),
-            username=username,
-        )
+        return page.throttled("login.html", exc, username=username)
     if result.mfa_required and result.mfa_token:
         response = page.redirect("/mfa")
         page.cookie(response, "mfa", result.mfa_token, max_age=_MFA_MAX_AGE)
@@ -393,12 +411,7 @@ def mfa_submit(
     except InvalidCredentials:
         return page.render("mfa.html", status=401, error=page.t("bad_code"))
     except LoginThrottled as exc:
-        return page.render(
-            "mfa.html",
-            status=429,
-            headers={"Retry-After": str(exc.retry_after)},
-            error=page.t("throttled", s=exc.retry_after),
-        )
+        return page.throttled("mfa.html", exc)
     return _signed_in(page, result.token or "", result.device_token, "/account/security")
 
 

@@ -11,6 +11,7 @@ changes on the security page end with a redirect to it, with a message key (``?m
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -20,6 +21,7 @@ from api.deps import get_state
 from api.routes.auth import client_address
 from api.web import Page, _signed_in
 from auth.errors import (
+    AuthError,
     InvalidCredentials,
     InvalidPasskeyName,
     LoginThrottled,
@@ -51,6 +53,21 @@ class _Ctx:
     def back(self, msg: str) -> Response:
         return self.page.redirect(f"{SECURITY}?msg={msg}")
 
+    def security_form(
+        self, csrf: str, act: Callable[[str], Response], refusals: Mapping[type[AuthError], str]
+    ) -> Response:
+        """A form of the security page: its CSRF token, then ``act`` on the session. A session that
+        is gone goes to the sign-in page; a refusal named in ``refusals`` back to the security
+        page with its message key (the first kind that matches, as in an ``except`` chain)."""
+        if not self.page.csrf_ok(csrf):
+            return self.back("form_expired")
+        try:
+            return act(self.page.session())
+        except SessionInvalid:
+            return self.page.redirect("/login")
+        except tuple(refusals) as exc:
+            return self.back(next(msg for kind, msg in refusals.items() if isinstance(exc, kind)))
+
     def ceremony(self, options: PasskeyOptions, *, create: bool, action: str, back: str, **extra: Any) -> Response:
         page = self.page
         return page.render(
@@ -76,19 +93,17 @@ def _ctx(request: Request, state: AppState = Depends(get_state)) -> _Ctx:
 def add_start(
     name: str = Form(max_length=_NAME_CHARS), csrf: str = Form(max_length=100), ctx: _Ctx = Depends(_ctx)
 ) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        options = ctx.passkeys.registration_options(ctx.page.session())
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except StepUpRequired:
-        return ctx.back("step_up_needed")
-    except MfaNotEnrolled:
-        return ctx.back("totp_first")
-    except PasskeyRejected:
-        return ctx.back("passkey_failed")
-    return ctx.ceremony(options, create=True, action="/account/passkeys", back=SECURITY, name=name.strip())
+    return ctx.security_form(
+        csrf,
+        lambda session: ctx.ceremony(
+            ctx.passkeys.registration_options(session),
+            create=True,
+            action="/account/passkeys",
+            back=SECURITY,
+            name=name.strip(),
+        ),
+        {StepUpRequired: "step_up_needed", MfaNotEnrolled: "totp_first", PasskeyRejected: "passkey_failed"},
+    )
 
 
 @router.post("/account/passkeys")
@@ -98,21 +113,20 @@ def add_finish(
     csrf: str = Form(max_length=100),
     ctx: _Ctx = Depends(_ctx),
 ) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        ctx.passkeys.register(ctx.page.session(), credential, name)
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except StepUpRequired:
-        return ctx.back("step_up_needed")
-    except InvalidPasskeyName:
-        return ctx.back("passkey_bad_name")
-    except PasskeyAlreadyRegistered:
-        return ctx.back("passkey_exists")
-    except PasskeyRejected:
-        return ctx.back("passkey_failed")
-    return ctx.back("passkey_added")
+    def add(session: str) -> Response:
+        ctx.passkeys.register(session, credential, name)
+        return ctx.back("passkey_added")
+
+    return ctx.security_form(
+        csrf,
+        add,
+        {
+            StepUpRequired: "step_up_needed",
+            InvalidPasskeyName: "passkey_bad_name",
+            PasskeyAlreadyRegistered: "passkey_exists",
+            PasskeyRejected: "passkey_failed",
+        },
+    )
 
 
 @router.post("/account/passkeys/{passkey_id}/rename")
@@ -122,32 +136,22 @@ def rename(
     csrf: str = Form(max_length=100),
     ctx: _Ctx = Depends(_ctx),
 ) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        ctx.passkeys.rename(ctx.page.session(), passkey_id[:64], name)
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except InvalidPasskeyName:
-        return ctx.back("passkey_bad_name")
-    except PasskeyNotFound:
-        return ctx.back("passkey_failed")
-    return ctx.back("passkey_renamed")
+    def rename_it(session: str) -> Response:
+        ctx.passkeys.rename(session, passkey_id[:64], name)
+        return ctx.back("passkey_renamed")
+
+    return ctx.security_form(
+        csrf, rename_it, {InvalidPasskeyName: "passkey_bad_name", PasskeyNotFound: "passkey_failed"}
+    )
 
 
 @router.post("/account/passkeys/{passkey_id}/remove")
 def remove(passkey_id: str, csrf: str = Form(max_length=100), ctx: _Ctx = Depends(_ctx)) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        ctx.passkeys.remove(ctx.page.session(), passkey_id[:64])
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except StepUpRequired:
-        return ctx.back("step_up_needed")
-    except PasskeyNotFound:
-        return ctx.back("passkey_failed")
-    return ctx.back("passkey_removed")
+    def remove_it(session: str) -> Response:
+        ctx.passkeys.remove(session, passkey_id[:64])
+        return ctx.back("passkey_removed")
+
+    return ctx.security_form(csrf, remove_it, {StepUpRequired: "step_up_needed", PasskeyNotFound: "passkey_failed"})
 
 
 # --- my security: step-up --------------------------------------------------------------------
@@ -165,47 +169,38 @@ def _stepped_up(ctx: _Ctx, token: str) -> Response:
 def step_up_code(
     code: str = Form(max_length=16), csrf: str = Form(max_length=100), ctx: _Ctx = Depends(_ctx)
 ) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        token = ctx.passkeys.accounts.step_up(ctx.page.session(), code=code.strip(), address=ctx.address)
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except InvalidCredentials:
-        return ctx.back("bad_code")
-    except (LoginThrottled, MfaNotEnrolled):
-        return ctx.back("throttled_later")
-    return _stepped_up(ctx, token)
+    return ctx.security_form(
+        csrf,
+        lambda session: _stepped_up(
+            ctx, ctx.passkeys.accounts.step_up(session, code=code.strip(), address=ctx.address)
+        ),
+        {InvalidCredentials: "bad_code", LoginThrottled: "throttled_later", MfaNotEnrolled: "throttled_later"},
+    )
 
 
 @router.post("/account/step-up/passkey")
 def step_up_start(csrf: str = Form(max_length=100), ctx: _Ctx = Depends(_ctx)) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        options = ctx.passkeys.step_up_options(ctx.page.session())
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except MfaNotEnrolled:
-        return ctx.back("passkey_none")
-    return ctx.ceremony(options, create=False, action="/account/step-up/passkey/finish", back=SECURITY)
+    return ctx.security_form(
+        csrf,
+        lambda session: ctx.ceremony(
+            ctx.passkeys.step_up_options(session),
+            create=False,
+            action="/account/step-up/passkey/finish",
+            back=SECURITY,
+        ),
+        {MfaNotEnrolled: "passkey_none"},
+    )
 
 
 @router.post("/account/step-up/passkey/finish")
 def step_up_finish(
     credential: str = Form(max_length=_CREDENTIAL_CHARS), csrf: str = Form(max_length=100), ctx: _Ctx = Depends(_ctx)
 ) -> Response:
-    if not ctx.page.csrf_ok(csrf):
-        return ctx.back("form_expired")
-    try:
-        token = ctx.passkeys.step_up(ctx.page.session(), credential, address=ctx.address)
-    except SessionInvalid:
-        return ctx.page.redirect("/login")
-    except InvalidCredentials:
-        return ctx.back("passkey_failed")
-    except (LoginThrottled, MfaNotEnrolled):
-        return ctx.back("throttled_later")
-    return _stepped_up(ctx, token)
+    return ctx.security_form(
+        csrf,
+        lambda session: _stepped_up(ctx, ctx.passkeys.step_up(session, credential, address=ctx.address)),
+        {InvalidCredentials: "passkey_failed", LoginThrottled: "throttled_later", MfaNotEnrolled: "throttled_later"},
+    )
 
 
 # --- the login's second factor -----------------------------------------------------------------
@@ -243,12 +238,7 @@ def mfa_finish(
     except InvalidCredentials:
         return page.render("mfa.html", status=401, error=page.t("passkey_failed"))
     except LoginThrottled as exc:
-        return page.render(
-            "mfa.html",
-            status=429,
-            headers={"Retry-After": str(exc.retry_after)},
-            error=page.t("throttled", s=exc.retry_after),
-        )
+        return page.throttled("mfa.html", exc)
     return _signed_in(page, result.token or "", result.device_token, SECURITY)
 
 

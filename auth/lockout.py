@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from auth.storage import utc
 from auth.tables import login_throttle
 
 FREE_FAILURES = 5
@@ -169,13 +170,6 @@ class Outcome(Enum):
     AUTHENTICATED = "authenticated"  # a completed sign-in or step-up: consecutive failures start over
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def check(conn: Connection, key: str, now: datetime, policy: ThrottlePolicy) -> Block | None:
     """Whether ``key`` refuses attempts now (a read, for answers; ``reserve`` is the gate)."""
     row = conn.execute(select(login_throttle).where(login_throttle.c.key == key)).first()
@@ -183,7 +177,7 @@ def check(conn: Connection, key: str, now: datetime, policy: ThrottlePolicy) -> 
         return None
     if row.disabled or (scope_of(key) is not Scope.ADDRESS and row.failures >= policy.disable_after):
         return Block(key, policy.max_delay, True)
-    until = _utc(row.locked_until)
+    until = utc(row.locked_until)
     if until is not None and until > now:
         return Block(key, math.ceil((until - now).total_seconds()), False)
     return None
@@ -248,9 +242,9 @@ def _reserve_consecutive(conn: Connection, key: str, now: datetime, policy: Thro
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    count, until, disabled = int(row.failures), _utc(row.locked_until), bool(row.disabled)
+    count, until, disabled = int(row.failures), utc(row.locked_until), bool(row.disabled)
     newly = count == policy.disable_after if disabled else until is not None
-    return Reservation(Failure(key, count, until, disabled, newly), _utc(row.window_started_at) or now)
+    return Reservation(Failure(key, count, until, disabled, newly), utc(row.window_started_at) or now)
 
 
 def _reserve_in_window(conn: Connection, key: str, now: datetime, policy: ThrottlePolicy) -> Reservation | None:
@@ -274,7 +268,7 @@ def _reserve_in_window(conn: Connection, key: str, now: datetime, policy: Thrott
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    count, started = int(row.failures), _utc(row.window_started_at) or now
+    count, started = int(row.failures), utc(row.window_started_at) or now
     if count < policy.address_limit:
         return Reservation(Failure(key, count, None, False, False), started)
     # The last attempt of the window: record until when the address is refused, for Retry-After

@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import unicodedata
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from auth.errors import InvalidPasskeyName, PasskeyAlreadyRegistered
+from auth.storage import insert_unique, utc
 from auth.tables import passkey_challenges, passkey_credentials
 
 CHALLENGE_BYTES = 32  # WebAuthn L3 §13.4.3 asks for at least 16 random bytes
@@ -29,6 +29,7 @@ NAME_MAX = 64
 MAX_PASSKEYS = 20  # per account: enough for every device a person has, bounded for the list
 _ID_BYTES = 16
 _TRANSPORTS_KEPT = 8  # 8 × (16 + 1) fits the 200-character column
+_ALREADY_REGISTERED = "this authenticator's passkey is already registered"
 
 
 class Purpose(StrEnum):
@@ -54,16 +55,8 @@ class Passkey:
     flagged_clone: bool
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _row(row: Row[Any]) -> Passkey:
     m = row._mapping
-    created = _utc(m["created_at"])
-    assert created is not None
     return Passkey(
         passkey_id=m["passkey_id"],
         user_id=m["user_id"],
@@ -72,8 +65,8 @@ def _row(row: Row[Any]) -> Passkey:
         public_key=bytes(m["public_key"]),
         sign_count=int(m["sign_count"]),
         transports=tuple(m["transports"].split()),
-        created_at=created,
-        last_used_at=_utc(m["last_used_at"]),
+        created_at=utc(m["created_at"]),
+        last_used_at=utc(m["last_used_at"]),
         flagged_clone=bool(m["flagged_clone"]),
     )
 
@@ -193,7 +186,7 @@ def add(
     index decides, so two concurrent registrations of one credential cannot both succeed)."""
     t = passkey_credentials
     if conn.execute(select(t.c.passkey_id).where(t.c.credential_id == credential_id)).first() is not None:
-        raise PasskeyAlreadyRegistered("this authenticator's passkey is already registered")
+        raise PasskeyAlreadyRegistered(_ALREADY_REGISTERED)
     passkey = Passkey(
         secrets.token_hex(_ID_BYTES),
         user_id,
@@ -206,24 +199,9 @@ def add(
         None,
         False,
     )
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(t).values(
-                    passkey_id=passkey.passkey_id,
-                    user_id=user_id,
-                    credential_id=credential_id,
-                    name=passkey.name,
-                    public_key=public_key,
-                    sign_count=sign_count,
-                    transports=transports,
-                    created_at=now,
-                    last_used_at=None,
-                    flagged_clone=False,
-                )
-            )
-    except DbIntegrityError as exc:
-        raise PasskeyAlreadyRegistered("this authenticator's passkey is already registered") from exc
+    # The row is the value as stored: the transports as their space-separated text.
+    if not insert_unique(conn, t, {**asdict(passkey), "transports": transports}):
+        raise PasskeyAlreadyRegistered(_ALREADY_REGISTERED)
     return passkey
 
 

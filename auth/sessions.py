@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from auth.storage import utc
 from auth.tables import mfa_challenges, sessions
 
 SESSION_PREFIX = "ses_"
@@ -75,20 +76,16 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _row_to_session(row: Row[Any]) -> Session:
     m = row._mapping
     return Session(
         token_hash=bytes(m["token_hash"]),
         user_id=m["user_id"],
         kind=m["kind"],
-        created_at=_utc(m["created_at"]),
-        last_seen_at=_utc(m["last_seen_at"]),
-        expires_at=_utc(m["expires_at"]),
-        mfa_at=_utc(m["mfa_at"]) if m["mfa_at"] is not None else None,
+        created_at=utc(m["created_at"]),
+        last_seen_at=utc(m["last_seen_at"]),
+        expires_at=utc(m["expires_at"]),
+        mfa_at=utc(m["mfa_at"]),
     )
 
 
@@ -230,9 +227,9 @@ def find_challenge(conn: Connection, token: str, now: datetime) -> Challenge | N
     if row is None:
         return None
     m = row._mapping
-    if m["used_at"] is not None or _utc(m["expires_at"]) <= now or m["attempts"] >= MFA_CHALLENGE_MAX_ATTEMPTS:
+    if m["used_at"] is not None or utc(m["expires_at"]) <= now or m["attempts"] >= MFA_CHALLENGE_MAX_ATTEMPTS:
         return None
-    return Challenge(bytes(m["token_hash"]), m["user_id"], _utc(m["expires_at"]), m["attempts"])
+    return Challenge(bytes(m["token_hash"]), m["user_id"], utc(m["expires_at"]), m["attempts"])
 
 
 def fail_challenge(conn: Connection, challenge: Challenge) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, overload
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
-from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy import Connection, Row, select, update
 
 from auth.confusables import mixed_script_confusable, skeleton
 from auth.errors import UsernameConfusable, UsernameTaken
 from auth.passwords import normalise_username
 from auth.roles import parse_role
+from auth.storage import insert_unique, utc
 from auth.tables import users
 
 _USER_ID_BYTES = 16
@@ -31,16 +31,6 @@ class User:
     recovery_used_at: datetime | None
 
 
-@overload
-def _utc(value: datetime) -> datetime: ...
-@overload
-def _utc(value: None) -> None: ...
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _row_to_user(row: Row[Any]) -> User:
     m = row._mapping
     return User(
@@ -49,9 +39,9 @@ def _row_to_user(row: Row[Any]) -> User:
         role=m["role"],
         password_hash=m["password_hash"],
         mfa_required=bool(m["mfa_required"]),
-        created_at=_utc(m["created_at"]),
-        password_changed_at=_utc(m["password_changed_at"]),
-        recovery_used_at=_utc(m["recovery_used_at"]),
+        created_at=utc(m["created_at"]),
+        password_changed_at=utc(m["password_changed_at"]),
+        recovery_used_at=utc(m["recovery_used_at"]),
     )
 
 
@@ -70,24 +60,20 @@ def create(
     mark = skeleton(name)
     user = User(secrets.token_hex(_USER_ID_BYTES), name, parse_role(role), password_hash, mfa_required, now, now, None)
     _refuse_existing(conn, name, mark)
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(users).values(
-                    user_id=user.user_id,
-                    username=name,
-                    username_skeleton=mark,
-                    role=user.role,
-                    password_hash=password_hash,
-                    mfa_required=mfa_required,
-                    created_at=now,
-                    password_changed_at=now,
-                    recovery_used_at=None,
-                )
-            )
-    except DbIntegrityError as exc:
+    row = {
+        "user_id": user.user_id,
+        "username": name,
+        "username_skeleton": mark,
+        "role": user.role,
+        "password_hash": password_hash,
+        "mfa_required": mfa_required,
+        "created_at": now,
+        "password_changed_at": now,
+        "recovery_used_at": None,
+    }
+    if not insert_unique(conn, users, row):
         _refuse_existing(conn, name, mark)  # says which index refused it
-        raise UsernameTaken(f"the username {name!r} is taken") from exc
+        raise UsernameTaken(f"the username {name!r} is taken")
     return user
 
 

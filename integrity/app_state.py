@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from audit.erasure import SERVICE_ACTOR
 from integrity.accounts import AccountService, build_account_service
 from integrity.audit_service import AuditService
 from integrity.checkpoint_timestamps import CheckpointTimestamping
@@ -90,11 +91,12 @@ class AppState:
     def signing_certificates(self) -> list[SigningCertificate]:
         return signing_certificates(self.keys.one_stop_certificate, self.signatures.keystore.keys())
 
-    def init_steps(self) -> list[Callable[[], str | None]]:
-        """Idempotent set-up steps run by ``init``; each returns what it changed, or None."""
-        steps: list[Callable[[], str | None]] = [self.audit.ensure_genesis]
+    def init_steps(self, actor: str = SERVICE_ACTOR) -> list[Callable[[], str | None]]:
+        """Idempotent set-up steps run by ``init``; each returns what it changed, or None.
+        ``actor`` writes their entries: the operator running ``init`` (docs/operations.md)."""
+        steps: list[Callable[[], str | None]] = [lambda: self.audit.ensure_genesis(actor=actor)]
         if self.keys.demo:
-            steps.append(lambda: self.exchange.peers.seed_demo(self.keys.keys_dir))
+            steps.append(lambda: self.exchange.peers.seed_demo(self.keys.keys_dir, actor=actor))
         steps.append(self._anchor_setup)
         return steps
 
@@ -125,8 +127,12 @@ class AppState:
         self.engine.dispose()
 
 
-def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engine | None = None) -> AppState:
-    """Parse keys and settings once; a bad key or passphrase raises ConfigurationError here."""
+def build_state(
+    settings: Settings, *, clock: Clock = system_clock, engine: Engine | None = None, actor: str = SERVICE_ACTOR
+) -> AppState:
+    """Parse keys and settings once; a bad key or passphrase raises ConfigurationError here.
+    ``actor`` logs what start-up itself writes (the configured keys' first import): the
+    operator when ``init`` builds the state, else the service."""
     keys = load_service_keys(settings)
     if keys.demo:
         get_logger().warning(
@@ -137,7 +143,7 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
         )
     token = open_key_token(settings)
     try:
-        return _build(settings, keys, token, clock, engine)
+        return _build(settings, keys, token, clock, engine, actor)
     except BaseException:
         # Whatever stops start-up (a wrong token key, a receipt key that is not the
         # certificate's…) must not leave the token's session logged in.
@@ -147,7 +153,7 @@ def build_state(settings: Settings, *, clock: Clock = system_clock, engine: Engi
 
 
 def _build(
-    settings: Settings, keys: ServiceKeys, token: KeyToken | None, clock: Clock, engine: Engine | None
+    settings: Settings, keys: ServiceKeys, token: KeyToken | None, clock: Clock, engine: Engine | None, actor: str
 ) -> AppState:
     audit_key = checkpoint_key(settings, keys, token)
     retired = retired_checkpoint_keys(settings, keys.audit_key_name)
@@ -197,6 +203,7 @@ def _build(
             crl_files=settings.crl_files,
             fetch_revocation=settings.revocation_fetch,
             token=token,
+            bootstrap_actor=actor,
         ),
         receipts=build_receipt_service(settings, eng, clock, audit, keys, receipt_signing),
         exchange=build_exchange_service(

@@ -202,10 +202,11 @@ class AuditService:
 
     # ------------------------------------------------------------- checkpoints
 
-    def ensure_genesis(self) -> str | None:
+    def ensure_genesis(self, *, actor: str = SERVICE_ACTOR) -> str | None:
         """``init`` step: create the log (an ``audit.log.created`` entry naming the log and its
-        key) and sign its first checkpoint, unless both exist. Other start-up work (a key import)
-        may already have appended entries: the log is still created, after them."""
+        key, written by ``actor``) and sign its first checkpoint, unless both exist. Other
+        start-up work (a key import) may already have appended entries: the log is still
+        created, after them."""
         with self.engine.connect() as conn:
             created = store.has_action(conn, "audit.log.created")
             checkpointed = store.latest_checkpoint(conn) is not None
@@ -213,7 +214,7 @@ class AuditService:
             return None
         if not created:
             self.record(
-                "system",
+                actor,
                 "audit.log.created",
                 self.origin,
                 {"log_id": self.log_id, "key": self.signer.verifier.to_text()},

@@ -8,9 +8,9 @@ the password database entry of the process's user). When none names anybody the 
 refused: an entry is never written under a made-up name.
 
 A local user can set those variables, so the name alone proves nothing. The commands that could
-hide or enable abuse (erasing personal data, retiring or revoking a key, unlocking an account,
-resetting a second factor, changing an exchange peer) also need the current TOTP code of an
-administrator's account (RFC 6238). It is checked and spent like any code: counted on that
+hide or enable abuse (erasing personal data, retiring a key, by rotation too, or revoking it,
+unlocking an account, resetting a second factor, changing an exchange peer) also need the
+current TOTP code of an administrator's account (RFC 6238). It is checked and spent like any code: counted on that
 account's lockout (auth.lockout), refused when replayed, and every attempt is logged with the
 operator as actor. The entries of the command then name that admin beside the operator.
 """
@@ -51,6 +51,7 @@ class SensitiveCommand(StrEnum):
 
     ERASE_PERSONAL_DATA = "audit erase-pii"
     RETIRE_KEY = "keys retire"
+    ROTATE_KEY = "keys rotate"  # retires the current key
     REVOKE_KEY = "keys revoke"
     UNLOCK_ACCOUNT = "users unlock"
     RESET_MFA = "users reset-mfa"

@@ -116,10 +116,19 @@ class PersonalSigningService:
     # --- a person's keys ------------------------------------------------------------------
 
     def generate_key(
-        self, username: str, algorithm: Algorithm, *, actor: str, on_token: bool, rotate: bool = False, rsa_bits: int
+        self,
+        username: str,
+        algorithm: Algorithm,
+        *,
+        actor: str,
+        on_token: bool,
+        rotate: bool = False,
+        rsa_bits: int,
+        approved_by: str | None = None,
     ) -> KeyRecord:
         """A personal key for ``username``, made on the PKCS#11 token: the private key never
-        leaves it (sole control). Without a certificate it signs JWS only."""
+        leaves it (sole control). Without a certificate it signs JWS only. ``approved_by``: the
+        admin who confirmed a rotation."""
         if not on_token:
             raise InvalidRequest("a person's key is made on the PKCS#11 token only: pass --on-token")
         person = self.person_named(username)
@@ -131,6 +140,7 @@ class PersonalSigningService:
             purpose=KeyPurpose.PERSONAL,
             rsa_bits=rsa_bits,
             on_token=True,
+            approved_by=approved_by,
         )
 
     def import_token_key(

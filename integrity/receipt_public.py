@@ -36,6 +36,7 @@ class CopyVerdict(StrEnum):
     """What a presented file is, with respect to the code it was presented for."""
 
     GENUINE = "genuine"  # the very file the system issued under the code, its signature intact
+    REVOKED = "revoked"  # that very file, but the receipt was revoked since: no longer valid
     ALTERED = "altered"  # signed for this code, but changed since, or not the file registered
     NOT_THIS_RECEIPT = "not_this_receipt"  # no valid signature for this code (another slip, a forgery)
 
@@ -61,6 +62,7 @@ class PublicReceipt:
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
+            "valid": not self.revoked,
             "issued_by_system": True,
             "unit": {"code": self.unit_code, "name": self.unit_name},
             "receipt_date": self.receipt_date.isoformat(),
@@ -84,13 +86,20 @@ class CopyCheck:
 
     @property
     def genuine(self) -> bool:
+        """The issued file, and a receipt that stands (a revoked one is not genuine any more)."""
         return self.verdict is CopyVerdict.GENUINE
+
+    @property
+    def issued_file(self) -> bool:
+        """The very file the system issued under the code, whether it still stands or not."""
+        return self.verdict in (CopyVerdict.GENUINE, CopyVerdict.REVOKED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.receipt.code,
             "verdict": self.verdict.value,
             "genuine": self.genuine,
+            "issued_by_system": self.issued_file,
             "revoked": self.receipt.revoked,
             "sha256": self.sha256,
             "issued_sha256": self.receipt.sha256,
@@ -100,9 +109,10 @@ class CopyCheck:
 
 
 def copy_verdict(code: str, verdict: ReceiptVerdict) -> CopyVerdict:
-    """Genuine only when every fact of the full verification holds for this very code."""
+    """Genuine only when every fact of the full verification holds for this very code and the
+    receipt was not revoked; the issued file of a revoked receipt is ``revoked``."""
     if verdict.code == code and verdict.issued_by_system:
-        return CopyVerdict.GENUINE
+        return CopyVerdict.GENUINE if verdict.revocation is None else CopyVerdict.REVOKED
     if verdict.code == code and verdict.signature.signature_found:
         return CopyVerdict.ALTERED
     return CopyVerdict.NOT_THIS_RECEIPT

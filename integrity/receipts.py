@@ -9,7 +9,8 @@ one unit is serial by design, units proceed in parallel on PostgreSQL.
 
 Verifying answers five questions separately (signature intact, trusted one-stop signer, no
 modification after signing, code registered, registered hash equal) and derives
-``issued_by_system`` from them; every "no" carries a reason in Vietnamese and English.
+``issued_by_system`` from them; a receipt the system issued and later revoked is no longer
+``valid``. Every "no" carries a reason in Vietnamese and English.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class IssuedReceipt:
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a receipt is not (or cannot be shown to be) issued by the system."""
+    """Why a receipt is not (or cannot be shown to be) issued by the system, or no longer stands."""
 
     code: str
     vi: str
@@ -231,6 +232,10 @@ _REASONS = {
         "Tệp khác với phiếu đã đăng ký cho mã hồ sơ này.",
         "The file differs from the receipt registered under this dossier code.",
     ),
+    "receipt_revoked": (
+        "Giấy tiếp nhận mang mã hồ sơ này đã bị thu hồi: không còn giá trị.",
+        "The receipt under this dossier code was revoked: it is no longer valid.",
+    ),
 }
 
 
@@ -282,10 +287,16 @@ class ReceiptVerdict:
             and self.hash_matches is True
         )
 
+    @property
+    def valid(self) -> bool:
+        """A receipt that stands: issued by the system and not revoked since."""
+        return self.issued_by_system and self.revocation is None
+
     def to_dict(self) -> dict[str, Any]:
         """The machine form (HTTP and ``--json``)."""
         sig = self.signature
         return {
+            "valid": self.valid,
             "issued_by_system": self.issued_by_system,
             "code": self.code,
             "sha256": self.sha256,
@@ -298,6 +309,7 @@ class ReceiptVerdict:
                 "count": sig.signature_count,
                 "intact": sig.intact,
                 "valid": sig.valid,
+                "value_verifies": sig.value_verifies,
                 "trusted_signer": sig.trusted_signer,
                 "chain_trusted": sig.chain_trusted,
                 "one_stop_signer": sig.expected_signer,
@@ -326,7 +338,7 @@ def _signature_reasons(sig: PdfSignatureVerdict) -> list[str]:
     found: list[str] = []
     if sig.intact is not True:
         found.append("signature_not_intact")
-    elif sig.valid is not True:
+    elif sig.value_verifies is not True:
         found.append("signature_invalid")
     if sig.chain_trusted is not True:
         if sig.trust_problem in {"EXPIRED", "OUT_OF_BOUNDS_NO_POE", "NOT_YET_VALID", "OUT_OF_BOUNDS_NOT_REVOKED"}:
@@ -702,6 +714,8 @@ class ReceiptService:
                 ).first()
                 revocation = None if row is None else revocation_of(conn, code)
             registered = row is not None
+            if revocation is not None:
+                reasons.append("receipt_revoked")
             if row is None:
                 reasons.append("code_not_registered")
             else:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 from sqlalchemy import Connection, Engine, inspect
 
+from audit.erasure import SERVICE_ACTOR
 from integrity.audit_service import AuditService
 from integrity.db import READ_ONLY
 from integrity.logs import get_logger
@@ -181,6 +182,7 @@ class SignatureService:
         self._refresh_seconds = refresh_seconds
         self._refreshed = time.monotonic()
         self._bootstrap: tuple[BootstrapKey, ...] = ()
+        self._bootstrap_actor = SERVICE_ACTOR
         self._loaded = True
         self._load_lock = threading.Lock()
 
@@ -195,6 +197,7 @@ class SignatureService:
         trust: TrustPolicy,
         token: KeyToken | None = None,
         bootstrap: Iterable[BootstrapKey] = (),
+        bootstrap_actor: str = SERVICE_ACTOR,
         **limits: Any,
     ) -> SignatureService:
         """A service over the stored keystore. ``bootstrap`` keys (the configured receipt key
@@ -205,6 +208,7 @@ class SignatureService:
 
         Keys are loaded here, so a wrong passphrase stops start-up; only when the schema is not
         migrated yet (``init`` builds the state before migrating) is loading put off to first use.
+        ``bootstrap_actor`` logs those imports: the operator running ``init``, else the service.
         """
         service = cls(
             engine,
@@ -217,6 +221,7 @@ class SignatureService:
             **limits,
         )
         service._bootstrap = tuple(bootstrap)
+        service._bootstrap_actor = bootstrap_actor
         service._loaded = False
         if inspect(engine).has_table(signing_keys.name):
             service._ensure_loaded()
@@ -248,7 +253,8 @@ class SignatureService:
                             )
                     except (DuplicateKey, ActiveKeyExists):
                         continue
-                    self.audit.record("system", "key.imported", f"key:{record.kid}", _key_data(record), conn=conn)
+                    data = _key_data(record)
+                    self.audit.record(self._bootstrap_actor, "key.imported", f"key:{record.kid}", data, conn=conn)
                 self.keystore.reload(conn)
             self._refreshed = time.monotonic()
             self._loaded = True
@@ -472,9 +478,11 @@ class SignatureService:
         purpose: KeyPurpose | None = None,
         rsa_bits: int = 3072,
         on_token: bool = False,
+        approved_by: str | None = None,
     ) -> KeyRecord:
         """A new key, made on the PKCS#11 token when ``on_token`` (the production way), for
-        ``purpose`` (by default data messages, or personal for a person's key)."""
+        ``purpose`` (by default data messages, or personal for a person's key). ``approved_by``:
+        the admin who confirmed an operator's rotation (``user:<name>``)."""
         token = self._token() if on_token else None
         return self._change(
             "key.rotated" if rotate else "key.generated",
@@ -490,6 +498,7 @@ class SignatureService:
                 rsa_bits=rsa_bits,
                 token=token,
             ),
+            approved_by=approved_by,
         )
 
     def import_token_key(
@@ -601,6 +610,7 @@ def build_signature_service(
     crl_files: Sequence[Path] = (),
     fetch_revocation: bool = False,
     token: KeyToken | None = None,
+    bootstrap_actor: str = SERVICE_ACTOR,
     **limits: Any,
 ) -> SignatureService:
     """The service as the application wires it: trust anchors are the configured CA
@@ -633,5 +643,6 @@ def build_signature_service(
         trust=trust,
         token=token,
         bootstrap=bootstrap,
+        bootstrap_actor=bootstrap_actor,
         **limits,
     )

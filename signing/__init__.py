@@ -12,7 +12,7 @@ warnings.filterwarnings(
 )
 
 # The filter has to be in place before these imports load pyHanko, hence E402.
-from signing.algorithms import Algorithm, algorithm_for_key  # noqa: E402
+from signing.algorithms import Algorithm, SignatureAlgorithm, algorithm_for_key  # noqa: E402
 from signing.errors import SigningError  # noqa: E402
 from signing.keystore import KeyRecord, KeyState, Keystore, SigningKey  # noqa: E402
 from signing.results import Indication, Signer, SubIndication, VerificationResult  # noqa: E402
@@ -24,6 +24,7 @@ __all__ = [
     "KeyRecord",
     "KeyState",
     "Keystore",
+    "SignatureAlgorithm",
     "Signer",
     "SigningError",
     "SigningKey",

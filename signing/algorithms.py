@@ -26,12 +26,50 @@ DEFAULT_RSA_BITS = 3072
 PSS_SALT_BYTES = 32
 
 
+class SignatureAlgorithm(StrEnum):
+    """The one name of a signature algorithm in every verification result, whatever the format
+    called it: its JWS name (RFC 7518 §3.1; RFC 9864 for Ed25519). A CMS object identifier and
+    an XMLDSig URI are mapped to it. ECDSA is named by its hash (ES384: ECDSA with SHA-384); the
+    curve is the certificate's."""
+
+    ED25519 = "Ed25519"
+    ES256 = "ES256"
+    ES384 = "ES384"
+    ES512 = "ES512"
+    PS256 = "PS256"
+    PS384 = "PS384"
+    PS512 = "PS512"
+    RS256 = "RS256"
+    RS384 = "RS384"
+    RS512 = "RS512"
+
+
+# (scheme, hash) → name; schemes and hashes as asn1crypto spells them.
+_SCHEME_PREFIX = {"ecdsa": "ES", "rsassa_pss": "PS", "rsassa_pkcs1v15": "RS"}
+_HASH_SUFFIX = {"sha256": "256", "sha384": "384", "sha512": "512"}
+
+
+def signature_algorithm(scheme: str, digest: str | None) -> SignatureAlgorithm:
+    """The name of ``scheme`` (ecdsa, rsassa_pss, rsassa_pkcs1v15, ed25519) over ``digest``
+    (sha256, sha384, sha512; ignored for ed25519). ``ValueError`` for anything without a name."""
+    if scheme == "ed25519":
+        return SignatureAlgorithm.ED25519
+    if scheme not in _SCHEME_PREFIX or digest not in _HASH_SUFFIX:
+        raise ValueError(f"no name for {scheme} with {digest}")
+    return SignatureAlgorithm(_SCHEME_PREFIX[scheme] + _HASH_SUFFIX[digest])
+
+
 class Algorithm(StrEnum):
     """JWS names (RFC 7518, RFC 9864) of the three algorithms this service signs with."""
 
     ED25519 = "Ed25519"
     ES256 = "ES256"
     PS256 = "PS256"
+
+    @property
+    def signature_algorithm(self) -> SignatureAlgorithm:
+        """The same algorithm under the name verification results give it (the same text)."""
+        return SignatureAlgorithm(self.value)
 
 
 def pss_padding() -> padding.PSS:

@@ -30,7 +30,14 @@ from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation.generic_cms import extract_self_reported_ts, validate_sig_integrity
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from signing.algorithms import PSS_SALT_BYTES, Algorithm, check_verification_key, sign_raw
+from signing.algorithms import (
+    PSS_SALT_BYTES,
+    Algorithm,
+    SignatureAlgorithm,
+    check_verification_key,
+    sign_raw,
+    signature_algorithm,
+)
 from signing.errors import (
     CryptoConstraintsFailure,
     FormatFailure,
@@ -93,9 +100,13 @@ class _KeystoreSigner(Signer):
             raise KeyNotUsable(f"key {key.kid} cannot sign CMS: it needs an active private key and a certificate")
         if key.algorithm not in _DIGEST_FOR:
             raise KeyNotUsable("CMS signatures need an RSA or P-256 key with a certificate")
+        # pyHanko puts the signing certificate into SignedData.certificates itself, beside the
+        # registry's; the keystore's chain starts with it, so the registry takes the rest only:
+        # a second copy in that SET OF (RFC 5652 §5.1) would add bytes and nothing else.
+        others = [_asn1_cert(c) for c in key.chain if c != key.certificate]
         super().__init__(
             signing_cert=_asn1_cert(key.certificate),
-            cert_registry=SimpleCertificateStore.from_certs([_asn1_cert(c) for c in key.chain]),
+            cert_registry=SimpleCertificateStore.from_certs(others),
             signature_mechanism=_mechanism(key.algorithm),
             embed_roots=False,
         )
@@ -133,7 +144,8 @@ class _Facts:
     key_id: str | None = None
     signer: SignerInfo | None = None
     signed_at: datetime | None = None
-    algorithm: str | None = None
+    algorithm: SignatureAlgorithm | None = None
+    algorithm_identifier: str | None = None
 
 
 def verify(
@@ -151,6 +163,7 @@ def verify(
             signer=facts.signer,
             signed_at=facts.signed_at,
             algorithm=facts.algorithm,
+            algorithm_identifier=facts.algorithm_identifier,
         )
     return VerificationResult(
         format=FORMAT,
@@ -159,6 +172,7 @@ def verify(
         signer=facts.signer,
         signed_at=facts.signed_at,
         algorithm=facts.algorithm,
+        algorithm_identifier=facts.algorithm_identifier,
     )
 
 
@@ -185,7 +199,8 @@ def _parse(signature: bytes) -> tuple[cms.SignedData, cms.SignerInfo]:
     return signed_data, signer_info
 
 
-def _check_algorithms(signer_info: cms.SignerInfo, cert: x509.Certificate) -> str:
+def _check_algorithms(signer_info: cms.SignerInfo, cert: x509.Certificate) -> SignatureAlgorithm:
+    """Refuse what the policy does not allow; name what it does (signing.algorithms)."""
     try:
         check_verification_key(cert.public_key())
     except WeakKey as exc:
@@ -195,22 +210,26 @@ def _check_algorithms(signer_info: cms.SignerInfo, cert: x509.Certificate) -> st
         raise CryptoConstraintsFailure(f"message digest {digest} is not allowed (SHA-256 or better)")
     mechanism = signer_info["signature_algorithm"]
     name = mechanism["algorithm"].native
+    # The hash the signature is made with: PSS names it in its parameters, an OID such as
+    # sha256WithRSAEncryption in itself; a bare rsaEncryption or ecdsa OID uses the digest's.
+    signed_hash = digest
     if name == "rsassa_pss":
         params = mechanism["parameters"]
-        hashes_used = {
-            params["hash_algorithm"]["algorithm"].native,
-            params["mask_gen_algorithm"]["parameters"]["algorithm"].native,
-        }
+        signed_hash = params["hash_algorithm"]["algorithm"].native
+        hashes_used = {signed_hash, params["mask_gen_algorithm"]["parameters"]["algorithm"].native}
         if not hashes_used <= ALLOWED_DIGESTS:
             raise CryptoConstraintsFailure(f"RSASSA-PSS with {sorted(hashes_used)} is not allowed")
     elif name not in ("ed25519", "rsassa_pkcs1v15", "ecdsa"):
         try:
-            inner = mechanism.hash_algo
+            signed_hash = mechanism.hash_algo
         except ValueError as exc:
             raise CryptoConstraintsFailure(f"signature algorithm {name} is not allowed") from exc
-        if inner not in ALLOWED_DIGESTS:
+        if signed_hash not in ALLOWED_DIGESTS:
             raise CryptoConstraintsFailure(f"signature algorithm {name} is not allowed (SHA-256 or better)")
-    return str(name)
+    try:
+        return signature_algorithm(mechanism.signature_algo, signed_hash)
+    except ValueError as exc:
+        raise CryptoConstraintsFailure(f"signature algorithm {name} is not allowed") from exc
 
 
 def _verify(
@@ -230,6 +249,7 @@ def _verify(
     own = keystore.by_public_key(cert.public_key())
     facts.key_id = own.kid if own else None
     facts.signer = SignerInfo.from_certificate(cert, facts.key_id, own.purpose if own else None)
+    facts.algorithm_identifier = signer_info["signature_algorithm"]["algorithm"].dotted
     facts.algorithm = _check_algorithms(signer_info, cert)
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     actual = hashlib.new(digest_name, payload).digest()

@@ -23,7 +23,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.registry import HeaderParameter, is_str
 
-from signing.algorithms import Algorithm
+from signing.algorithms import Algorithm, SignatureAlgorithm
 from signing.errors import (
     FormatFailure,
     HashFailure,
@@ -49,6 +49,7 @@ _ALIASES: dict[Algorithm, frozenset[str]] = {
     Algorithm.ES256: frozenset({"ES256"}),
     Algorithm.PS256: frozenset({"PS256"}),
 }
+_MAX_ALG_CHARS = 32
 _EXTRA_HEADERS = {SIGNING_TIME_HEADER: HeaderParameter("Claimed signing time (JAdES)", is_str)}
 _PARSE_ERRORS = (JoseError, ValueError, TypeError, AttributeError, KeyError, binascii.Error, UnicodeError)
 
@@ -161,7 +162,8 @@ class _Facts:
     key_id: str | None = None
     signer: Signer | None = None
     signed_at: datetime | None = None
-    algorithm: str | None = None
+    algorithm: SignatureAlgorithm | None = None
+    algorithm_identifier: str | None = None
 
 
 def verify(
@@ -185,6 +187,7 @@ def verify(
             signer=facts.signer,
             signed_at=facts.signed_at,
             algorithm=facts.algorithm,
+            algorithm_identifier=facts.algorithm_identifier,
         )
     return VerificationResult(
         format=FORMAT,
@@ -193,6 +196,7 @@ def verify(
         signer=facts.signer,
         signed_at=facts.signed_at,
         algorithm=facts.algorithm,
+        algorithm_identifier=facts.algorithm_identifier,
     )
 
 
@@ -221,7 +225,7 @@ def _verify(
     key = keystore.find(kid)
     if key is None:
         raise NoSigningCertificate(f"unknown key {kid}")
-    facts.algorithm = key.algorithm.value
+    facts.algorithm = key.algorithm.signature_algorithm
     cert = key.certificate
     facts.signer = (
         Signer.from_certificate(cert, kid, key.purpose)
@@ -229,6 +233,8 @@ def _verify(
         else Signer(None, None, None, kid, key.purpose.value)
     )
     claimed = header.get("alg")
+    # What the token says, for the caller to see; a name longer than any JWS name is not kept.
+    facts.algorithm_identifier = claimed if isinstance(claimed, str) and len(claimed) <= _MAX_ALG_CHARS else None
     if claimed not in _ALIASES[key.algorithm]:
         # Never let the token choose: "none", HS256 keyed with our public key, RS256 for a PSS key…
         raise SigCryptoFailure(f"the token's alg {claimed!r} is not the key's algorithm {key.algorithm.value}")

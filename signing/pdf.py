@@ -104,7 +104,7 @@ class PdfSignatureVerdict:
     signature_found: bool
     signature_count: int = 0
     intact: bool | None = None  # the digest of the signed byte ranges matches the signed one
-    valid: bool | None = None  # the signature value verifies over the signed attributes
+    value_verifies: bool | None = None  # the signature value verifies over the signed attributes
     chain_trusted: bool | None = None  # a valid path to a trust root at the validation time
     expected_signer: bool | None = None  # the certificate is one of the expected signer certs
     trust_problem: str | None = None  # AdES sub-indication, e.g. EXPIRED, NO_CERTIFICATE_CHAIN_FOUND
@@ -121,13 +121,17 @@ class PdfSignatureVerdict:
     problem: str | None = None  # why the signature container could not be evaluated
 
     @property
+    def valid(self) -> bool | None:
+        """The signature holds: the signed bytes are intact, the value verifies, and the signer
+        chains to a trust root with a certificate neither expired nor revoked at the validation
+        time. Any one "no" is no; otherwise an unknown leaves it unknown. Whether the signer is
+        the expected one and what changed after signing are facts of their own."""
+        return _all_of(self.intact, self.value_verifies, self.chain_trusted)
+
+    @property
     def trusted_signer(self) -> bool | None:
         """Trusted chain and one of the expected signers (an unknown either way stays unknown)."""
-        if self.chain_trusted is False or self.expected_signer is False:
-            return False
-        if self.chain_trusted is None or self.expected_signer is None:
-            return None
-        return True
+        return _all_of(self.chain_trusted, self.expected_signer)
 
     @property
     def modified_after_signing(self) -> bool | None:
@@ -140,6 +144,15 @@ class PdfSignatureVerdict:
         if not self.signature_found:
             return None
         return "B-T" if self.timestamp_time is not None else "B-B"
+
+
+def _all_of(*facts: bool | None) -> bool | None:
+    """Three-valued "and": False if any fact is False, else None if any is unknown."""
+    if any(fact is False for fact in facts):
+        return False
+    if any(fact is None for fact in facts):
+        return None
+    return True
 
 
 def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
@@ -206,8 +219,10 @@ class _LoadedKeySigner(signers.Signer):
             mechanism = algos.SignedDigestAlgorithm({"algorithm": f"{DIGEST_ALGORITHM}_ecdsa"})
             # DER ECDSA-Sig-Value: two integers of at most the curve size plus sign bytes.
             self._signature_size = 2 * (key.curve.key_size // 8 + 3) + 3
-        # Intermediates travel in the CMS; roots come from the verifier's trust list.
-        intermediates = [c for c in chain if c.self_signed == "no"]
+        # Intermediates travel in the CMS; roots come from the verifier's trust list. The
+        # signer's own certificate is added by pyHanko: a chain that starts with it must not
+        # put it in a second time.
+        intermediates = [c for c in chain if c.self_signed == "no" and c.dump() != certificate.dump()]
         super().__init__(
             signature_mechanism=mechanism,
             signing_cert=certificate,
@@ -459,7 +474,7 @@ def validate_pdf(
         return PdfSignatureVerdict(
             **base,
             intact=False,
-            valid=False,
+            value_verifies=False,
             chain_trusted=False,
             problem=f"signature not verifiable: {type(exc).__name__}",
         )
@@ -502,7 +517,7 @@ def _verdict(status: PdfSignatureStatus, base: _SignatureFacts) -> PdfSignatureV
     return PdfSignatureVerdict(
         **base,
         intact=status.intact,
-        valid=status.valid,
+        value_verifies=status.valid,
         # Trust of the chain alone (pyHanko's ``trusted`` also folds in intact and valid).
         chain_trusted=status.trust_problem_indic is None and status.validation_path is not None,
         trust_problem=_sub_indication(status.trust_problem_indic),

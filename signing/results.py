@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import VerificationFailure
 from signing.purposes import KeyPurpose, certificate_purpose
 
@@ -155,9 +156,14 @@ class Signer:
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """The verdict on one signature. ``sub_indication`` None means TOTAL_PASSED.
+    """The verdict on one signature. ``sub_indication`` None means TOTAL_PASSED, which the
+    format modules give only once every check has passed: the signed data is intact and the
+    value verifies, the signer chains to a trust anchor (or is a key of the keystore), and no
+    certificate or key was expired or revoked. So ``valid`` is the conjunction of all three.
 
     ``signed_at`` is the signing time the signature claims (B-level: nothing proves it).
+    ``algorithm`` is the one name of the algorithm across formats; ``algorithm_identifier`` is
+    what the format itself said (the JWS ``alg``, the CMS object identifier, the XMLDSig URI).
     ``reasons`` holds the precise findings in English, for the log and for operators.
     """
 
@@ -166,8 +172,9 @@ class VerificationResult:
     key_id: str | None = None
     signer: Signer | None = None
     signed_at: datetime | None = None
-    algorithm: str | None = None
+    algorithm: SignatureAlgorithm | None = None
     reasons: tuple[str, ...] = ()
+    algorithm_identifier: str | None = None
 
     @property
     def indication(self) -> Indication:
@@ -204,7 +211,8 @@ class VerificationResult:
         key_id: str | None = None,
         signer: Signer | None = None,
         signed_at: datetime | None = None,
-        algorithm: str | None = None,
+        algorithm: SignatureAlgorithm | None = None,
+        algorithm_identifier: str | None = None,
     ) -> VerificationResult:
         return cls(
             format=fmt,
@@ -214,6 +222,7 @@ class VerificationResult:
             signed_at=signed_at,
             algorithm=algorithm,
             reasons=(str(failure),),
+            algorithm_identifier=algorithm_identifier,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,7 +234,8 @@ class VerificationResult:
             "key_id": self.key_id,
             "signer": self.signer.to_dict() if self.signer else None,
             "signed_at": self.signed_at.isoformat().replace("+00:00", "Z") if self.signed_at else None,
-            "algorithm": self.algorithm,
+            "algorithm": None if self.algorithm is None else self.algorithm.value,
+            "algorithm_identifier": self.algorithm_identifier,
             "reasons": list(self.reasons),
             "message": {"vi": self.message_vi, "en": self.message_en},
         }

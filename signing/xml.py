@@ -32,7 +32,7 @@ from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, 
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
-from signing.algorithms import Algorithm, check_verification_key
+from signing.algorithms import Algorithm, SignatureAlgorithm, check_verification_key
 from signing.errors import (
     ChainConstraintsFailure,
     CryptoConstraintsFailure,
@@ -56,19 +56,20 @@ XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
 _ID_NAMES = frozenset({"Id", "ID", "id"})
 _SIGN_METHODS = {Algorithm.PS256: SignatureMethod.SHA256_RSA_MGF1, Algorithm.ES256: SignatureMethod.ECDSA_SHA256}
 # Accepted when verifying: SHA-2 only; RSA with PSS or (for signatures made elsewhere) PKCS#1 v1.5.
-_ACCEPTED_METHODS = frozenset(
-    {
-        SignatureMethod.SHA256_RSA_MGF1,
-        SignatureMethod.SHA384_RSA_MGF1,
-        SignatureMethod.SHA512_RSA_MGF1,
-        SignatureMethod.RSA_SHA256,
-        SignatureMethod.RSA_SHA384,
-        SignatureMethod.RSA_SHA512,
-        SignatureMethod.ECDSA_SHA256,
-        SignatureMethod.ECDSA_SHA384,
-        SignatureMethod.ECDSA_SHA512,
-    }
-)
+# Each under the name results give it (RFC 6931, RSASSA-PSS without parameters: MGF1 with the
+# same hash, a salt as long as its output, which is what PS256/384/512 are).
+_METHOD_NAMES = {
+    SignatureMethod.SHA256_RSA_MGF1: SignatureAlgorithm.PS256,
+    SignatureMethod.SHA384_RSA_MGF1: SignatureAlgorithm.PS384,
+    SignatureMethod.SHA512_RSA_MGF1: SignatureAlgorithm.PS512,
+    SignatureMethod.RSA_SHA256: SignatureAlgorithm.RS256,
+    SignatureMethod.RSA_SHA384: SignatureAlgorithm.RS384,
+    SignatureMethod.RSA_SHA512: SignatureAlgorithm.RS512,
+    SignatureMethod.ECDSA_SHA256: SignatureAlgorithm.ES256,
+    SignatureMethod.ECDSA_SHA384: SignatureAlgorithm.ES384,
+    SignatureMethod.ECDSA_SHA512: SignatureAlgorithm.ES512,
+}
+_ACCEPTED_METHODS = frozenset(_METHOD_NAMES)
 _ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512})
 
 
@@ -172,7 +173,8 @@ class _Facts:
     key_id: str | None = None
     signer: Signer | None = None
     signed_at: datetime | None = None
-    algorithm: str | None = None
+    algorithm: SignatureAlgorithm | None = None
+    algorithm_identifier: str | None = None
     element: Any = None
 
 
@@ -188,6 +190,7 @@ def verify(document: bytes, keystore: Keystore, trust: TrustPolicy, *, now: date
             signer=facts.signer,
             signed_at=facts.signed_at,
             algorithm=facts.algorithm,
+            algorithm_identifier=facts.algorithm_identifier,
         )
         return XmlVerification(result, None)
     result = VerificationResult(
@@ -197,6 +200,7 @@ def verify(document: bytes, keystore: Keystore, trust: TrustPolicy, *, now: date
         signer=facts.signer,
         signed_at=facts.signed_at,
         algorithm=facts.algorithm,
+        algorithm_identifier=facts.algorithm_identifier,
     )
     return XmlVerification(result, facts.element)
 
@@ -222,12 +226,14 @@ def _certificates(signature: etree._Element) -> list[x509.Certificate]:
     return certs
 
 
-def _check_algorithms(signature: etree._Element, cert: x509.Certificate) -> str:
+def _check_algorithms(
+    signature: etree._Element, method: etree._Element | None, cert: x509.Certificate
+) -> SignatureAlgorithm:
+    """Refuse what the policy does not allow; name what it does (signing.algorithms)."""
     try:
         check_verification_key(cert.public_key())
     except WeakKey as exc:
         raise CryptoConstraintsFailure(str(exc)) from exc
-    method = signature.find(f"{{{DS_NS}}}SignedInfo/{{{DS_NS}}}SignatureMethod")
     if method is None:
         raise FormatFailure("no SignatureMethod")
     uri = method.get("Algorithm", "")
@@ -236,7 +242,7 @@ def _check_algorithms(signature: etree._Element, cert: x509.Certificate) -> str:
     for digest in signature.iterfind(f"{{{DS_NS}}}SignedInfo/{{{DS_NS}}}Reference/{{{DS_NS}}}DigestMethod"):
         if digest.get("Algorithm", "") not in {d.value for d in _ACCEPTED_DIGESTS}:
             raise CryptoConstraintsFailure(f"digest method {digest.get('Algorithm')} is not allowed")
-    return SignatureMethod(uri).name
+    return _METHOD_NAMES[SignatureMethod(uri)]
 
 
 def _signing_time(results: list[Any]) -> datetime | None:
@@ -303,7 +309,9 @@ def _verify(document: bytes, keystore: Keystore, trust: TrustPolicy, now: dateti
     own = keystore.by_public_key(cert.public_key())
     facts.key_id = own.kid if own else None
     facts.signer = Signer.from_certificate(cert, facts.key_id, own.purpose if own else None)
-    facts.algorithm = _check_algorithms(signature, cert)
+    method = signature.find(f"{{{DS_NS}}}SignedInfo/{{{DS_NS}}}SignatureMethod")
+    facts.algorithm_identifier = None if method is None else method.get("Algorithm")
+    facts.algorithm = _check_algorithms(signature, method, cert)
     is_xades = signature.find(f"{{{DS_NS}}}Object/{{{XADES_NS}}}QualifyingProperties") is not None
     # Validity dates are the trust policy's business (EXPIRED, NOT_YET_VALID); signxml is asked
     # to check the maths at a moment inside the certificate's validity.

@@ -180,7 +180,10 @@ class SignatureVerdictOut(BaseModel):
     found: bool = Field(description="the file carries a PDF signature")
     count: int = Field(description="how many signatures the file carries")
     intact: bool | None = Field(description="the signed byte ranges are unchanged")
-    valid: bool | None = Field(description="the signature value verifies")
+    valid: bool | None = Field(
+        description="the signature holds: intact, value_verifies and chain_trusted all true (false if any is false)"
+    )
+    value_verifies: bool | None = Field(description="the signature value verifies under the signer's key")
     trusted_signer: bool | None = Field(description="chain_trusted and one_stop_signer")
     chain_trusted: bool | None = Field(description="the certificate chains to a trust root of the system")
     one_stop_signer: bool | None = Field(description="the certificate is a one-stop system signing certificate")
@@ -198,9 +201,11 @@ class SignatureVerdictOut(BaseModel):
 
 
 class ReceiptVerdictOut(BaseModel):
-    """Did the one-stop system issue this file? ``issued_by_system`` is true only when every
-    fact below is a definite yes; ``reasons`` says why not."""
+    """Did the one-stop system issue this file, and does it still stand? ``issued_by_system`` is
+    true only when every fact below is a definite yes; ``valid`` besides needs the receipt not
+    revoked; ``reasons`` says why not."""
 
+    valid: bool = Field(description="issued_by_system and not revoked: a receipt that stands")
     issued_by_system: bool
     code: str | None = Field(description="the dossier code in the signed revision")
     sha256: str = Field(description="SHA-256 of the file as sent, lowercase hex")
@@ -213,7 +218,7 @@ class ReceiptVerdictOut(BaseModel):
     reasons: list[ReasonOut]
     revoked: bool | None = Field(
         description="the registered receipt under the code was revoked after issue (null: no registered code); "
-        "issued_by_system still says that the system issued it"
+        "issued_by_system still says that the system issued it, valid is then false"
     )
     revocation: RevocationOut | None
 

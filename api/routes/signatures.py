@@ -23,6 +23,7 @@ from integrity.signatures import (
     SignRequest,
     decode_base64,
 )
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import MalformedSignature
 from signing.results import SubIndication
 
@@ -56,7 +57,7 @@ class SignOut(BaseModel):
     format: str
     signature: str = Field(description="JWS compact; base64 DER for cms; base64 signed document for xml")
     key_id: str
-    alg: str
+    alg: SignatureAlgorithm = Field(description="named as verification results name it")
     signed_at: str
     audit_seq: int
 
@@ -91,13 +92,21 @@ class MessageOut(BaseModel):
 
 
 class VerifyOut(BaseModel):
-    valid: bool
+    valid: bool = Field(
+        description="true only when the signed data is intact, the signer is trusted and nothing was expired "
+        "or revoked (indication TOTAL_PASSED)"
+    )
     indication: str
     sub_indication: str | None
     key_id: str | None
     signer: SignerOut | None
     signed_at: str | None
-    algorithm: str | None
+    algorithm: SignatureAlgorithm | None = Field(
+        description="the algorithm's one name in every format (its JWS name; ECDSA named by its hash)"
+    )
+    algorithm_identifier: str | None = Field(
+        None, description="the format's own identifier: the JWS alg, the CMS object identifier, the XMLDSig URI"
+    )
     reasons: list[str]
     message: MessageOut
     audit_seq: int

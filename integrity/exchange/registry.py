@@ -306,7 +306,7 @@ class PeerRegistry:
         self._peer_cache.clear()
         return peer
 
-    def seed_demo(self, keys_dir: Path) -> str | None:
+    def seed_demo(self, keys_dir: Path, *, actor: str = "system") -> str | None:
         """``init --demo`` step: register the demo portal, one-stop system and gateway from
         their certificates in ``keys_dir`` (keys.example/) when no peer is registered yet.
         The portal may use every gateway route to the one-stop system and back; base URLs
@@ -322,7 +322,7 @@ class PeerRegistry:
         for name, stem, routes in demo:
             cert = keys_dir / f"{stem}.crt.pem"
             if cert.exists():
-                self.add(name, keyid=name, key_pem=cert.read_bytes(), routes=routes)
+                self.add(name, keyid=name, key_pem=cert.read_bytes(), routes=routes, actor=actor)
                 added.append(name)
         return f"registered the demo exchange peers {', '.join(added)}" if added else None
 

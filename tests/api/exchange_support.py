@@ -122,10 +122,3 @@ class LoopbackServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (a peer that is down)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -12,10 +12,22 @@ import pytest
 from integrity.app_state import build_state
 from integrity.clock import FrozenClock
 from tests.auth.support import ADDRESS, STRONG, rfc6238, secret_from_uri
-from tests.conftest import demo_settings
+from tests.conftest import DEMO_KEYS, demo_settings
 
 OPERATOR_LOGIN = "ops.tran"
 STEP_SECONDS = 30
+
+
+def demo_cli_env(monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """The environment a command reads, as the tests run it: this database, the demo keys, only
+    warnings in the log, and the test client's address as the public base URL."""
+    for name, value in {
+        "BHXH_DATABASE_URL": db_url,
+        "BHXH_KEYS_DIR": str(DEMO_KEYS),
+        "BHXH_LOG_LEVEL": "WARNING",
+        "BHXH_PUBLIC_BASE_URL": "http://testserver",
+    }.items():
+        monkeypatch.setenv(name, value)
 
 
 def as_operator(monkeypatch: pytest.MonkeyPatch, login: str = OPERATOR_LOGIN) -> str:

@@ -5,7 +5,6 @@ exit code 2, no traceback, and nothing created (no SQLite file, no folder, no ta
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from api.cli import main
 from integrity.db import make_engine
 from tests.conftest import DEMO_KEYS, PG_ADMIN_DSN, REPO_ROOT, _pg_url, _PgTemplates, _require_pg
+from tests.loopback import free_port
 
 ACCEPTED = ("sqlite:///", "postgresql+psycopg://")
 NOT_INITIALISED = "is not initialised: run `bhxh-integrity init` (or `migrate`)"
@@ -99,12 +99,6 @@ def home(tmp_path: Path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     return work
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- SQLite: a store that was never initialised ---------------------------------------------------

@@ -39,10 +39,10 @@ from tests.api.exchange_support import (
     demo_cert_pem,
     demo_peer_key,
     demo_signing_key,
-    free_port,
     utc_now,
 )
 from tests.api.operator_support import enrolled_admin
+from tests.loopback import free_port
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

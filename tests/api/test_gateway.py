@@ -26,9 +26,9 @@ from tests.api.exchange_support import (
     demo_cert_pem,
     demo_peer_key,
     demo_signing_key,
-    free_port,
     utc_now,
 )
+from tests.loopback import free_port
 
 PORTAL_KEY = demo_signing_key("portal-exchange", "portal")
 ONE_STOP_KEY = demo_signing_key("one-stop-exchange", "one-stop")

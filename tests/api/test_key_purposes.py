@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
+from tests.api.operator_support import demo_cli_env
+from tests.api.test_receipts_api import body
 from tests.auth.support import STRONG, rfc6238, secret_from_uri, step_of, wire_accounts
 from tests.conftest import DEMO_KEYS, Service
 from tests.tools import require_tool
@@ -36,13 +37,7 @@ runner = CliRunner()
 @pytest.fixture
 def svc(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     # The CLI commands below open the same database and demo keys as the running app.
-    for name, value in {
-        "BHXH_DATABASE_URL": db_url,
-        "BHXH_KEYS_DIR": str(DEMO_KEYS),
-        "BHXH_LOG_LEVEL": "WARNING",
-        "BHXH_PUBLIC_BASE_URL": "http://testserver",
-    }.items():
-        monkeypatch.setenv(name, value)
+    demo_cli_env(monkeypatch, db_url)
     service = Service(db_url)
     yield service
     service.close()
@@ -104,15 +99,7 @@ def test_a_sign_api_key_gets_the_data_message_certificate_never_the_receipt_one(
 
 
 def _issue_receipt(svc: Service) -> bytes:
-    body = {
-        "receiving_unit": {"code": "000.00.31.H29", "name": "Bảo hiểm xã hội Thành phố Hồ Chí Minh"},
-        "procedure_code": "1.001234",
-        "procedure_name": "Giải quyết hưởng chế độ ốm đau",
-        "applicant": {"name": "Nguyễn Thị Ánh Tuyết", "id_number": "079190001234"},
-        "official": {"name": "Đặng Văn Lợi", "title": "Chuyên viên"},
-        "appointment_at": (date.today() + timedelta(days=7)).isoformat(),
-    }
-    issued = svc.client.post("/v1/receipts", json=body, headers=svc.auth("receipts:issue"))
+    issued = svc.client.post("/v1/receipts", json=body(), headers=svc.auth("receipts:issue"))
     assert issued.status_code == 201, issued.text
     pdf = svc.client.get(f"/v1/receipts/{issued.json()['code']}/pdf", headers=svc.auth("receipts:read"))
     assert pdf.status_code == 200

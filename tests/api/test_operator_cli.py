@@ -5,17 +5,20 @@ like any code, before anything changes."""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from api.cli import app
 from audit.entry import Entry
+from audit.tables import audit_checkpoints, audit_entries
 from integrity.app_state import build_state
-from tests.api.operator_support import Admin, as_operator, enrolled_admin
+from integrity.db import make_engine
+from tests.api.operator_support import Admin, as_operator, demo_cli_env, enrolled_admin
+from tests.api.test_receipts_api import body
 from tests.auth.support import STRONG, rfc6238
 from tests.conftest import DEMO_KEYS, demo_settings
 
@@ -27,13 +30,7 @@ PAYLOAD = b"<HoSo><MaHoSo>000.00.31.H29-260115-0001</MaHoSo></HoSo>"
 
 @pytest.fixture
 def db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in {
-        "BHXH_DATABASE_URL": db_url,
-        "BHXH_KEYS_DIR": str(DEMO_KEYS),
-        "BHXH_LOG_LEVEL": "WARNING",
-        "BHXH_PUBLIC_BASE_URL": "http://testserver",
-    }.items():
-        monkeypatch.setenv(name, value)
+    demo_cli_env(monkeypatch, db_url)
     as_operator(monkeypatch, LOGIN)
     done = runner.invoke(app, ["init", "--demo"])
     assert done.exit_code == 0, done.output
@@ -72,15 +69,7 @@ def _refused(result: Any, words: str) -> None:
 
 def _receipt_request(tmp_path: Path) -> Path:
     path = tmp_path / "request.json"
-    request = {
-        "receiving_unit": {"code": "000.00.31.H29", "name": "Bảo hiểm xã hội Thành phố Hồ Chí Minh"},
-        "procedure_code": "1.001234",
-        "procedure_name": "Giải quyết hưởng chế độ ốm đau",
-        "applicant": {"name": "Nguyễn Thị Ánh Tuyết", "id_number": "079190001234"},
-        "official": {"name": "Đặng Văn Lợi", "title": "Chuyên viên"},
-        "appointment_at": (date.today() + timedelta(days=5)).isoformat(),
-    }
-    path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(body(), ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -158,6 +147,34 @@ def test_every_acting_command_records_the_os_login_and_never_system(db: str, tmp
     _ok("audit", "checkpoint")
     verified = _ok("audit", "verify", "--json")
     assert verified["ok"] is True and verified["pii"]["erased"] == 1
+
+
+def test_init_writes_its_set_up_entries_as_the_os_login(db: str) -> None:
+    # The db fixture ran `init --demo` as LOGIN on an empty, migrated database.
+    written = _entries(db)
+    assert sorted(e.action for e in written) == sorted(
+        ["key.imported", "key.imported", "audit.log.created", *["exchange.peer.added"] * 3]
+    )
+    assert {e.actor for e in written} == {ACTOR}, [(e.action, e.actor) for e in written]
+    # A second run changes nothing, and still verifies: every set-up entry is anchored.
+    again = _ok("init", "--json")
+    assert again["changed"] is False and _size(db) == len(written)
+    assert _ok("audit", "verify", "--json")["ok"] is True
+
+
+def test_init_without_an_os_login_is_refused_and_writes_nothing(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BHXH_DATABASE_URL", db_url)
+    monkeypatch.setenv("BHXH_KEYS_DIR", str(DEMO_KEYS))
+    as_operator(monkeypatch, "two words")
+    _refused(_cli("init"), "login")
+    # Read without building the service, whose start-up would import the configured keys.
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(audit_entries)).scalar_one() == 0
+            assert conn.execute(select(func.count()).select_from(audit_checkpoints)).scalar_one() == 0
+    finally:
+        engine.dispose()
 
 
 def test_sudo_records_the_person_who_ran_sudo(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,6 +256,40 @@ def test_a_wrong_code_changes_nothing_and_is_counted_on_the_admin(db: str) -> No
     assert (locked.action, locked.actor, locked.subject) == ("auth.locked", ACTOR, "hoa")
     _refused(_cli("keys", "revoke", kid, *hoa.args()), "too many failed attempts")
     assert _key_state(kid) == "retired"
+
+
+def _keys() -> dict[str, str]:
+    return {r["kid"]: r["state"] for r in _ok("keys", "list", "--json")}
+
+
+def test_rotating_retires_a_key_so_it_waits_for_the_code_like_retire(db: str) -> None:
+    hoa = enrolled_admin(db, "hoa")
+    enrolled_admin(db, "lan.officer", role="officer")
+    kid = _ok("keys", "generate", "--alg", "ES256", "--json")["kid"]
+    keys = _keys()
+    rotate = ("keys", "rotate", "--alg", "ES256")
+    for case, (extra, words) in NO_CONFIRMING_ADMIN.items():
+        if case == "admin-without-totp":
+            continue  # the same check as `keys retire`; that test covers it
+        before = _size(db)
+        result = _cli(*rotate, *extra)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (case, result.output)
+        assert words in " ".join(result.output.split()), (case, result.output)
+        assert _keys() == keys and _size(db) == before, case  # no key made, none retired, nothing logged
+    before = _size(db)
+    _refused(_cli(*rotate, "--admin", "hoa", "--code", _wrong(hoa)), "keys rotate refused: wrong or already used")
+    assert _keys() == keys
+    [refusal] = _entries(db, before)
+    assert (refusal.action, refusal.actor, refusal.subject) == ("auth.operator.refused", ACTOR, "hoa")
+    assert refusal.data == {"command": "keys rotate", "reason": "bad_totp", "failures": 1}
+
+    before = _size(db)
+    new = _ok(*rotate, *hoa.args(), "--json")["kid"]
+    assert _keys() == {**keys, kid: "retired", new: "active"}
+    confirmation, rotated = _entries(db, before)
+    assert (confirmation.action, confirmation.data) == ("auth.operator.confirmed", {"command": "keys rotate"})
+    assert (rotated.action, rotated.actor, rotated.subject) == ("key.rotated", ACTOR, f"key:{new}")
+    assert rotated.data["approved_by"] == "user:hoa"
 
 
 def test_erasure_and_account_changes_wait_for_the_code(db: str, tmp_path: Path) -> None:

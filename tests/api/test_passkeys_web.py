@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.auth.passkey_support import SoftAuthenticator
-from tests.auth.support import ADDRESS, STRONG, rfc6238, secret_from_uri, step_of, wire_accounts
+from tests.auth.support import STRONG, enrolled, rfc6238, step_of, wire_accounts
 from tests.conftest import Service
 
 RP_ID = "testserver"
@@ -23,13 +23,7 @@ ORIGIN = "https://testserver"
 @pytest.fixture
 def site(db_url: str) -> Any:
     service = Service(db_url, webauthn_rp_id=RP_ID, webauthn_origin=ORIGIN)
-    accounts = wire_accounts(service)
-    accounts.create_user("alice", STRONG, "officer", actor="user:root", reason="new officer")
-    first = accounts.login("alice", STRONG, address=ADDRESS)
-    assert first.token
-    service.secret = secret_from_uri(accounts.begin_totp_enrolment(first.token).otpauth_uri)
-    accounts.confirm_totp_enrolment(first.token, rfc6238(service.secret, step_of(service.clock)))
-    service.clock.advance(30)
+    service.secret, _, _ = enrolled(wire_accounts(service), service.clock)
     service.browser = TestClient(service.app, base_url="https://testserver", follow_redirects=False)
     yield service
     service.browser.close()

@@ -19,8 +19,9 @@ from api import cli
 from integrity.personal_signing import ACTION_REFUSED, ACTION_SIGNED
 from signing.algorithms import Algorithm
 from signing.purposes import KeyPurpose
+from tests.api.operator_support import enrolled_admin
 from tests.api.personal_support import DEMO_CA, LETTER, enrol, entries, personal_certificate, token_key
-from tests.auth.support import wire_accounts
+from tests.auth.support import rfc6238, wire_accounts
 from tests.conftest import DEMO_KEYS, Service
 from tests.signing._pki import run_openssl
 from tests.token_support import SoftToken
@@ -89,6 +90,29 @@ def test_personal_keys_are_made_on_the_token_for_an_existing_person_and_listed_w
     assert "user:lan" in table.stdout
     logged = [e for e in entries(svc, "key.generated") if e.subject == f"key:{row['kid']}"]
     assert logged[0].data["owner"] == "user:lan" and logged[0].actor == f"operator:{OS_LOGIN}"
+
+
+def test_rotating_a_persons_key_waits_for_an_administrators_code(
+    svc: Service, soft_token: SoftToken, db_url: str
+) -> None:
+    enrol(svc, "lan")
+    hoa = enrolled_admin(db_url, "hoa")
+    old = json.loads(_cli("keys", "generate", "--alg", "ES256", "--owner", "lan", "--on-token", "--json").stdout)
+    rotate = ("keys", "rotate", "--alg", "ES256", "--owner", "lan", "--on-token")
+    before = _keys(svc)
+    no_admin = _cli(*rotate)  # the same usage error as `keys retire` without --admin
+    assert no_admin.exit_code == 2 and "--admin" in no_admin.output and "Traceback" not in no_admin.output
+    wrong = rfc6238(hoa.secret, hoa.last_step + 1000)  # a code of no step near now
+    _refused(_cli(*rotate, "--admin", "hoa", "--code", wrong), "keys rotate refused", "wrong or already used")
+    assert _keys(svc) == before  # no key made on the token, none retired
+    made = _cli(*rotate, *hoa.args(), "--json")
+    assert made.exit_code == 0, made.output
+    new = json.loads(made.stdout)
+    assert (new["owner"], new["purpose"], new["storage"]) == ("user:lan", "personal", "pkcs11")
+    keys = _keys(svc)
+    assert keys[old["kid"]]["state"] == "retired" and keys[new["kid"]]["state"] == "active"
+    [rotated] = [e for e in entries(svc, "key.rotated") if e.subject == f"key:{new['kid']}"]
+    assert rotated.actor == f"operator:{OS_LOGIN}" and rotated.data["approved_by"] == "user:hoa"
 
 
 def test_a_token_key_is_imported_with_the_certificate_issued_to_the_person(

@@ -93,6 +93,7 @@ def test_upload_review_confirm_and_download(site: Any, tmp_path: Path) -> None:
     wrong = f"{(int(lan.code(service.clock)) + 1) % 1_000_000:06d}"
     again = _confirm(browser, review.text, wrong)
     assert again.status_code == 401 and 'id="error"' in again.text and 'name="code"' in again.text
+    assert again.headers["www-authenticate"] == 'Session realm="bhxh-integrity"'
     assert entries(service, ACTION_SIGNED) == []
 
     download = _confirm(browser, again.text, lan.code(service.clock))

@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 from api.cli import app
 from tests.api.ca_support import TestCA, pem
 from tests.conftest import DEMO_KEYS
-from tests.soak.support import free_port
+from tests.loopback import free_port
 
 runner = CliRunner()
 PASSPHRASE = "the production passphrase of this walk"

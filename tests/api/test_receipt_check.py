@@ -5,7 +5,6 @@ slip, not a PDF, too large), the address budget, and the QR code of an issued sl
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from integrity.receipt_tables import receipt_idempotency_keys, receipt_pdfs, rec
 from tests.api.test_receipts_api import body
 from tests.conftest import Service
 from tests.integrity.test_receipts import slip_for
+from tests.qr_support import pdf_qr_text
 from tests.signing.test_pdf_signing import flip_byte_in_signed_range, renderer, replace_page_content
-from tests.tools import require_tool
 
 JSON = {"Accept": "application/json"}
 APPLICANT = body()["applicant"]
@@ -78,9 +77,10 @@ def test_json_says_who_issued_the_code_when_and_the_pdf_hash_and_nothing_persona
     assert facts["issued_at"].startswith(api.clock().date().isoformat())
     record = api.client.get(f"/v1/receipts/{code}", headers=api.auth("receipts:read")).json()
     assert facts["pdf_sha256"] == record["sha256"] and facts["pdf_size_bytes"] == len(pdf)
-    assert facts["revoked"] is False and facts["revocation"] is None
+    assert facts["revoked"] is False and facts["revocation"] is None and facts["valid"] is True
     assert set(facts) == {
         "code",
+        "valid",
         "issued_by_system",
         "unit",
         "receipt_date",
@@ -139,13 +139,13 @@ def test_a_revoked_receipt_shows_revoked_with_when_and_why(api: Service) -> None
     )
     assert revoked.status_code == 201, revoked.text
     facts = api.client.get(f"/r/{code}", headers=JSON).json()
-    assert facts["issued_by_system"] is True and facts["revoked"] is True
+    assert facts["issued_by_system"] is True and facts["revoked"] is True and facts["valid"] is False
     assert facts["revocation"]["reason"]["code"] == "dossier_withdrawn"
     assert facts["revocation"]["revoked_at"].startswith(api.clock().date().isoformat())
     assert set(facts["revocation"]) == {"revoked_at", "reason"}  # never who revoked it
     page = api.client.get(f"/r/{code}")
     assert "giấy tiếp nhận đã bị thu hồi" in page.text and "Người nộp đã rút hồ sơ." in page.text
-    assert 'class="warning" id="status"' in page.text
+    assert 'class="error" id="status"' in page.text
 
 
 def test_an_unknown_code_is_404_and_a_malformed_one_the_same(api: Service) -> None:
@@ -217,15 +217,21 @@ def test_another_genuine_slip_or_a_forgery_is_not_this_receipt(api: Service) -> 
     assert other_code != code
 
 
-def test_a_revoked_receipt_is_still_genuine_and_says_revoked(api: Service) -> None:
+def test_the_issued_file_of_a_revoked_receipt_is_revoked_not_genuine(api: Service) -> None:
     code, pdf = _issue(api)
     api.client.post(
         f"/v1/receipts/{code}/revocation", json={"reason": "issued_in_error"}, headers=api.auth("receipts:issue")
     )
     result = _upload(api, code, pdf).json()
-    assert result["verdict"] == "genuine" and result["revoked"] is True
+    assert result["verdict"] == "revoked" and result["genuine"] is False
+    assert result["issued_by_system"] is True and result["revoked"] is True
+    assert [r["code"] for r in result["reasons"]] == ["receipt_revoked"]
     page = _upload(api, code, pdf, as_json=False)
+    assert 'data-verdict="revoked"' in page.text and 'class="error" id="verdict"' in page.text
     assert "Đúng là giấy do hệ thống cấp cho mã này, nhưng giấy đã bị thu hồi." in page.text
+    assert "không bị sửa đổi" not in page.text  # never the "genuine" sentence
+    english = _upload(api, code, pdf, as_json=False, lang="en")
+    assert "The receipt under this dossier code was revoked: it is no longer valid." in english.text
 
 
 def test_bad_uploads_get_clean_4xx_in_json_and_on_the_page(api: Service) -> None:
@@ -338,27 +344,7 @@ def test_the_checks_texts_hide_none_of_the_shared_page_texts() -> None:
 
 def test_the_qr_code_of_an_issued_slip_opens_its_public_check(api: Service, tmp_path: Path) -> None:
     code, pdf = _issue(api)
-    (tmp_path / "slip.pdf").write_bytes(pdf)
-    subprocess.run(
-        [
-            require_tool("pdftoppm", "poppler-utils"),
-            "-png",
-            "-r",
-            "150",
-            "-singlefile",
-            str(tmp_path / "slip.pdf"),
-            str(tmp_path / "page"),
-        ],
-        check=True,
-        timeout=60,
-    )
-    decoded = subprocess.run(
-        [require_tool("zbarimg", "zbar-tools"), "-q", "--raw", str(tmp_path / "page.png")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout.strip()
+    decoded = pdf_qr_text(pdf, tmp_path)
     assert decoded == f"http://testserver/r/{code}"
     path = decoded.removeprefix("http://testserver")
     assert api.client.get(path, headers=JSON).json()["code"] == code

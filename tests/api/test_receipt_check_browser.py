@@ -5,65 +5,29 @@ slip's PDF is chosen in the page's file input and checked. Screenshots go to tes
 
 from __future__ import annotations
 
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.api.browser_support import browser, csp_refusals, serving, shot  # noqa: F401  (fixture)
 from tests.api.test_receipts_api import body
-from tests.api.test_web_browser import _free_port, _shot, browser  # noqa: F401  (fixture)
 from tests.conftest import Service
+from tests.loopback import free_port
+from tests.qr_support import pdf_qr_text
 from tests.signing.test_pdf_signing import flip_byte_in_signed_range
-from tests.tools import require_tool
 
 
 @pytest.fixture
 def live(db_url: str) -> Iterator[Service]:
-    import uvicorn
-
     # The port first: the QR code on a slip encodes the public base URL, which must be this server.
-    port = _free_port()
+    port = free_port()
     svc = Service(db_url, secure_cookies=False, public_base_url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the test server did not start"
-    svc.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    yield svc
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(svc.app, port):
+        svc.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        yield svc
     svc.close()
-
-
-def _qr_address(pdf: bytes, tmp_path: Path) -> str:
-    (tmp_path / "slip.pdf").write_bytes(pdf)
-    subprocess.run(
-        [
-            require_tool("pdftoppm", "poppler-utils"),
-            "-png",
-            "-r",
-            "150",
-            "-singlefile",
-            str(tmp_path / "slip.pdf"),
-            str(tmp_path / "page"),
-        ],
-        check=True,
-        timeout=60,
-    )
-    return subprocess.run(
-        [require_tool("zbarimg", "zbar-tools"), "-q", "--raw", str(tmp_path / "page.png")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
 
 
 def _submit(driver: Any, path: Path) -> None:
@@ -91,7 +55,7 @@ def test_a_scanned_slip_opens_its_check_and_the_pdf_is_found_genuine(
     assert issued.status_code == 201, issued.text
     code = issued.json()["code"]
     pdf = live.client.get(f"/v1/receipts/{code}/pdf", headers=live.auth("receipts:read")).content
-    address = _qr_address(pdf, tmp_path)
+    address = pdf_qr_text(pdf, tmp_path)
     assert address == f"{live.base}/r/{code}"
 
     browser.get(address)
@@ -102,7 +66,7 @@ def test_a_scanned_slip_opens_its_check_and_the_pdf_is_found_genuine(
     assert browser.find_element(By.ID, "state").text == "Còn hiệu lực"
     page = browser.find_element(By.TAG_NAME, "body").text
     assert body()["applicant"]["name"] not in page and body()["applicant"]["id_number"] not in page
-    _shot(browser, "20-receipt-check-vi")
+    shot(browser, "20-receipt-check-vi")
 
     genuine = tmp_path / "giay-tiep-nhan.pdf"
     genuine.write_bytes(pdf)
@@ -110,7 +74,7 @@ def test_a_scanned_slip_opens_its_check_and_the_pdf_is_found_genuine(
     verdict = browser.find_element(By.ID, "verdict")
     assert verdict.get_attribute("data-verdict") == "genuine"
     assert "Đúng là giấy tiếp nhận do hệ thống cấp cho mã này, không bị sửa đổi." in verdict.text
-    _shot(browser, "21-receipt-check-genuine")
+    shot(browser, "21-receipt-check-genuine")
 
     altered = tmp_path / "giay-da-sua.pdf"
     altered.write_bytes(flip_byte_in_signed_range(pdf))
@@ -118,7 +82,6 @@ def test_a_scanned_slip_opens_its_check_and_the_pdf_is_found_genuine(
     verdict = browser.find_element(By.ID, "verdict")
     assert verdict.get_attribute("data-verdict") == "altered"
     assert "Tệp này đã bị sửa đổi" in verdict.text
-    _shot(browser, "22-receipt-check-altered")
+    shot(browser, "22-receipt-check-altered")
 
-    console = [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]
-    assert console == []
+    assert csp_refusals(browser) == []

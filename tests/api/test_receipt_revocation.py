@@ -54,8 +54,9 @@ def test_revocation_is_recorded_once_with_its_audit_entry(api: Service) -> None:
         "/v1/receipts/verify", content=pdf, headers={**api.auth("verify"), "Content-Type": "application/pdf"}
     ).json()
     # The system did issue it; the verdict says, besides, that it no longer stands.
-    assert verdict["issued_by_system"] is True and verdict["revoked"] is True
+    assert verdict["issued_by_system"] is True and verdict["revoked"] is True and verdict["valid"] is False
     assert verdict["revocation"]["reason"]["code"] == "replaced"
+    assert [r["code"] for r in verdict["reasons"]] == ["receipt_revoked"]
     issuer = api.auth("receipts:issue")
     size = api.state.audit.size()
     again = _revoke(api, code, "issued_in_error", headers=issuer)
@@ -70,6 +71,7 @@ def test_a_receipt_not_revoked_says_so_everywhere(api: Service) -> None:
         "/v1/receipts/verify", content=pdf, headers={**api.auth("verify"), "Content-Type": "application/pdf"}
     ).json()
     assert verdict["revoked"] is False and verdict["revocation"] is None
+    assert verdict["valid"] is True and verdict["issued_by_system"] is True and verdict["reasons"] == []
 
 
 @pytest.mark.parametrize(
@@ -116,8 +118,15 @@ def test_the_cli_revokes_and_verify_reports_it(
     assert json.loads(done.stdout)["reason"] == "dossier_withdrawn"
     twice = runner.invoke(receipts_cli, ["revoke", code, "--reason", "dossier_withdrawn", "--demo"])
     assert twice.exit_code == 2 and "already revoked" in twice.output
+    # A revoked receipt is no longer a valid one: exit 1, though the system did issue the file.
     human = runner.invoke(receipts_cli, ["verify", str(out), "--demo"])
-    assert human.exit_code == 0 and "REVOKED" in human.stdout and "Người nộp đã rút hồ sơ." in human.stdout
+    assert human.exit_code == 1, human.output
+    assert "REVOKED" in human.stdout and "Người nộp đã rút hồ sơ." in human.stdout
+    assert "ISSUED BY THE SYSTEM" not in human.stdout  # neither the "yes" nor the "not issued" line
+    machine = runner.invoke(receipts_cli, ["verify", str(out), "--demo", "--json"])
+    assert machine.exit_code == 1, machine.output
+    verdict = json.loads(machine.stdout)
+    assert (verdict["valid"], verdict["issued_by_system"], verdict["revoked"]) == (False, True, True)
 
 
 def test_requests_without_the_form_items_keep_their_idempotency_fingerprint(api: Service) -> None:

@@ -132,6 +132,40 @@ def test_verify_flags_a_tampered_receipt_with_reasons_in_both_languages(
     assert all(r["vi"] and r["en"] for r in verdict["reasons"])
 
 
+def test_a_byte_flipped_in_the_signed_range_makes_the_signature_not_valid(api: Service) -> None:
+    issued = api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:issue")).json()
+    pdf = api.client.get(f"/v1/receipts/{issued['code']}/pdf", headers=api.auth("receipts:read")).content
+    headers = {**api.auth("verify"), "Content-Type": "application/pdf"}
+    genuine = api.client.post("/v1/receipts/verify", content=pdf, headers=headers).json()["signature"]
+    assert (genuine["valid"], genuine["intact"], genuine["value_verifies"], genuine["chain_trusted"]) == (
+        True,
+        True,
+        True,
+        True,
+    )
+    response = api.client.post("/v1/receipts/verify", content=flip_byte_in_signed_range(pdf), headers=headers)
+    assert response.status_code == 200, response.text
+    signature = response.json()["signature"]
+    # The signed attributes still verify under the key; the bytes they vouch for do not.
+    assert signature["intact"] is False and signature["value_verifies"] is True
+    assert signature["valid"] is False
+    assert response.json()["issued_by_system"] is False
+
+
+def test_a_receipt_changed_by_a_later_update_keeps_a_valid_signature_over_its_signed_revision(api: Service) -> None:
+    issued = api.client.post("/v1/receipts", json=body(), headers=api.auth("receipts:issue")).json()
+    pdf = api.client.get(f"/v1/receipts/{issued['code']}/pdf", headers=api.auth("receipts:read")).content
+    response = api.client.post(
+        "/v1/receipts/verify",
+        content=replace_page_content(pdf),
+        headers={**api.auth("verify"), "Content-Type": "application/pdf"},
+    )
+    verdict = response.json()
+    # What the signer signed is untouched: the signature stands, the file as a whole does not.
+    assert verdict["signature"]["valid"] is True and verdict["modified_after_signing"] is True
+    assert verdict["issued_by_system"] is False
+
+
 def test_verify_flags_an_unsigned_pdf_made_elsewhere(api: Service) -> None:
     forged = renderer().render(slip_for(f"000.00.31.H29-{receipt_day(api.clock()):%y%m%d}-0001"))
     response = api.client.post(

@@ -11,18 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli_receipts import app
-from tests.conftest import DEMO_KEYS
-from tests.signing.test_pdf_signing import replace_page_content
+from tests.api.operator_support import demo_cli_env
+from tests.signing.test_pdf_signing import flip_byte_in_signed_range, replace_page_content
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BHXH_DATABASE_URL", db_url)
-    monkeypatch.setenv("BHXH_KEYS_DIR", str(DEMO_KEYS))
-    monkeypatch.setenv("BHXH_LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("BHXH_PUBLIC_BASE_URL", "http://testserver")
+    demo_cli_env(monkeypatch, db_url)
 
 
 @pytest.fixture
@@ -79,6 +76,23 @@ def test_verify_exits_1_for_a_modified_receipt_and_gives_reasons(
     human = runner.invoke(app, ["verify", str(forged), "--demo"])
     assert human.exit_code == 1
     assert "NOT ISSUED BY THE SYSTEM" in human.stdout and "sửa đổi sau khi ký" in human.stdout
+
+
+def test_verify_exits_1_for_a_byte_flipped_in_the_signed_range_and_calls_the_signature_not_valid(
+    cli_env: None, request_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "receipt.pdf"
+    _issue(request_file, out)
+    damaged = tmp_path / "damaged.pdf"
+    damaged.write_bytes(flip_byte_in_signed_range(out.read_bytes()))
+    result = runner.invoke(app, ["verify", str(damaged), "--demo", "--json"])
+    assert result.exit_code == 1, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["signature"]["intact"] is False and verdict["signature"]["valid"] is False
+    assert verdict["issued_by_system"] is False
+    assert "signature_not_intact" in {r["code"] for r in verdict["reasons"]}
+    human = runner.invoke(app, ["verify", str(damaged), "--demo"])
+    assert human.exit_code == 1 and "NOT ISSUED BY THE SYSTEM" in human.stdout
 
 
 @pytest.mark.parametrize("content", [b"not a pdf", b"", b"%PDF-1.7\n%%EOF"], ids=["text", "empty", "header-only"])

@@ -48,7 +48,7 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def hoa(db_url: str, cli_env: None) -> Admin:
-    """The administrator whose TOTP code confirms retiring or revoking a key."""
+    """The administrator whose TOTP code confirms retiring, rotating or revoking a key."""
     return enrolled_admin(db_url, "hoa")
 
 
@@ -92,7 +92,9 @@ def test_keys_generate_rotate_retire_revoke_list(cli_env: None, db_url: str, hoa
     assert first.exit_code == 0, first.output
     old = json.loads(first.stdout)["kid"]
     assert _invoke("keys", "generate", "--alg", "Ed25519").exit_code == 2  # one active per algorithm
-    rotated = _invoke("keys", "rotate", "--alg", "Ed25519", "--json")
+    minh = enrolled_admin(db_url, "minh")  # two codes each: no wait for the next TOTP step
+    rotated = _invoke("keys", "rotate", "--alg", "Ed25519", *minh.args(), "--json")
+    assert rotated.exit_code == 0, rotated.output
     new = json.loads(rotated.stdout)["kid"]
     listed = {row["kid"]: row for row in json.loads(_invoke("keys", "list", "--json").stdout)}
     assert listed[old]["state"] == "retired" and listed[new]["state"] == "active"
@@ -102,7 +104,7 @@ def test_keys_generate_rotate_retire_revoke_list(cli_env: None, db_url: str, hoa
     assert no_zone.exit_code == 2  # refused before the code is checked
     revoked = _invoke("keys", "revoke", old, *hoa.args(), "--json")
     assert revoked.exit_code == 0 and json.loads(revoked.stdout)["state"] == "revoked"
-    assert _invoke("keys", "revoke", old, *enrolled_admin(db_url, "minh").args()).exit_code == 2
+    assert _invoke("keys", "revoke", old, *minh.args()).exit_code == 2
     assert _invoke("keys", "generate", "--alg", "HS256").exit_code == 2
 
 

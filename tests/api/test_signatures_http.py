@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -61,6 +62,10 @@ def test_cms_from_the_api_passes_openssl_and_tamper_fails_both(api: Service, tmp
     assert body["format"] == "cms" and body["alg"] == "PS256"
     assert _entries(api, "signature.created")[-1].seq == body["audit_seq"]
     der = base64.b64decode(body["signature"])
+    # The data-message key's chain starts with its own certificate: it travels once all the same.
+    carried = [c.chosen.dump() for c in asn1_cms.ContentInfo.load(der)["content"]["certificates"]]
+    leaf = x509.load_pem_x509_certificate((DEMO_KEYS / "institution-data-message.crt.pem").read_bytes())
+    assert carried == [leaf.public_bytes(serialization.Encoding.DER)]
     accepted = openssl_cms_verify(tmp_path, der, PAYLOAD, DEMO_KEYS / "ca.crt.pem")
     assert accepted.returncode == 0, accepted.stderr
     assert openssl_cms_verify(tmp_path, der, PAYLOAD + b".", DEMO_KEYS / "ca.crt.pem").returncode != 0
@@ -179,6 +184,73 @@ def test_xml_from_the_api_passes_xmlsec1_and_returns_the_signed_element(api: Ser
         "/v1/signatures/verify", json={"format": "xml", "signature": _b64(tampered)}, headers=auth
     ).json()
     assert bad["sub_indication"] == "HASH_FAILURE" and bad.get("signed_xml_b64") is None
+    assert bad["valid"] is False and bad["algorithm"] == verdict["algorithm"] == "ES256"
+
+
+# What each format calls the two algorithms the service signs with.
+_IDENTIFIERS = {
+    "PS256": {
+        "jws": "PS256",
+        "cms": "1.2.840.113549.1.1.10",
+        "xml": "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1",
+    },
+    "ES256": {
+        "jws": "ES256",
+        "cms": "1.2.840.10045.4.3.2",
+        "xml": "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    },
+}
+
+
+@pytest.mark.parametrize("algorithm", ["PS256", "ES256"])
+def test_one_key_gets_one_algorithm_name_in_jws_cms_and_xml_results(api: Service, algorithm: str) -> None:
+    auth = api.auth("sign", "verify")
+    key_id = _import_ec_signer(api) if algorithm == "ES256" else None
+    document = "<HoSo><NguoiNop>Lê Văn C</NguoiNop></HoSo>".encode()
+    for fmt in ("jws", "cms", "xml"):
+        payload = document if fmt == "xml" else PAYLOAD
+        signed = api.client.post(
+            "/v1/signatures", json={"format": fmt, "payload_b64": _b64(payload), "key_id": key_id}, headers=auth
+        )
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["alg"] == algorithm
+        verdict = api.client.post(
+            "/v1/signatures/verify",
+            json={
+                "format": fmt,
+                "signature": signed.json()["signature"],
+                "payload_b64": _b64(payload) if fmt == "cms" else None,
+            },
+            headers=auth,
+        ).json()
+        assert verdict["valid"] is True, verdict
+        assert verdict["algorithm"] == algorithm
+        assert verdict["algorithm_identifier"] == _IDENTIFIERS[algorithm][fmt]
+
+
+def test_a_cms_over_changed_content_and_an_xml_with_a_changed_element_are_not_valid(api: Service) -> None:
+    auth = api.auth("sign", "verify")
+    cms_signed = _sign(api, auth, format="cms").json()["signature"]
+    document = b"<HoSo><SoTien>1500000</SoTien></HoSo>"
+    xml_signed = _sign(api, auth, format="xml", payload_b64=_b64(document)).json()["signature"]
+    changed_xml = base64.b64decode(xml_signed).replace(b"1500000", b"9500000")
+    for body in (
+        {"format": "cms", "signature": cms_signed, "payload_b64": _b64(PAYLOAD.replace(b"0001", b"0002"))},
+        {"format": "xml", "signature": _b64(changed_xml)},
+    ):
+        response = api.client.post("/v1/signatures/verify", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        verdict = response.json()
+        # The signer is ours and trusted, and nothing is expired or revoked; the content is not intact.
+        assert verdict["signer"]["purpose"] == "data-message"
+        assert (verdict["valid"], verdict["indication"], verdict["sub_indication"]) == (
+            False,
+            "TOTAL_FAILED",
+            "HASH_FAILURE",
+        )
+        assert verdict.get("signed_xml_b64") is None
+        logged = _entries(api, "signature.verified")[-1]
+        assert logged.seq == verdict["audit_seq"] and logged.data["valid"] is False
 
 
 def test_batch_signs_every_item_with_one_audit_entry_each(api: Service) -> None:

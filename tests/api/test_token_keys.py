@@ -203,7 +203,8 @@ def cli_env(db_url: str, soft_token: SoftToken, monkeypatch: pytest.MonkeyPatch)
 def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
     cli_env: SoftToken, db_url: str, tmp_path: Path
 ) -> None:
-    made = _cli("keys", "rotate", "--alg", "ES256", "--on-token", "--demo", "--json")
+    hoa = enrolled_admin(db_url, "hoa")  # rotating and revoking a key need an administrator's code
+    made = _cli("keys", "rotate", "--alg", "ES256", "--on-token", *hoa.args(), "--demo", "--json")
     assert made.exit_code == 0, made.output
     assert json.loads(made.stdout)["storage"] == "pkcs11"
 
@@ -244,7 +245,6 @@ def test_cli_generates_on_the_token_and_imports_a_key_the_hsm_officer_made(
         assert absent.exit_code == 2 and "no private key labelled 'no-such-label'" in absent.output
         listed = {r["kid"]: r for r in json.loads(_cli("keys", "list", "--demo", "--json").stdout)}
         assert listed[row["kid"]]["state"] == "active"
-        hoa = enrolled_admin(db_url, "hoa")  # revoking a key needs an administrator's code
         assert _cli("keys", "revoke", row["kid"], *hoa.args(), "--demo").exit_code == 0
         assert object_id not in _private_objects(cli_env)
     finally:

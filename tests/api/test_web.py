@@ -96,6 +96,28 @@ def test_wrong_password_page_is_generic_and_lock_gives_retry_after(site: Any) ->
     assert locked.status_code == 429 and locked.headers["retry-after"] == "30"
 
 
+def test_every_401_page_names_the_session_challenge(site: Any) -> None:
+    # RFC 9110 §15.5.2: a 401 carries WWW-Authenticate; these pages sign in to a session.
+    login = site.browser.get("/login")
+    wrong = _post(site, "/login", login.text, username="alice", password="wrong password")
+    no_mfa = _post(site, "/mfa", login.text, code="000000")  # no sign-in under way
+    enrolled = _post(site, "/login", login.text, username="alice", password=STRONG)
+    intro = site.browser.get(enrolled.headers["location"])
+    enrol = _post(site, "/account/totp", intro.text)
+    secret = _secret(enrol.text)
+    _post(site, "/account/totp/confirm", enrol.text, code=rfc6238(secret, step_of(site.clock)))
+    site.clock.advance(600)  # the second factor of this session is no longer recent
+    step_up = _post(site, "/account/totp", site.browser.get("/account/totp").text)
+    site.browser.cookies.clear()
+    login = site.browser.get("/login")
+    assert _post(site, "/login", login.text, username="alice", password=STRONG).headers["location"] == "/mfa"
+    bad_code = _post(site, "/mfa", site.browser.get("/mfa").text, code="000000")
+    for page in (wrong, no_mfa, step_up, bad_code):
+        assert page.status_code == 401, page.text
+        assert page.headers["www-authenticate"] == 'Session realm="bhxh-integrity"'
+    assert "www-authenticate" not in login.headers  # a page that refuses nothing names none
+
+
 def test_form_without_the_csrf_cookie_is_refused(site: Any) -> None:
     page = site.browser.get("/login")
     site.browser.cookies.clear()

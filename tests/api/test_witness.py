@@ -27,9 +27,9 @@ from tests.audit.witness_support import (
     MemoryLog,
     WitnessProcess,
     demo_log_signer,
-    free_port,
     new_log,
 )
+from tests.loopback import free_port
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

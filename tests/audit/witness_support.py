@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from audit.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint, origin_fo
 from audit.cosignature import CosignerKey
 from audit.merkle import consistency_proof, leaf_hash, leaves_resolver, root
 from audit.witness import AddCheckpoint
+from tests.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_KEYS = REPO / "keys.example"
@@ -67,13 +67,6 @@ class MemoryLog:
 
 def new_log(origin: str = "example.test/log", size: int = 40, salt: str = "entry") -> MemoryLog:
     return MemoryLog(NoteSigner(origin, Ed25519PrivateKey.generate()), origin, size, salt)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import struct
 import threading
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -90,6 +91,25 @@ def rfc6238(secret: bytes, step: int) -> str:
 
 def step_of(clock: FrozenClock) -> int:
     return int(clock().timestamp()) // 30
+
+
+def enrolled(
+    accounts: AccountService, clock: FrozenClock, name: str = "alice", role: str = "officer"
+) -> tuple[bytes, list[str], str]:
+    """Create ``name`` (MFA required), enrol TOTP as a person does; returns (secret, recovery
+    codes, full session). The clock moves on a step, so the next code is not the one just used."""
+    accounts.create_user(name, STRONG, role, actor="user:root", reason="new officer")
+    first = accounts.login(name, STRONG, address=ADDRESS)
+    assert first.enrolment_required and first.token
+    secret = secret_from_uri(accounts.begin_totp_enrolment(first.token).otpauth_uri)
+    done = accounts.confirm_totp_enrolment(first.token, rfc6238(secret, step_of(clock)))
+    clock.advance(30)
+    return secret, done.recovery_codes, done.token
+
+
+def logged(accounts: AccountService, action: str) -> list[Any]:
+    """The audit entries of ``accounts``' log with this action, oldest first."""
+    return [e for e in accounts.audit.entries() if e.action == action]  # type: ignore[attr-defined]
 
 
 def wire_accounts(

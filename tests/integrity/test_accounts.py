@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,38 +24,11 @@ from auth.passwords import PasswordHasher
 from auth.tables import users
 from integrity.accounts import AccountService, LoginResult
 from integrity.clock import FrozenClock
-from tests.auth.support import ADDRESS, STRONG, make_accounts, rfc6238, secret_from_uri, step_of
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def accounts(engine: Engine, clock: FrozenClock) -> Iterator[AccountService]:
-    svc = make_accounts(engine, clock)
-    yield svc
-    svc.audit.close()  # type: ignore[attr-defined]
+from tests.auth.support import ADDRESS, STRONG, enrolled, logged, make_accounts, rfc6238, secret_from_uri, step_of
 
 
 def _actions(svc: AccountService) -> list[str]:
     return [e.action for e in svc.audit.entries()]  # type: ignore[attr-defined]
-
-
-def _entries(svc: AccountService, action: str) -> list:
-    return [e for e in svc.audit.entries() if e.action == action]  # type: ignore[attr-defined]
-
-
-def _enrolled(svc: AccountService, clock: FrozenClock, name: str = "alice") -> tuple[bytes, list[str], str]:
-    """Create ``name`` (officer, MFA required), enrol TOTP; returns (secret, recovery codes, session)."""
-    svc.create_user(name, STRONG, "officer", actor="user:root", reason="new officer")
-    first = svc.login(name, STRONG, address=ADDRESS)
-    assert first.enrolment_required and first.token
-    secret = secret_from_uri(svc.begin_totp_enrolment(first.token).otpauth_uri)
-    done = svc.confirm_totp_enrolment(first.token, rfc6238(secret, step_of(clock)))
-    clock.advance(30)  # next codes belong to a later step than the enrolment code
-    return secret, done.recovery_codes, done.token
 
 
 def _mfa_login(svc: AccountService, clock: FrozenClock, secret: bytes, name: str = "alice") -> LoginResult:
@@ -90,7 +62,7 @@ def test_mfa_accounts_may_have_eight_character_passwords(accounts: AccountServic
 
 def test_admin_creation_is_audited_with_admin_and_reason(accounts: AccountService) -> None:
     accounts.create_user("alice", STRONG, "admin", actor="user:root", reason="ticket 42")
-    [entry] = _entries(accounts, "admin.user.created")
+    [entry] = logged(accounts, "admin.user.created")
     assert entry.actor == "user:root" and entry.subject == "alice"
     assert entry.data["reason"] == "ticket 42" and entry.data["role"] == "admin"
 
@@ -120,7 +92,7 @@ def test_single_factor_login_gives_a_full_session(accounts: AccountService) -> N
     assert result.token and not result.mfa_required and not result.enrolment_required
     principal = accounts.authenticate_session(result.token)
     assert principal is not None and principal.actor == "user:citizen1" and principal.scopes == {"verify"}
-    [ok] = _entries(accounts, "auth.login.succeeded")
+    [ok] = logged(accounts, "auth.login.succeeded")
     assert ok.data["method"] == "password"
 
 
@@ -219,7 +191,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(accounts: AccountSe
     with pytest.raises(InvalidCredentials) as invalid:
         accounts.login("bad name", "not the password at all", address=ADDRESS)
     assert str(wrong.value) == str(unknown.value) == str(invalid.value)
-    reasons = [(e.subject, e.data["reason"]) for e in _entries(accounts, "auth.login.failed")]
+    reasons = [(e.subject, e.data["reason"]) for e in logged(accounts, "auth.login.failed")]
     assert reasons == [
         ("citizen1", "bad_password"),
         ("unknown-user", "unknown_user"),
@@ -272,12 +244,12 @@ def test_distributed_guessing_stops_at_the_cap_until_an_admin_unlocks(
     clock.advance(30 * 86400)
     with pytest.raises(LoginThrottled):
         accounts.login("citizen1", STRONG, address=ADDRESS)
-    locked = _entries(accounts, "auth.locked")
+    locked = logged(accounts, "auth.locked")
     assert locked[-1].data["disabled"] is True and locked[-1].data["failures"] == 100
     with pytest.raises(UnknownUser):
         accounts.unlock("nobody", actor="user:root", reason="r")
     accounts.unlock("citizen1", actor="user:root", reason="owner called the help desk")
-    [unlock] = _entries(accounts, "admin.user.unlocked")
+    [unlock] = logged(accounts, "admin.user.unlocked")
     assert unlock.actor == "user:root" and unlock.data["reason"] == "owner called the help desk"
     assert accounts.login("citizen1", STRONG, address=ADDRESS).token
 
@@ -302,7 +274,7 @@ def test_credential_stuffing_from_one_address_stops_without_locking_accounts(
             assert max(lockout.failures(conn, lockout.account_key(n)) for n in names) == 1
         # The owners, from their own addresses, are not affected.
         assert svc.login("citizen49", STRONG, address="203.0.113.50").token
-        [locked] = _entries(svc, "auth.locked")
+        [locked] = logged(svc, "auth.locked")
         assert locked.data["scope"] == "address"
     finally:
         svc.audit.close()  # type: ignore[attr-defined]
@@ -320,7 +292,7 @@ def test_known_device_gets_through_a_delay_caused_elsewhere(accounts: AccountSer
         accounts.login("citizen1", STRONG, address=ADDRESS)
     result = accounts.login("citizen1", STRONG, address=ADDRESS, device_token=device)
     assert result.token
-    [ok] = [e for e in _entries(accounts, "auth.login.succeeded") if e.data["device_known"]]
+    [ok] = [e for e in logged(accounts, "auth.login.succeeded") if e.data["device_known"]]
     assert ok.subject == "citizen1"
 
 
@@ -365,7 +337,7 @@ def test_fifty_concurrent_wrong_passwords_count_fifty(engine: Engine, clock: Fro
             assert set(pool.map(attempt, range(50))) == {"refused"}
         with engine.connect() as conn:
             assert lockout.failures(conn, lockout.account_key("citizen1")) == 50
-        assert len(_entries(svc, "auth.login.failed")) == 50
+        assert len(logged(svc, "auth.login.failed")) == 50
     finally:
         svc.audit.close()  # type: ignore[attr-defined]
 
@@ -374,13 +346,13 @@ def test_fifty_concurrent_wrong_passwords_count_fifty(engine: Engine, clock: Fro
 
 
 def test_mfa_login_gives_a_session_with_recent_second_factor(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     result = _mfa_login(accounts, clock, secret)
     assert result.token and accounts.require_step_up(result.token).name == "alice"
 
 
 def test_totp_replay_same_code_twice_is_refused(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     code = rfc6238(secret, step_of(clock))
     first = accounts.login("alice", STRONG, address=ADDRESS)
     assert first.mfa_token and accounts.complete_mfa(first.mfa_token, code=code, address=ADDRESS).token
@@ -388,11 +360,11 @@ def test_totp_replay_same_code_twice_is_refused(accounts: AccountService, clock:
     assert second.mfa_token
     with pytest.raises(InvalidCredentials):
         accounts.complete_mfa(second.mfa_token, code=code, address=ADDRESS)
-    assert _entries(accounts, "auth.login.failed")[-1].data["reason"] == "replayed_totp"
+    assert logged(accounts, "auth.login.failed")[-1].data["reason"] == "replayed_totp"
 
 
 def test_totp_code_of_an_earlier_step_is_refused(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     assert _mfa_login(accounts, clock, secret).token
     older = rfc6238(secret, step_of(clock) - 1)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
@@ -415,7 +387,7 @@ def test_enrolment_code_cannot_log_in(accounts: AccountService, clock: FrozenClo
 
 
 def test_concurrent_double_use_of_one_totp_code_gives_one_session(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     code = rfc6238(secret, step_of(clock))
     tokens = [accounts.login("alice", STRONG, address=ADDRESS).mfa_token for _ in range(6)]
 
@@ -431,24 +403,24 @@ def test_concurrent_double_use_of_one_totp_code_gives_one_session(accounts: Acco
 
 
 def test_recovery_code_logs_in_once_and_is_flagged(accounts: AccountService, clock: FrozenClock) -> None:
-    _, codes, _ = _enrolled(accounts, clock)
+    _, codes, _ = enrolled(accounts, clock)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
     assert step1.mfa_token
     result = accounts.complete_mfa(step1.mfa_token, recovery_code=codes[0], address=ADDRESS)
     assert result.token
     status = accounts.status(result.token)
     assert status.recovery_code_used_at == clock() and status.recovery_codes_left == 9
-    [used] = _entries(accounts, "auth.recovery.used")
+    [used] = logged(accounts, "auth.recovery.used")
     assert used.data == {"remaining": 9}
     again = accounts.login("alice", STRONG, address=ADDRESS)
     assert again.mfa_token
     with pytest.raises(InvalidCredentials):
         accounts.complete_mfa(again.mfa_token, recovery_code=codes[0], address=ADDRESS)
-    assert _entries(accounts, "auth.login.failed")[-1].data["reason"] == "spent_recovery_code"
+    assert logged(accounts, "auth.login.failed")[-1].data["reason"] == "spent_recovery_code"
 
 
 def test_concurrent_reuse_of_a_recovery_code_gives_one_session(accounts: AccountService, clock: FrozenClock) -> None:
-    _, codes, _ = _enrolled(accounts, clock)
+    _, codes, _ = enrolled(accounts, clock)
     tokens = [accounts.login("alice", STRONG, address=ADDRESS).mfa_token for _ in range(6)]
 
     def attempt(token: str | None) -> bool:
@@ -463,7 +435,7 @@ def test_concurrent_reuse_of_a_recovery_code_gives_one_session(accounts: Account
 
 
 def test_second_factor_failures_count_toward_the_account_lock(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     for _ in range(5):
         step1 = accounts.login("alice", STRONG, address=ADDRESS)
         assert step1.mfa_token
@@ -481,7 +453,7 @@ def test_second_factor_failures_count_toward_the_account_lock(accounts: AccountS
 
 
 def test_half_logged_in_token_is_refused_everywhere(accounts: AccountService, clock: FrozenClock) -> None:
-    _enrolled(accounts, clock)
+    enrolled(accounts, clock)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
     mfa_token = step1.mfa_token
     assert mfa_token
@@ -502,7 +474,7 @@ def test_half_logged_in_token_is_refused_everywhere(accounts: AccountService, cl
 
 
 def test_mfa_token_without_a_factor_or_with_garbage_is_refused(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
     assert step1.mfa_token
     with pytest.raises(InvalidCredentials):
@@ -514,7 +486,7 @@ def test_mfa_token_without_a_factor_or_with_garbage_is_refused(accounts: Account
 
 
 def test_used_mfa_token_cannot_be_replayed(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
     assert step1.mfa_token
     accounts.complete_mfa(step1.mfa_token, code=rfc6238(secret, step_of(clock)), address=ADDRESS)
@@ -524,8 +496,8 @@ def test_used_mfa_token_cannot_be_replayed(accounts: AccountService, clock: Froz
 
 
 def test_mfa_token_is_bound_to_its_user(accounts: AccountService, clock: FrozenClock) -> None:
-    secret_a, _, _ = _enrolled(accounts, clock, "alice")
-    _enrolled(accounts, clock, "bob")
+    secret_a, _, _ = enrolled(accounts, clock, "alice")
+    enrolled(accounts, clock, "bob")
     step1 = accounts.login("bob", STRONG, address=ADDRESS)
     assert step1.mfa_token
     with pytest.raises(InvalidCredentials):
@@ -533,7 +505,7 @@ def test_mfa_token_is_bound_to_its_user(accounts: AccountService, clock: FrozenC
 
 
 def test_mfa_token_expires(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     step1 = accounts.login("alice", STRONG, address=ADDRESS)
     assert step1.mfa_token
     clock.advance(301)
@@ -542,7 +514,7 @@ def test_mfa_token_expires(accounts: AccountService, clock: FrozenClock) -> None
 
 
 def test_enrolment_session_cannot_replace_an_active_factor(accounts: AccountService, clock: FrozenClock) -> None:
-    _, _, token = _enrolled(accounts, clock)
+    _, _, token = enrolled(accounts, clock)
     clock.advance(301)
     with pytest.raises(StepUpRequired):
         accounts.begin_totp_enrolment(token)
@@ -554,7 +526,7 @@ def test_enrolment_session_cannot_replace_an_active_factor(accounts: AccountServ
 def test_step_up_expires_after_five_minutes_and_rotates_on_renewal(
     accounts: AccountService, clock: FrozenClock
 ) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     token = _mfa_login(accounts, clock, secret).token
     assert token
     clock.advance(300)
@@ -569,7 +541,7 @@ def test_step_up_expires_after_five_minutes_and_rotates_on_renewal(
     renewed = accounts.step_up(token, code=rfc6238(secret, step_of(clock)), address=ADDRESS)
     assert renewed != token and accounts.authenticate_session(token) is None
     assert accounts.require_step_up(renewed).name == "alice"
-    assert [e.data.get("reason") for e in _entries(accounts, "auth.mfa.stepup.failed")] == ["bad_totp"]
+    assert [e.data.get("reason") for e in logged(accounts, "auth.mfa.stepup.failed")] == ["bad_totp"]
 
 
 def test_step_up_needs_an_enrolled_factor(accounts: AccountService) -> None:
@@ -583,7 +555,7 @@ def test_step_up_needs_an_enrolled_factor(accounts: AccountService) -> None:
 
 
 def test_new_recovery_codes_need_a_fresh_second_factor(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, old_codes, _ = _enrolled(accounts, clock)
+    secret, old_codes, _ = enrolled(accounts, clock)
     token = _mfa_login(accounts, clock, secret).token
     assert token
     fresh = accounts.regenerate_recovery_codes(token)
@@ -597,14 +569,14 @@ def test_new_recovery_codes_need_a_fresh_second_factor(accounts: AccountService,
 
 
 def test_admin_mfa_reset_revokes_sessions_and_forces_re_enrolment(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     token = _mfa_login(accounts, clock, secret).token
     assert token
     accounts.reset_mfa("Alice", actor="user:root", reason="phone lost")
     assert accounts.authenticate_session(token) is None
     after = accounts.login("alice", STRONG, address=ADDRESS)
     assert after.enrolment_required and not after.mfa_required
-    [reset] = _entries(accounts, "admin.user.mfa_reset")
+    [reset] = logged(accounts, "admin.user.mfa_reset")
     assert reset.actor == "user:root" and reset.data["reason"] == "phone lost" and reset.data["sessions_revoked"] >= 1
     assert after.token and accounts.status(after.token).recovery_codes_left == 0
 
@@ -620,8 +592,8 @@ def test_unknown_user_for_admin_operations(accounts: AccountService) -> None:
 
 
 def test_security_events_list_the_accounts_own_history(accounts: AccountService, clock: FrozenClock) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
-    _enrolled(accounts, clock, "bob")
+    secret, _, _ = enrolled(accounts, clock)
+    enrolled(accounts, clock, "bob")
     token = _mfa_login(accounts, clock, secret).token
     assert token
     events = accounts.security_events(token)

@@ -18,16 +18,20 @@ from auth import lockout
 from auth.errors import InvalidCredentials, LoginThrottled
 from integrity.accounts import AccountService
 from integrity.clock import FrozenClock
-from tests.auth.support import ADDRESS, STRONG, CountingHasher, make_accounts, rfc6238, secret_from_uri, step_of
+from tests.auth.support import (
+    ADDRESS,
+    STRONG,
+    CountingHasher,
+    enrolled,
+    make_accounts,
+    rfc6238,
+    secret_from_uri,
+    step_of,
+)
 
 BURST = 50
 NEW_PASSWORD = "another long passphrase here"
 KEY = lockout.account_key("alice")
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture
@@ -88,16 +92,6 @@ def _wrong_code(secret: bytes, clock: FrozenClock) -> str:
     return next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
 
 
-def _enrolled(svc: AccountService, clock: FrozenClock) -> tuple[bytes, list[str], str]:
-    svc.create_user("alice", STRONG, "officer", actor="user:root", reason="new officer")
-    first = svc.login("alice", STRONG, address=ADDRESS)
-    assert first.token
-    secret = secret_from_uri(svc.begin_totp_enrolment(first.token).otpauth_uri)
-    done = svc.confirm_totp_enrolment(first.token, rfc6238(secret, step_of(clock)))
-    clock.advance(30)
-    return secret, done.recovery_codes, done.token
-
-
 # --- password login ------------------------------------------------------------------------
 
 
@@ -153,7 +147,7 @@ def test_fresh_burst_is_evaluated_only_up_to_the_first_delay(
 def test_right_password_gives_its_attempt_back_without_resetting_before_mfa(
     accounts: AccountService, engine: Engine, clock: FrozenClock
 ) -> None:
-    secret, _, _ = _enrolled(accounts, clock)
+    secret, _, _ = enrolled(accounts, clock)
     for i in range(3):
         with pytest.raises(InvalidCredentials):
             accounts.login("alice", f"wrong password {i}", address=ADDRESS)
@@ -205,7 +199,7 @@ def test_password_change_is_locked_out_and_a_burst_is_evaluated_once(
 def test_step_up_burst_at_the_end_of_a_delay_checks_one_code(
     accounts: AccountService, engine: Engine, clock: FrozenClock
 ) -> None:
-    secret, _, token = _enrolled(accounts, clock)
+    secret, _, token = enrolled(accounts, clock)
 
     def right_code_refused() -> None:
         with pytest.raises(LoginThrottled):
@@ -224,7 +218,7 @@ def test_step_up_burst_at_the_end_of_a_delay_checks_one_code(
 def test_mfa_burst_at_the_end_of_a_delay_checks_one_factor(
     factor: str, accounts: AccountService, engine: Engine, clock: FrozenClock
 ) -> None:
-    secret, codes, _ = _enrolled(accounts, clock)
+    secret, codes, _ = enrolled(accounts, clock)
     tokens = [accounts.login("alice", STRONG, address=ADDRESS).mfa_token for _ in range(BURST + 5)]
     assert all(tokens) and _failures(engine) == 0
     reason = "bad_totp" if factor == "code" else "bad_recovery_code"

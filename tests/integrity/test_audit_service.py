@@ -41,11 +41,6 @@ def make_service(engine: Engine, clock: FrozenClock, tmp_path: Path, **overrides
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 def audit(engine: Engine, clock: FrozenClock, tmp_path: Path) -> Iterator[AuditService]:
     svc = make_service(engine, clock, tmp_path)
     yield svc

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from integrity.migrate import pending, upgrade
 from integrity.passkeys import PasskeyService, RelyingParty
 from integrity.settings import Settings, relying_party
 from tests.auth.passkey_support import SoftAuthenticator, unb64url
-from tests.auth.support import ADDRESS, STRONG, make_accounts, rfc6238, secret_from_uri, step_of
+from tests.auth.support import ADDRESS, STRONG, enrolled, logged
 
 RP = RelyingParty("bhxh.example", "https://bhxh.example")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "integrity" / "migrations"
@@ -30,34 +29,14 @@ DOCUMENT = b"<ToKhai><MaSo>0123456789</MaSo></ToKhai>"
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def accounts(engine: Engine, clock: FrozenClock) -> Iterator[AccountService]:
-    svc = make_accounts(engine, clock)
-    yield svc
-    svc.audit.close()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
 def passkeys(accounts: AccountService) -> PasskeyService:
     return PasskeyService(accounts, RP)
-
-
-def _entries(svc: AccountService, action: str) -> list:
-    return [e for e in svc.audit.entries() if e.action == action]  # type: ignore[attr-defined]
 
 
 def _person_with_passkey(
     accounts: AccountService, passkeys: PasskeyService, clock: FrozenClock, name: str = "lan"
 ) -> tuple[UserPrincipal, SoftAuthenticator]:
-    accounts.create_user(name, STRONG, "officer", actor="user:root", reason="new officer")
-    first = accounts.login(name, STRONG, address=ADDRESS)
-    assert first.token
-    secret = secret_from_uri(accounts.begin_totp_enrolment(first.token).otpauth_uri)
-    token = accounts.confirm_totp_enrolment(first.token, rfc6238(secret, step_of(clock))).token
+    _, _, token = enrolled(accounts, clock, name)
     device = SoftAuthenticator(RP.rp_id, RP.origin)
     passkeys.register(token, device.create(passkeys.registration_options(token).public_key), "Điện thoại")
     person = accounts.authenticate_session(token)
@@ -83,14 +62,14 @@ def test_a_signature_is_activated_by_a_user_verifying_passkey_over_the_activatio
     answer = device.get(options.public_key)
     use = passkeys.verify_for_activation(person, answer, challenge, address=ADDRESS)
     assert use.user_verified is True and use.sign_count == 1
-    (used,) = [e for e in _entries(accounts, "auth.passkey.used") if e.data["purpose"] == "activate"]
+    (used,) = [e for e in logged(accounts, "auth.passkey.used") if e.data["purpose"] == "activate"]
     assert used.subject == "lan" and used.data["passkey_id"] == use.passkey_id
-    confirmed = _entries(accounts, "auth.mfa.confirm.succeeded")[-1]
+    confirmed = logged(accounts, "auth.mfa.confirm.succeeded")[-1]
     assert confirmed.data == {"method": "passkey", "purpose": "signature-activation"}
     # The same answer again: the challenge is spent.
     with pytest.raises(InvalidCredentials):
         passkeys.verify_for_activation(person, answer, challenge, address=ADDRESS)
-    assert _entries(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_unknown"
+    assert logged(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_unknown"
 
 
 def test_activation_refuses_an_unverified_user_another_challenge_and_another_purpose(
@@ -100,23 +79,23 @@ def test_activation_refuses_an_unverified_user_another_challenge_and_another_pur
     options = passkeys.activation_options(person)
     with pytest.raises(InvalidCredentials):
         passkeys.verify_for_activation(person, device.get(options.public_key, uv=False), options.challenge)
-    failed = _entries(accounts, "auth.mfa.confirm.failed")
+    failed = logged(accounts, "auth.mfa.confirm.failed")
     assert failed[-1].data["reason"] == "passkey_user_not_verified"
     # An answer to one activation offered for another challenge of the same person.
     first = passkeys.activation_options(person, challenge=_activation_challenge(b"one"))
     second = passkeys.activation_options(person, challenge=_activation_challenge(b"two"))
     with pytest.raises(InvalidCredentials):
         passkeys.verify_for_activation(person, device.get(first.public_key), second.challenge)
-    assert _entries(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_mismatch"
+    assert logged(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_mismatch"
     # A login challenge is not an activation one.
     login = accounts.login("lan", STRONG, address=ADDRESS)
     assert login.mfa_token
     at_login = passkeys.login_options(login.mfa_token)
     with pytest.raises(InvalidCredentials):
         passkeys.verify_for_activation(person, device.get(at_login.public_key), at_login.challenge)
-    assert _entries(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_unknown"
-    assert [e.data["failures"] for e in _entries(accounts, "auth.mfa.confirm.failed")] == [1, 2, 3]
-    assert _entries(accounts, "auth.passkey.used") == []
+    assert logged(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "passkey_challenge_unknown"
+    assert [e.data["failures"] for e in logged(accounts, "auth.mfa.confirm.failed")] == [1, 2, 3]
+    assert logged(accounts, "auth.passkey.used") == []
 
 
 def test_activation_failures_lock_the_account_before_any_check(
@@ -133,7 +112,7 @@ def test_activation_failures_lock_the_account_before_any_check(
     with pytest.raises(LoginThrottled) as refused:
         passkeys.verify_for_activation(person, right, options.challenge)
     assert refused.value.retry_after == 30
-    assert _entries(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "throttled_account"
+    assert logged(accounts, "auth.mfa.confirm.failed")[-1].data["reason"] == "throttled_account"
     # Refused before the check: the challenge is still there to be answered once the delay ends.
     clock.advance(31)
     assert passkeys.verify_for_activation(person, right, options.challenge).user_verified

@@ -81,11 +81,6 @@ class Env:
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 def env(db_url: str, clock: FrozenClock) -> Iterator[Env]:
     environment = Env(db_url, clock)
     yield environment

@@ -30,8 +30,9 @@ from audit.witness import AddCheckpoint
 from audit.witness_store import audit_cosignatures, audit_witness_sizes, set_witness_size
 from integrity.witness_service import init_witness
 from integrity.witnessing import Outcome
-from tests.audit.witness_support import LOG_VKEY, REPO, WitnessProcess, demo_log_signer, free_port
+from tests.audit.witness_support import LOG_VKEY, REPO, WitnessProcess, demo_log_signer
 from tests.conftest import Service
+from tests.loopback import free_port
 
 QUORUM = 2
 

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms as asn1_cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from signing import cms
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import KeyNotUsable
-from signing.keystore import KeyState, Keystore
+from signing.keystore import KeyState, Keystore, SigningKey
 from signing.results import Indication, SubIndication
 from signing.trust import TrustPolicy
 from tests.signing._pki import TestCa, bare_key, certified_key, now, openssl_cms_verify, pem, rsa_key, run_openssl
@@ -58,8 +62,68 @@ def test_openssl_accepts_our_signature_and_rejects_a_changed_payload(tmp_path: P
     good = cms.verify(sig.der, PAYLOAD, store, trust, now=now())
     assert good.valid, good.reasons
     assert good.key_id == key.kid and good.signed_at == sig.signed_at
+    assert good.algorithm is SignatureAlgorithm(kind)
+    assert good.algorithm_identifier == {"PS256": "1.2.840.113549.1.1.10", "ES256": "1.2.840.10045.4.3.2"}[kind]
     bad = cms.verify(sig.der, PAYLOAD + b"!", store, trust, now=now())
     assert bad.sub_indication is SubIndication.HASH_FAILURE and bad.indication is Indication.TOTAL_FAILED
+    assert bad.valid is False and bad.algorithm is SignatureAlgorithm(kind)
+
+
+def _certificates(der: bytes) -> list[bytes]:
+    return [c.chosen.dump() for c in asn1_cms.ContentInfo.load(der)["content"]["certificates"]]
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _intermediate(root: TestCa) -> TestCa:
+    key = ec.generate_private_key(ec.SECP256R1())
+    t = now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Issuing CA")]))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(t - timedelta(days=1))
+        .not_valid_after(t + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
+        .sign(root.key, hashes.SHA256())
+    )
+    return TestCa(key, cert)
+
+
+@pytest.mark.parametrize("kind", ["PS256", "ES256"])
+def test_the_signer_certificate_is_carried_once(tmp_path: Path, ca: TestCa, kind: str) -> None:
+    # The keystore's chain starts with the signer's own certificate and ends with the root.
+    key = certified_key(ca, rsa_key() if kind == "PS256" else ec.generate_private_key(ec.SECP256R1()))
+    assert key.certificate is not None and key.chain[0] == key.certificate
+    sig = cms.sign(key, PAYLOAD, signed_at=now())
+    # Exactly the signer's certificate: once, and no root (the verifier has its own anchors).
+    assert _certificates(sig.der) == [_der(key.certificate)]
+    accepted = openssl_cms_verify(tmp_path, sig.der, PAYLOAD, ca.cert, any_purpose=True)
+    assert accepted.returncode == 0, accepted.stderr
+    assert cms.verify(sig.der, PAYLOAD, Keystore([key]), TrustPolicy([ca.cert]), now=now()).valid
+
+
+def test_a_chain_through_an_issuing_ca_is_carried_one_certificate_each(tmp_path: Path, ca: TestCa) -> None:
+    issuing = _intermediate(ca)
+    private = ec.generate_private_key(ec.SECP256R1())
+    leaf = issuing.issue(private.public_key(), "Signer under an issuing CA")
+    key = SigningKey.create(private, (leaf, issuing.cert, ca.cert), created_at=now() - timedelta(days=1))
+    sig = cms.sign(key, PAYLOAD, signed_at=now())
+    certificates = _certificates(sig.der)
+    assert len(certificates) == len(set(certificates)) == 2
+    assert set(certificates) == {_der(leaf), _der(issuing.cert)}
+    # Only the root is given to openssl: the issuing CA has to come from the signature itself.
+    accepted = openssl_cms_verify(tmp_path, sig.der, PAYLOAD, ca.cert, any_purpose=True)
+    assert accepted.returncode == 0, accepted.stderr
+    result = cms.verify(sig.der, PAYLOAD, Keystore([key]), TrustPolicy([ca.cert]), now=now())
+    assert result.valid, result.reasons
 
 
 def test_rsa_signatures_use_pss_and_carry_cades_signed_attributes(ca: TestCa) -> None:
@@ -234,3 +298,25 @@ def test_foreign_rsa_pkcs1_signature_from_a_trusted_ca_is_accepted(tmp_path: Pat
     result = cms.verify(der, PAYLOAD, Keystore(), TrustPolicy([ca.cert]), now=now())
     assert result.valid, result.reasons
     assert result.key_id is None and result.signer is not None and result.signer.subject == "CN=Portal,C=VN"
+    assert result.algorithm is SignatureAlgorithm.RS256
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "name"),
+    [
+        ("rsa", ("-md", "sha384"), SignatureAlgorithm.RS384),
+        ("rsa", ("-keyopt", "rsa_padding_mode:pss", "-md", "sha512"), SignatureAlgorithm.PS512),
+        ("ec", ("-md", "sha384"), SignatureAlgorithm.ES384),
+    ],
+    ids=["rsa-pkcs1-sha384", "rsa-pss-sha512", "ecdsa-sha384"],
+)
+def test_a_cms_made_elsewhere_is_named_as_the_other_formats_name_its_algorithm(
+    tmp_path: Path, ca: TestCa, kind: str, extra: tuple[str, ...], name: SignatureAlgorithm
+) -> None:
+    private = rsa_key() if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
+    der = _openssl_sign(tmp_path, private, ca.issue(private.public_key(), "Portal"), PAYLOAD, *extra)
+    result = cms.verify(der, PAYLOAD, Keystore(), TrustPolicy([ca.cert]), now=now())
+    assert result.valid, result.reasons
+    assert result.algorithm is name and result.to_dict()["algorithm"] == name.value
+    oid = asn1_cms.ContentInfo.load(der)["content"]["signer_infos"][0]["signature_algorithm"]["algorithm"].dotted
+    assert result.algorithm_identifier == oid

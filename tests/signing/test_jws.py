@@ -15,6 +15,7 @@ from jwcrypto import jws as jc_jws
 from jwcrypto.common import JWException
 
 from signing import jws
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import KeyNotUsable
 from signing.keystore import Keystore
 from signing.results import Indication, SubIndication
@@ -44,7 +45,8 @@ def test_attached_and_detached_tokens_verify(alg: str) -> None:
     for token, payload in ((attached.token, None), (detached.token, PAYLOAD)):
         result = jws.verify(token, store, NO_TRUST, now=now(), payload=payload)
         assert result.valid and result.indication is Indication.TOTAL_PASSED
-        assert result.key_id == key.kid and result.algorithm == alg
+        assert result.key_id == key.kid and result.algorithm is SignatureAlgorithm(alg)
+        assert result.algorithm_identifier == alg
         assert result.signed_at == attached.signed_at
 
 
@@ -126,7 +128,10 @@ def test_legacy_eddsa_name_is_accepted_for_an_ed25519_key_only() -> None:
     header = _b64(json.dumps({"alg": "EdDSA", "kid": key.kid}).encode())
     body = _b64(PAYLOAD)
     sig = key.private_key.sign(f"{header}.{body}".encode())  # type: ignore[union-attr]
-    assert jws.verify(f"{header}.{body}.{_b64(sig)}", Keystore([key]), NO_TRUST, now=now()).valid
+    legacy = jws.verify(f"{header}.{body}.{_b64(sig)}", Keystore([key]), NO_TRUST, now=now())
+    assert legacy.valid
+    # One name for the algorithm, whichever name the token used; the token's own beside it.
+    assert legacy.algorithm is SignatureAlgorithm.ED25519 and legacy.algorithm_identifier == "EdDSA"
     ec_key = bare_key("ES256")
     header = _b64(json.dumps({"alg": "EdDSA", "kid": ec_key.kid}).encode())
     assert (

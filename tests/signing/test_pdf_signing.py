@@ -216,7 +216,7 @@ def signed() -> bytes:
 def test_genuine_signature_is_intact_trusted_unmodified_b_b(signed: bytes) -> None:
     verdict = _validate(signed)
     assert verdict.signature_found and verdict.signature_count == 1
-    assert verdict.intact is True and verdict.valid is True
+    assert verdict.intact is True and verdict.value_verifies is True and verdict.valid is True
     assert verdict.chain_trusted is True and verdict.expected_signer is True and verdict.trusted_signer is True
     assert verdict.modification_level is ModificationLevel.NONE and verdict.modified_after_signing is False
     assert verdict.coverage == "entire_file"
@@ -233,6 +233,17 @@ def test_rsa_signature_is_pades_rsassa_pss_sha256(signed: bytes) -> None:
     assert algorithm["algorithm"].native == "rsassa_pss"
     assert algorithm["parameters"]["hash_algorithm"]["algorithm"].native == "sha256"
     assert sig.signer_info["digest_algorithm"]["algorithm"].native == "sha256"
+
+
+def test_a_chain_given_with_the_signer_certificate_carries_it_once() -> None:
+    pki = throwaway_pki()
+    key, cert = pki["signer"]
+    # A keystore chain starts with the signer's own certificate.
+    signed = PdfSigner(key, cert, [cert, pki["ca"][1]]).sign(unsigned_pdf(), signing_time=NOW)
+    signed_data = PdfFileReader(io.BytesIO(signed)).embedded_signatures[0].signed_data
+    carried = [c.chosen.dump() for c in signed_data["certificates"]]
+    assert carried == [cert.public_bytes(serialization.Encoding.DER)]
+    assert _validate(signed).valid is True
 
 
 class _CountingKey(rsa.RSAPrivateKey):
@@ -307,28 +318,30 @@ def test_unsigned_pdf_reports_no_signature() -> None:
 
 def test_signature_by_untrusted_ca_is_not_a_trusted_signer() -> None:
     verdict = _validate(signer_for("forger").sign(unsigned_pdf(), signing_time=NOW))
-    assert verdict.intact is True and verdict.valid is True  # the maths is fine…
+    assert verdict.intact is True and verdict.value_verifies is True  # the maths is fine…
     assert verdict.chain_trusted is False and verdict.trust_problem == "NO_CERTIFICATE_CHAIN_FOUND"
     assert verdict.expected_signer is False and verdict.trusted_signer is False  # …the signer is not
+    assert verdict.valid is False  # and without a trusted chain the signature does not hold
 
 
 def test_trusted_chain_but_other_certificate_is_not_the_expected_signer() -> None:
     verdict = _validate(signer_for("sibling").sign(unsigned_pdf(), signing_time=NOW))
-    assert verdict.chain_trusted is True
-    assert verdict.expected_signer is False and verdict.trusted_signer is False
+    assert verdict.chain_trusted is True and verdict.valid is True  # a sound signature…
+    assert verdict.expected_signer is False and verdict.trusted_signer is False  # …by someone else
 
 
 def test_expired_signer_certificate_is_flagged() -> None:
     verdict = _validate(signer_for("expired").sign(unsigned_pdf(), signing_time=NOW), expected="expired")
     assert verdict.intact is True and verdict.expected_signer is True
     assert verdict.chain_trusted is False and verdict.trust_problem == "OUT_OF_BOUNDS_NO_POE"
-    assert verdict.trusted_signer is False
+    assert verdict.trusted_signer is False and verdict.valid is False
 
 
 def test_one_byte_flipped_in_signed_range_breaks_intact(signed: bytes) -> None:
     verdict = _validate(flip_byte_in_signed_range(signed))
     assert verdict.signature_found is True
-    assert verdict.intact is False
+    assert verdict.intact is False and verdict.value_verifies is True
+    assert verdict.valid is False
 
 
 def test_incremental_update_replacing_page_content_is_modification(signed: bytes) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -67,10 +68,11 @@ def test_each_failure_maps_to_its_sub_indication(failure: type, sub: str) -> Non
 
 def test_passed_result_renders_signer_and_time() -> None:
     signer = Signer("CN=Một cửa,C=VN", "CN=CA,C=VN", "1a", "kid-1")
-    result = VerificationResult("jws", None, "kid-1", signer, datetime(2025, 11, 23, 8, 0, tzinfo=UTC), "PS256")
+    moment = datetime(2025, 11, 23, 8, 0, tzinfo=UTC)
+    result = VerificationResult("jws", None, "kid-1", signer, moment, SignatureAlgorithm.PS256)
     data = result.to_dict()
     assert data["valid"] is True and data["indication"] == "TOTAL_PASSED" and data["sub_indication"] is None
-    assert data["signed_at"] == "2025-11-23T08:00:00Z"
+    assert data["signed_at"] == "2025-11-23T08:00:00Z" and data["algorithm"] == "PS256"
     assert data["signer"] == {
         "subject": "CN=Một cửa,C=VN",
         "issuer": "CN=CA,C=VN",

@@ -14,6 +14,7 @@ from lxml import etree
 from signxml import SignatureMethod, XMLSigner
 
 from signing import xml as sxml
+from signing.algorithms import SignatureAlgorithm
 from signing.errors import InvalidXml, KeyNotUsable
 from signing.keystore import Keystore
 from signing.results import Indication, SubIndication
@@ -91,6 +92,9 @@ def test_round_trip_returns_the_signed_document_element(ca: TestCa, ec_key, rsa_
     out = _verify(sig.document, key, ca)
     assert out.result.valid, out.result.reasons
     assert out.result.signed_at == sig.signed_at and out.result.key_id == key.kid
+    # The key's algorithm, under the name the JWS and CMS results give it.
+    assert out.result.algorithm is key.algorithm.signature_algorithm
+    assert out.result.algorithm is (SignatureAlgorithm.ES256 if which == "ec" else SignatureAlgorithm.PS256)
     assert out.signed_element.tag == "{urn:bhxh:hoso}HoSo"
     assert out.signed_element.findtext("{urn:bhxh:hoso}NguoiNop") == "Nguyễn Văn A"
 
@@ -215,6 +219,29 @@ def test_plain_xmldsig_made_elsewhere_verifies_and_returns_the_document(ca: Test
     assert out.result.valid, out.result.reasons
     assert out.signed_element.findtext("Dong") == "Bảo hiểm xã hội"
     assert out.result.signed_at is None
+
+
+@pytest.mark.parametrize(
+    ("which", "method", "name"),
+    [
+        ("rsa", SignatureMethod.RSA_SHA256, SignatureAlgorithm.RS256),
+        ("rsa", SignatureMethod.SHA512_RSA_MGF1, SignatureAlgorithm.PS512),
+        ("ec", SignatureMethod.ECDSA_SHA384, SignatureAlgorithm.ES384),
+    ],
+    ids=["rsa-pkcs1-sha256", "rsa-pss-sha512", "ecdsa-sha384"],
+)
+def test_an_xml_signature_made_elsewhere_is_named_as_the_other_formats_name_its_algorithm(
+    ca: TestCa, ec_key, rsa_signing_key, which: str, method: SignatureMethod, name: SignatureAlgorithm
+) -> None:
+    key = ec_key if which == "ec" else rsa_signing_key
+    signed = XMLSigner(signature_algorithm=method).sign(
+        etree.fromstring(PLAIN), key=key.private_key, cert=list(key.chain)
+    )
+    result = _verify(etree.tostring(signed), key, ca).result
+    assert result.valid, result.reasons
+    assert result.algorithm is name and result.to_dict()["algorithm"] == name.value
+    # The XMLDSig URI stays available beside the name.
+    assert result.algorithm_identifier == method.value
 
 
 # --- crypto constraints, keys, trust ----------------------------------------------------------------

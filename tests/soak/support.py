@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,18 +35,13 @@ from integrity.rate_limits import DEFAULT_LIMITS
 from integrity.receipt_tables import receipt_pdfs, receipt_sequences, receipts
 from integrity.setup import initialise
 from tests.conftest import DEMO_KEYS, REPO_ROOT, demo_settings
+from tests.loopback import free_port
 
 READY_TIMEOUT_SECONDS = 60.0
 UNITS = (
     ("000.00.31.H29", "Bảo hiểm xã hội Thành phố Hồ Chí Minh"),
     ("000.00.00.G00", "Bảo hiểm xã hội Việt Nam"),
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare_database(db_url: str, **overrides: object) -> None:
